@@ -1,0 +1,90 @@
+"""Wiring: builds each long-running process from settings. Nothing else lives here."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+
+import structlog
+from confluent_kafka import Consumer
+
+from stream_migrator.capture import Capture, MongoCheckpointStore
+from stream_migrator.kafka import AckedProducer, consumer_config, ensure_topic, producer_config
+from stream_migrator.mongo import connect
+from stream_migrator.observability import HealthServer, HealthState, get_logger
+from stream_migrator.runtime import StopFlag
+from stream_migrator.settings import Settings
+from stream_migrator.spec import get_spec
+from stream_migrator.transform import MongoSink, TransformWorker
+from stream_migrator.transform.quarantine import Quarantine
+
+log = get_logger("app")
+
+
+def _client_id(role: str) -> str:
+    return f"sm-{role}-{socket.gethostname()}"
+
+
+def run_capture(settings: Settings, stop: StopFlag) -> Capture:
+    """Run capture until ``stop`` is set; returns the finished Capture (for its counters)."""
+    structlog.contextvars.bind_contextvars(migration=settings.migration, process="capture")
+    log.info("capture.start", settings=settings.masked())
+    health = HealthState("capture")
+    with contextlib.ExitStack() as stack:
+        server = stack.enter_context(
+            HealthServer(health, settings.metrics_host, settings.metrics_port)
+        )
+        log.info("http.listening", port=server.port, paths=["/metrics", "/healthz"])
+        ensure_topic(settings.kafka_bootstrap, settings.changes_topic, settings.partitions)
+        client = connect(settings.mongo_uri.get_secret_value(), app="capture")
+        stack.callback(client.close)
+        producer = AckedProducer(producer_config(settings.kafka_bootstrap, _client_id("capture")))
+        stack.callback(producer.close)
+        checkpoints = MongoCheckpointStore(client, settings.metadata_db, settings.migration)
+        capture = Capture(settings, client, producer, checkpoints, stop, health)
+        health.beat("ok")
+        capture.run()
+        health.beat("draining")
+        return capture
+
+
+def run_transform(settings: Settings, stop: StopFlag) -> TransformWorker:
+    """Run one transform worker until ``stop`` is set."""
+    structlog.contextvars.bind_contextvars(migration=settings.migration, process="transform")
+    log.info("transform.start", settings=settings.masked())
+    spec = get_spec(settings.spec)
+    health = HealthState("transform")
+    with contextlib.ExitStack() as stack:
+        server = stack.enter_context(
+            HealthServer(health, settings.metrics_host, settings.metrics_port)
+        )
+        log.info("http.listening", port=server.port, paths=["/metrics", "/healthz"])
+        ensure_topic(settings.kafka_bootstrap, settings.changes_topic, settings.partitions)
+        ensure_topic(settings.kafka_bootstrap, settings.quarantine_topic, 1)
+        client = connect(settings.mongo_uri.get_secret_value(), app="transform")
+        stack.callback(client.close)
+        db, coll = settings.split_ns(settings.target)
+        producer = AckedProducer(
+            producer_config(settings.kafka_bootstrap, _client_id("quarantine"))
+        )
+        stack.callback(producer.close)
+        consumer = Consumer(
+            consumer_config(
+                settings.kafka_bootstrap, settings.consumer_group, _client_id("transform")
+            )
+        )
+        worker = TransformWorker(
+            settings.migration,
+            settings.changes_topic,
+            consumer,
+            spec,
+            MongoSink(client[db][coll]),
+            Quarantine(producer, settings.quarantine_topic),
+            stop,
+            batch_size=settings.batch_size,
+            batch_timeout_s=settings.batch_timeout_s,
+            health=health,
+        )
+        health.beat("ok")
+        worker.run()
+        return worker

@@ -1,0 +1,30 @@
+"""Capture checkpoints in the ``stream_migrator`` metadata database."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from pymongo import MongoClient
+
+
+class MongoCheckpointStore:
+    """One document per migration in ``<metadata_db>.checkpoints``.
+
+    Fields: ``start_at`` (stream position taken before the snapshot), ``snapshot``
+    (``{done, last_id, read_at}``), ``resume_token`` and ``updated_at``.
+    """
+
+    def __init__(self, client: MongoClient[dict[str, Any]], db: str, migration: str) -> None:
+        self._coll = client[db]["checkpoints"]
+        self._id = f"{migration}/capture"
+
+    def load(self) -> dict[str, Any] | None:
+        return self._coll.find_one({"_id": self._id})
+
+    def save(self, **fields: Any) -> None:
+        fields["updated_at"] = dt.datetime.now(dt.UTC)
+        self._coll.update_one({"_id": self._id}, {"$set": fields}, upsert=True)
+
+    def clear(self) -> None:
+        self._coll.delete_one({"_id": self._id})

@@ -1,0 +1,203 @@
+"""Change-stream capture: snapshot, then tail; checkpoint only behind Kafka acknowledgements."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from typing import Any
+
+from bson import Timestamp
+from pymongo import MongoClient
+from pymongo.change_stream import CollectionChangeStream
+from pymongo.errors import OperationFailure, PyMongoError
+
+from stream_migrator import events
+from stream_migrator.kafka import AckedProducer
+from stream_migrator.errors import FatalError, RetryableError
+from stream_migrator.interfaces import CheckpointStore
+from stream_migrator.mongo import cluster_time_now
+from stream_migrator.observability import HealthState, get_logger
+from stream_migrator.observability import metrics as m
+from stream_migrator.runtime import StopFlag
+from stream_migrator.settings import Settings
+
+_DATA_OPS = {"insert", "update", "replace", "delete"}
+_HISTORY_LOST = {286, 280}  # ChangeStreamHistoryLost, ChangeStreamFatalError
+_SNAPSHOT_CHUNK = 5_000
+
+log = get_logger("capture")
+
+
+class Capture:
+    """Copies one source collection into the change topic, then follows its change stream."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        client: MongoClient[dict[str, Any]],
+        producer: AckedProducer,
+        checkpoints: CheckpointStore,
+        stop: StopFlag,
+        health: HealthState | None = None,
+    ) -> None:
+        self._s = settings
+        db, coll = settings.split_ns(settings.source)
+        self._client = client
+        self._coll = client[db][coll]
+        self._producer = producer
+        self._checkpoints = checkpoints
+        self._stop = stop
+        self._health = health or HealthState("capture")
+        self._pending: Counter[str] = Counter()
+        self.captured = 0
+
+    # -- public -----------------------------------------------------------------
+    def run(self) -> None:
+        """Run until the stop flag is set; transient failures back off and resume."""
+        backoff = 1.0
+        while not self._stop.is_set():
+            try:
+                self._run_once()
+                return
+            except RetryableError as exc:
+                log.warning("capture.retry", error=str(exc), retry_after=exc.retry_after)
+                self._stop.wait(exc.retry_after)
+            except OperationFailure as exc:
+                if exc.code in _HISTORY_LOST:
+                    raise FatalError(
+                        f"the change stream cannot resume on {self._s.source}: the checkpointed "
+                        "position is no longer in the oplog (history lost). Nothing after it was "
+                        "captured. Re-run capture with a fresh snapshot (delete the checkpoint "
+                        f"'{self._s.migration}/capture' in {self._s.metadata_db}.checkpoints) "
+                        "or enlarge the oplog.",
+                        code=exc.code,
+                    ) from exc
+                log.warning("capture.mongo_error", code=exc.code, error=str(exc))
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, 30.0)
+            except PyMongoError as exc:
+                log.warning("capture.mongo_unavailable", error=str(exc), retry_after=backoff)
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, 30.0)
+
+    # -- internals --------------------------------------------------------------
+    def _run_once(self) -> None:
+        state = self._checkpoints.load()
+        if state is None:
+            # Why before the snapshot: every change from here on is replayed after
+            # the snapshot, so nothing that happens while we copy can be missed.
+            start = cluster_time_now(self._client)
+            self._checkpoints.save(
+                start_at=events.version_of(start),
+                source=self._s.source,
+                snapshot={"done": False, "last_id": None},
+            )
+            log.info("capture.position_taken", start_at=str(start))
+            state = self._checkpoints.load() or {}
+        if not state.get("snapshot", {}).get("done"):
+            if not self._snapshot(state):
+                return
+            state = self._checkpoints.load() or {}
+        self._tail(state)
+
+    def _snapshot(self, state: dict[str, Any]) -> bool:
+        """Copy documents in _id order; returns False if stopped before the end."""
+        last_id = state.get("snapshot", {}).get("last_id")
+        # Taken before the first read, so <= the read time of every document copied:
+        # a replayed change newer than this still applies, an older one is rejected.
+        read_at = events.version_of(cluster_time_now(self._client))
+        query = {} if last_id is None else {"_id": {"$gt": last_id}}
+        log.info("snapshot.start", resume_after_id=str(last_id) if last_id else None)
+        copied = 0
+        cursor = self._coll.find(query).sort("_id", 1).batch_size(2_000)
+        try:
+            for doc in cursor:
+                self._emit("snapshot", doc["_id"], doc, read_at, None)
+                copied += 1
+                last_id = doc["_id"]
+                if copied % _SNAPSHOT_CHUNK == 0:
+                    self._commit(snapshot={"done": False, "last_id": last_id, "read_at": read_at})
+                    log.info("snapshot.progress", copied=copied)
+                    if self._stop.is_set():
+                        return False
+        finally:
+            cursor.close()
+        self._commit(snapshot={"done": True, "last_id": last_id, "read_at": read_at})
+        log.info("snapshot.done", copied=copied)
+        return True
+
+    def _tail(self, state: dict[str, Any]) -> None:
+        token = state.get("resume_token")
+        kwargs: dict[str, Any]
+        if token is not None:
+            kwargs = {"resume_after": token}
+        else:
+            kwargs = {"start_at_operation_time": events.timestamp_of(state["start_at"])}
+        log.info("stream.open", **{k: str(v) for k, v in kwargs.items()})
+        with self._coll.watch(
+            full_document="updateLookup", max_await_time_ms=500, batch_size=1_000, **kwargs
+        ) as stream:
+            self._follow(stream, token)
+
+    def _follow(self, stream: CollectionChangeStream[Any], saved: Any) -> None:
+        last_commit = time.monotonic()
+        unsaved = 0
+        while not self._stop.is_set():
+            change = stream.try_next()
+            if change is not None:
+                self._handle(change)
+                unsaved += 1
+            due = time.monotonic() - last_commit >= self._s.checkpoint_interval_s
+            # Checkpoint when enough piled up, or on a timer even when idle: the
+            # post-batch token advances on a quiet collection so it never falls off the oplog.
+            if unsaved >= 10_000 or (due and (unsaved or stream.resume_token != saved)):
+                saved = stream.resume_token
+                self._commit(resume_token=saved)
+                unsaved, last_commit = 0, time.monotonic()
+            elif change is None:
+                self._health.beat("ok", captured=self.captured)
+        # Graceful stop: everything read is produced; make it durable, then record it.
+        self._commit(resume_token=stream.resume_token)
+        log.info("capture.stopped", reason=self._stop.reason, captured=self.captured)
+
+    def _handle(self, change: dict[str, Any]) -> None:
+        op = change.get("operationType")
+        if op in _DATA_OPS:
+            ts: Timestamp = change["clusterTime"]
+            doc = change.get("fullDocument") if op != "delete" else None
+            self._emit(op, change["documentKey"]["_id"], doc, events.version_of(ts), change["_id"])
+            m.CAPTURE_LAG.labels(self._s.migration).set(max(0.0, time.time() - ts.time))
+        elif op in {"drop", "rename", "dropDatabase", "invalidate"}:
+            raise FatalError(
+                f"source collection {self._s.source} saw '{op}': the stream ends here. "
+                "Everything before it is captured and checkpointed; decide whether the "
+                "migration should continue before restarting capture."
+            )
+        else:
+            log.info("stream.skipped_event", op=op)
+
+    def _emit(
+        self, op: events.Op, doc_id: Any, doc: dict[str, Any] | None, version: int, token: Any
+    ) -> None:
+        event = events.ChangeEvent(
+            op=op,
+            ns=self._s.source,
+            doc_id=doc_id,
+            document=doc,
+            cluster_time=version,
+            captured_at_ms=int(time.time() * 1000),
+            resume_token=token,
+        )
+        self._producer.produce(self._s.changes_topic, event.key, events.encode(event))
+        self._pending[op] += 1
+
+    def _commit(self, **checkpoint: Any) -> None:
+        """Barrier on Kafka acknowledgements, then persist the position (never the other way)."""
+        self._producer.barrier()
+        for op, count in self._pending.items():
+            m.EVENTS_CAPTURED.labels(self._s.migration, op).inc(count)
+            self.captured += count
+        self._pending.clear()
+        self._checkpoints.save(**checkpoint)
+        m.CHECKPOINTS.labels(self._s.migration).inc()
+        self._health.beat("ok", captured=self.captured)

@@ -1,0 +1,206 @@
+"""The ``stream-migrator`` command."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from stream_migrator.errors import ConfigError, InfraError, StreamMigratorError
+from stream_migrator.settings import Settings, load_settings
+
+_SETTING_FLAGS = {
+    "mongo_uri": "--mongo-uri",
+    "kafka_bootstrap": "--kafka-bootstrap",
+    "migration": "--migration",
+    "source": "--source",
+    "target": "--target",
+    "spec": "--spec",
+    "partitions": "--partitions",
+    "batch_size": "--batch-size",
+    "metrics_port": "--metrics-port",
+    "log_level": "--log-level",
+}
+
+
+def _add_settings_flags(parser: argparse.ArgumentParser) -> None:
+    fields = Settings.model_fields
+    for name, flag in _SETTING_FLAGS.items():
+        field = fields[name]
+        kind: Callable[[str], Any] = int if field.annotation is int else str
+        parser.add_argument(
+            flag, dest=name, type=kind, default=None,
+            help=f"{field.description} (env SM_{name.upper()})",
+        )
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    return load_settings(**{name: getattr(args, name, None) for name in _SETTING_FLAGS})
+
+
+def _cmd_capture(args: argparse.Namespace) -> int:
+    from stream_migrator.app import run_capture
+    from stream_migrator.observability import configure_logging
+    from stream_migrator.runtime import StopFlag
+
+    settings = _settings(args)
+    configure_logging(settings.log_level)
+    stop = StopFlag()
+    stop.install_signal_handlers()
+    run_capture(settings, stop)
+    return 0
+
+
+def _cmd_transform(args: argparse.Namespace) -> int:
+    from stream_migrator.app import run_transform
+    from stream_migrator.observability import configure_logging
+    from stream_migrator.runtime import StopFlag
+
+    settings = _settings(args)
+    configure_logging(settings.log_level)
+    stop = StopFlag()
+    stop.install_signal_handlers()
+    run_transform(settings, stop)
+    return 0
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from stream_migrator.mongo import connect
+    from stream_migrator.reconcile import full_compare
+    from stream_migrator.spec import get_spec
+
+    settings = _settings(args)
+    client = connect(settings.mongo_uri.get_secret_value(), app="compare")
+    try:
+        sdb, scoll = settings.split_ns(settings.source)
+        tdb, tcoll = settings.split_ns(settings.target)
+        report = full_compare(client[sdb][scoll], client[tdb][tcoll], get_spec(settings.spec))
+    finally:
+        client.close()
+    print(f"source documents:   {report.source_count}")
+    print(f"target documents:   {report.target_count}")
+    print(f"missing in target:  {report.missing}")
+    print(f"extra in target:    {report.extra}")
+    print(f"different:          {report.different}")
+    print(f"untransformable:    {report.untransformable} (expected in quarantine)")
+    for example in report.examples:
+        print(f"  {example}")
+    print("MATCH" if report.mismatches == 0 else f"DIVERGED: {report.mismatches} mismatches")
+    return 0 if report.mismatches == 0 else 1
+
+
+def _cmd_config(args: argparse.Namespace) -> int:
+    print(json.dumps(_settings(args).masked(), indent=2, default=str))
+    return 0
+
+
+def _stack(args: argparse.Namespace) -> Any:
+    from stream_migrator.infra import DEFAULT_STATE_DIR, LocalStack
+
+    return LocalStack(Path(args.state_dir) if args.state_dir else DEFAULT_STATE_DIR)
+
+
+def _cmd_infra(args: argparse.Namespace) -> int:
+    stack = _stack(args)
+    if args.action == "up":
+        stack.up()
+        print(f"kafka  {stack.kafka_bootstrap()}")
+        print(f"mongo  {stack.mongo_uri()}")
+        print("use them with:")
+        print(f"  export SM_KAFKA_BOOTSTRAP={stack.kafka_bootstrap()}")
+        print(f"  export SM_MONGO_URI='{stack.mongo_uri()}'")
+        return 0
+    if args.action == "down":
+        stopped = stack.down()
+        print("stopped: " + (", ".join(stopped) if stopped else "nothing was running"))
+        return 0
+    rows = stack.status()
+    if not rows:
+        print(f"no local stack recorded in {stack.state_dir}; start one with `infra up`")
+        return 1
+    for row in rows:
+        state = "answering" if row["answering"] else ("running" if row["running"] else "stopped")
+        print(f"{row['name']:6} {row['address']:21} pid {row['pid']:<8} {state:9} log {row['log']}")
+    return 0 if all(r["answering"] for r in rows) else 1
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from stream_migrator.demo import DemoOptions, run_demo
+
+    options = DemoOptions(
+        docs=args.docs,
+        live_seconds=args.live_seconds,
+        live_rate=args.live_rate,
+        bad_docs=args.bad_docs,
+        keep_stack=args.keep_stack,
+        timeout_s=args.timeout,
+    )
+    report = run_demo(options)
+    return 0 if report.ok else 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="stream-migrator",
+        description="Move a live MongoDB collection to a new document shape with no lost write.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("capture", help="snapshot the source, then tail its change stream into Kafka")
+    _add_settings_flags(p)
+    p.set_defaults(func=_cmd_capture)
+
+    p = sub.add_parser("transform", help="run a transform worker: Kafka -> spec -> target collection")
+    _add_settings_flags(p)
+    p.set_defaults(func=_cmd_transform)
+
+    p = sub.add_parser("compare", help="full compare of transform(source) against target")
+    _add_settings_flags(p)
+    p.set_defaults(func=_cmd_compare)
+
+    p = sub.add_parser("config", help="print the effective settings (secrets masked)")
+    _add_settings_flags(p)
+    p.set_defaults(func=_cmd_config)
+
+    p = sub.add_parser("infra", help="the local Kafka + MongoDB-wire stack (no Docker needed)")
+    p.add_argument("action", choices=["up", "down", "status"])
+    p.add_argument("--state-dir", help="where pids, ports, logs and data live (default .sm/stack)")
+    p.set_defaults(func=_cmd_infra)
+
+    p = sub.add_parser("demo", help="migrate a live shop.orders end to end on the local stack")
+    p.add_argument("--docs", type=int, default=20_000, help="v1 documents to seed (default 20000)")
+    p.add_argument("--live-seconds", type=float, default=15.0,
+                   help="seconds of live inserts/updates/deletes during the migration")
+    p.add_argument("--live-rate", type=int, default=300, help="live writes per second")
+    p.add_argument("--bad-docs", type=int, default=5,
+                   help="malformed documents seeded to show quarantine (default 5)")
+    p.add_argument("--keep-stack", action="store_true", help="leave Kafka and MongoDB running")
+    p.add_argument("--timeout", type=float, default=600.0, help="give up after this many seconds")
+    p.set_defaults(func=_cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; errors become one line on stderr and a distinct exit code."""
+    args = build_parser().parse_args(argv)
+    try:
+        code: int = args.func(args)
+        return code
+    except ConfigError as exc:
+        print(f"stream-migrator: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except InfraError as exc:
+        print(f"stream-migrator: {exc}", file=sys.stderr)
+        return 3
+    except StreamMigratorError as exc:
+        print(f"stream-migrator: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

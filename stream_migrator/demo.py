@@ -1,0 +1,320 @@
+"""``stream-migrator demo``: a live shop.orders migrated end to end, with a report."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from dataclasses import dataclass
+from typing import Any
+
+from bson import ObjectId
+from prometheus_client.parser import text_string_to_metric_families
+from pymongo import InsertOne
+from pymongo.collection import Collection
+
+from stream_migrator.errors import InfraError
+from stream_migrator.infra import DEFAULT_STATE_DIR, LocalStack, free_port
+from stream_migrator.mongo import connect
+from stream_migrator.reconcile import CompareReport, full_compare
+from stream_migrator.spec import get_spec
+
+_CITIES = ["Springfield", "Shelbyville", "Ogdenville", "North Haverbrook", "Capital City"]
+_STREETS = ["Main St", "Elm St", "Oak Ave", "Evergreen Terrace", "Market St"]
+_NAMES = ["Ada Lovelace", "Alan Turing", "Grace Hopper", "Edsger Dijkstra", "Barbara Liskov"]
+
+
+@dataclass(frozen=True)
+class DemoOptions:
+    docs: int = 20_000
+    live_seconds: float = 15.0
+    live_rate: int = 300
+    bad_docs: int = 5
+    keep_stack: bool = False
+    timeout_s: float = 600.0
+    migration: str | None = None
+
+
+@dataclass
+class DemoReport:
+    captured: int
+    applied: int
+    stale: int
+    quarantined: int
+    lag: int
+    seconds: float
+    docs_per_second: float
+    live_writes: int
+    compare: CompareReport
+
+    @property
+    def ok(self) -> bool:
+        return self.compare.mismatches == 0 and self.lag == 0
+
+    def render(self) -> str:
+        c = self.compare
+        lines = [
+            "",
+            "== stream-migrator demo report ==",
+            f"events captured       {self.captured}",
+            f"events applied        {self.applied} written, {self.stale} stale (skipped by the "
+            "version guard)",
+            f"events quarantined    {self.quarantined}",
+            f"consumer lag          {self.lag}",
+            f"live writes           {self.live_writes} (inserts, updates, deletes while migrating)",
+            f"time taken            {self.seconds:.1f} s (capture start to caught up)",
+            f"throughput            {self.docs_per_second:,.0f} documents/s applied",
+            f"source documents      {c.source_count} ({c.untransformable} untransformable, "
+            "in quarantine)",
+            f"target documents      {c.target_count}",
+            f"full compare          {c.mismatches} mismatches (missing {c.missing}, extra "
+            f"{c.extra}, different {c.different})",
+            "RESULT                " + ("OK: target matches source" if self.ok else "DIVERGED"),
+        ]
+        lines += [f"  {e}" for e in c.examples]
+        return "\n".join(lines)
+
+
+def v1_order(rng: random.Random, i: int) -> dict[str, Any]:
+    """A synthetic v1 order."""
+    return {
+        "_id": ObjectId(),
+        "cust_name": rng.choice(_NAMES),
+        "address": f"{rng.randint(1, 999)} {rng.choice(_STREETS)}, {rng.choice(_CITIES)}, "
+        f"{rng.randint(10000, 99999)}",
+        "total": round(rng.uniform(1, 500), 2),
+        "items": [
+            {"sku": f"SKU-{rng.randint(1, 500):04d}", "qty": rng.randint(1, 5)}
+            for _ in range(rng.randint(1, 4))
+        ],
+        "created_at": dt.datetime.now(dt.UTC).replace(microsecond=0),
+        "seq": i,
+        **({"status": "paid"} if i % 3 == 0 else {}),
+    }
+
+
+def seed(coll: Collection[dict[str, Any]], count: int, bad: int, rng: random.Random) -> None:
+    """Insert ``count`` v1 orders, ``bad`` of them with an address the spec cannot split."""
+    batch: list[InsertOne[dict[str, Any]]] = []
+    for i in range(count):
+        doc = v1_order(rng, i)
+        if i < bad:
+            doc["address"] = "no commas here"
+        batch.append(InsertOne(doc))
+        if len(batch) == 2_000:
+            coll.bulk_write(batch, ordered=False)
+            batch = []
+    if batch:
+        coll.bulk_write(batch, ordered=False)
+
+
+class LiveWriter(threading.Thread):
+    """Inserts, updates and deletes on the source at a steady rate, like an application."""
+
+    def __init__(self, coll: Collection[dict[str, Any]], seconds: float, rate: int) -> None:
+        super().__init__(name="live-writer", daemon=True)
+        self._coll = coll
+        self._seconds = seconds
+        self._rate = max(1, rate)
+        self._rng = random.Random(7)
+        self.writes = 0
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            self._run()
+        except BaseException as exc:  # noqa: BLE001 - surfaced by the demo report
+            self.error = exc
+
+    def _run(self) -> None:
+        ids = [d["_id"] for d in self._coll.find({}, {"_id": 1}).limit(5_000)]
+        end = time.monotonic() + self._seconds
+        interval = 1.0 / self._rate
+        next_at = time.monotonic()
+        seq = 10_000_000
+        while time.monotonic() < end:
+            roll = self._rng.random()
+            if roll < 0.4 or not ids:
+                doc = v1_order(self._rng, seq)
+                seq += 1
+                self._coll.insert_one(doc)
+                ids.append(doc["_id"])
+            elif roll < 0.85:
+                self._coll.update_one(
+                    {"_id": self._rng.choice(ids)},
+                    {"$set": {"total": round(self._rng.uniform(1, 500), 2), "status": "shipped"}},
+                )
+            else:
+                victim = ids.pop(self._rng.randrange(len(ids)))
+                self._coll.delete_one({"_id": victim})
+            self.writes += 1
+            next_at += interval
+            time.sleep(max(0.0, next_at - time.monotonic()))
+
+
+def scrape(port: int) -> dict[str, float]:
+    """Sum every sample of a process's /metrics by sample name and outcome/op label."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as resp:  # noqa: S310
+        text = resp.read().decode()
+    values: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            name = sample.name
+            if "outcome" in sample.labels:
+                name += ":" + sample.labels["outcome"]
+            values[name] = values.get(name, 0.0) + sample.value
+    return values
+
+
+def _safe_scrape(port: int) -> dict[str, float]:
+    try:
+        return scrape(port)
+    except OSError:
+        return {}
+
+
+def run_demo(options: DemoOptions) -> DemoReport:
+    """Run the whole demo and print its report; the stack is stopped unless asked to keep it."""
+    external = os.environ.get("SM_MONGO_URI") and os.environ.get("SM_KAFKA_BOOTSTRAP")
+    stack = LocalStack(DEFAULT_STATE_DIR)
+    started_stack = False
+    if external:
+        mongo_uri, bootstrap = os.environ["SM_MONGO_URI"], os.environ["SM_KAFKA_BOOTSTRAP"]
+        print(f"using existing servers: kafka {bootstrap}, mongo {mongo_uri}")
+    else:
+        had = {r["name"] for r in stack.status() if r["answering"]}
+        print("starting the local stack (Kafka KRaft broker + mongo-java-server) ...", flush=True)
+        stack.up()
+        started_stack = had != {"kafka", "mongo"}
+        mongo_uri, bootstrap = stack.mongo_uri(), stack.kafka_bootstrap()
+        print(f"kafka {bootstrap}   mongo {mongo_uri}")
+    try:
+        return _run(options, mongo_uri, bootstrap)
+    finally:
+        if started_stack and not options.keep_stack:
+            print("stopping the local stack ...", flush=True)
+            stack.down()
+
+
+def _run(options: DemoOptions, mongo_uri: str, bootstrap: str) -> DemoReport:
+    migration = options.migration or f"demo-{int(time.time())}"
+    rng = random.Random(42)
+    client = connect(mongo_uri, app="demo")
+    source, target = client["shop"]["orders"], client["shop"]["orders_v2"]
+    source.drop()
+    target.drop()
+    print(f"seeding shop.orders with {options.docs} v1 documents ...", flush=True)
+    t0 = time.monotonic()
+    seed(source, options.docs, options.bad_docs, rng)
+    print(f"seeded in {time.monotonic() - t0:.1f} s", flush=True)
+
+    log_dir = DEFAULT_STATE_DIR.parent / "demo-logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    ports = {"capture": free_port(), "transform": free_port()}
+    env = {
+        **os.environ,
+        "SM_MONGO_URI": mongo_uri,
+        "SM_KAFKA_BOOTSTRAP": bootstrap,
+        "SM_MIGRATION": migration,
+        "SM_SOURCE": "shop.orders",
+        "SM_TARGET": "shop.orders_v2",
+    }
+    procs: dict[str, subprocess.Popen[bytes]] = {}
+    started = time.monotonic()
+    writer = LiveWriter(source, options.live_seconds, options.live_rate)
+    try:
+        for role, port in ports.items():
+            with (log_dir / f"{role}.log").open("wb") as log:
+                procs[role] = subprocess.Popen(
+                    [sys.executable, "-m", "stream_migrator", role, "--metrics-port", str(port)],
+                    env={**env, "SM_METRICS_PORT": str(port)},
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                )
+        print(f"capture and transform running (logs in {log_dir}); live writes for "
+              f"{options.live_seconds:.0f} s at {options.live_rate}/s", flush=True)
+        writer.start()
+        final = _wait_caught_up(options, procs, ports, writer, source, target, started)
+        elapsed = time.monotonic() - started
+    finally:
+        _stop(procs)
+        client.close()
+    cap, tra, compare = final
+    applied = int(tra.get("sm_events_applied_total:written", 0))
+    report = DemoReport(
+        captured=int(cap.get("sm_events_captured_total", 0)),
+        applied=applied,
+        stale=int(tra.get("sm_events_applied_total:stale", 0)),
+        quarantined=int(tra.get("sm_events_quarantined_total", 0)),
+        lag=int(tra.get("sm_consumer_lag_events", -1)),
+        seconds=elapsed,
+        docs_per_second=applied / elapsed if elapsed else 0.0,
+        live_writes=writer.writes,
+        compare=compare,
+    )
+    print(report.render(), flush=True)
+    return report
+
+
+def _wait_caught_up(
+    options: DemoOptions,
+    procs: dict[str, subprocess.Popen[bytes]],
+    ports: dict[str, int],
+    writer: LiveWriter,
+    source: Collection[dict[str, Any]],
+    target: Collection[dict[str, Any]],
+    started: float,
+) -> tuple[dict[str, float], dict[str, float], CompareReport]:
+    """Print progress each second; return metrics once lag is 0 and the full compare matches."""
+    spec = get_spec("orders.v1_to_v2")
+    stable_since: float | None = None
+    last_captured = -1.0
+    while True:
+        time.sleep(1.0)
+        for role, proc in procs.items():
+            if proc.poll() is not None:
+                raise InfraError(f"the {role} process exited with code {proc.returncode}; "
+                                 f"see .sm/demo-logs/{role}.log")
+        if writer.error is not None:
+            raise InfraError(f"the live writer failed: {writer.error}")
+        cap, tra = _safe_scrape(ports["capture"]), _safe_scrape(ports["transform"])
+        captured = cap.get("sm_events_captured_total", 0.0)
+        applied = tra.get("sm_events_applied_total:written", 0.0)
+        lag = tra.get("sm_consumer_lag_events", float("nan"))
+        elapsed = time.monotonic() - started
+        live = "writing" if writer.is_alive() else "done"
+        print(f"[{elapsed:6.1f}s] captured {captured:>8.0f}  applied {applied:>8.0f}  "
+              f"lag {lag:>6.0f}  live writes {writer.writes:>6} ({live})", flush=True)
+        if elapsed > options.timeout_s:
+            raise InfraError(f"the demo did not catch up within {options.timeout_s:.0f} s")
+        if writer.is_alive() or lag != 0 or captured != last_captured:
+            stable_since, last_captured = None, captured
+            continue
+        stable_since = stable_since or time.monotonic()
+        if time.monotonic() - stable_since < 2.0:
+            continue
+        compare = full_compare(source, target, spec)
+        if compare.mismatches == 0:
+            return cap, tra, compare
+        print(f"full compare found {compare.mismatches} mismatches; waiting ...", flush=True)
+        stable_since = None
+
+
+def _stop(procs: dict[str, subprocess.Popen[bytes]]) -> None:
+    """SIGTERM both processes and wait: they drain, flush and commit before exiting."""
+    for proc in procs.values():
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    for role, proc in procs.items():
+        try:
+            code = proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            code = proc.wait()
+        print(f"{role} stopped (exit code {code})", flush=True)

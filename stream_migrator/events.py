@@ -1,0 +1,113 @@
+"""The change-event envelope and its Avro codec.
+
+Wire format of a Kafka value: one magic byte (``0x01``) then the schemaless
+Avro encoding of ``schemas/change_envelope.avsc``. The document inside is BSON,
+so every BSON type survives the trip untouched.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any, Literal
+
+import bson
+import fastavro
+from bson import Timestamp
+from bson.codec_options import CodecOptions
+
+from stream_migrator.errors import EnvelopeError
+
+Op = Literal["insert", "update", "replace", "delete", "snapshot"]
+MAGIC = b"\x01"
+_SCHEMA_FILE = Path(__file__).resolve().parent.parent / "schemas" / "change_envelope.avsc"
+# tz_aware keeps datetimes comparable and round-trippable; document_class=dict keeps order.
+BSON_OPTIONS: CodecOptions[dict[str, Any]] = CodecOptions(tz_aware=True)
+
+
+@cache
+def _schema() -> Any:
+    # The package is installed editable beside schemas/ (see README); the schema
+    # file stays the single source of truth for other-language consumers.
+    return fastavro.parse_schema(json.loads(_SCHEMA_FILE.read_text()))
+
+
+def version_of(ts: Timestamp) -> int:
+    """Pack a BSON cluster time into one comparable int64: seconds << 32 | increment."""
+    return (ts.time << 32) | ts.inc
+
+
+def timestamp_of(version: int) -> Timestamp:
+    """Inverse of :func:`version_of`."""
+    return Timestamp(version >> 32, version & 0xFFFFFFFF)
+
+
+def key_bytes(doc_id: Any) -> bytes:
+    """Canonical Kafka key of a document: BSON of ``{_id: id}`` (same id, same bytes)."""
+    return bson.encode({"_id": doc_id})
+
+
+@dataclass(frozen=True, slots=True)
+class ChangeEvent:
+    """One change of one source document, as carried through Kafka."""
+
+    op: Op
+    ns: str
+    doc_id: Any
+    document: dict[str, Any] | None
+    cluster_time: int
+    captured_at_ms: int
+    resume_token: dict[str, Any] | None = None
+
+    @property
+    def key(self) -> bytes:
+        return key_bytes(self.doc_id)
+
+
+def encode(event: ChangeEvent) -> bytes:
+    """Encode an event to the Kafka value bytes."""
+    record = {
+        "op": event.op,
+        "ns": event.ns,
+        "key": event.key,
+        "document": None if event.document is None else bson.encode(event.document),
+        "cluster_time": event.cluster_time,
+        "captured_at_ms": event.captured_at_ms,
+        "resume_token": None if event.resume_token is None else bson.encode(event.resume_token),
+    }
+    buf = io.BytesIO()
+    buf.write(MAGIC)
+    fastavro.schemaless_writer(buf, _schema(), record)
+    return buf.getvalue()
+
+
+def decode(value: bytes | None) -> ChangeEvent:
+    """Decode Kafka value bytes; raises EnvelopeError naming what is wrong."""
+    if not value:
+        raise EnvelopeError("empty Kafka value: expected a change envelope")
+    if value[:1] != MAGIC:
+        raise EnvelopeError(
+            f"unknown envelope format byte 0x{value[0]:02x} (expected 0x01); "
+            "was this topic written by another producer?"
+        )
+    try:
+        record = fastavro.schemaless_reader(io.BytesIO(value[1:]), _schema(), None)
+        key = bson.decode(record["key"], BSON_OPTIONS)
+        doc = record["document"]
+        token = record["resume_token"]
+        return ChangeEvent(
+            op=record["op"],
+            ns=record["ns"],
+            doc_id=key["_id"],
+            document=None if doc is None else bson.decode(doc, BSON_OPTIONS),
+            cluster_time=record["cluster_time"],
+            captured_at_ms=record["captured_at_ms"],
+            resume_token=None if token is None else bson.decode(token, BSON_OPTIONS),
+        )
+    except EnvelopeError:
+        raise
+    except Exception as exc:  # any decoder failure means a corrupt message
+        raise EnvelopeError(f"corrupt change envelope: {type(exc).__name__}: {exc}") from exc

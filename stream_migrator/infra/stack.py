@@ -1,0 +1,272 @@
+"""The local stack without Docker: a real Kafka broker (KRaft) and mongo-java-server.
+
+Both run as detached child processes on free loopback ports; their pids, ports
+and log files are recorded in ``<state_dir>/stack.json`` so ``infra status`` and
+``infra down`` work from any later shell.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+import uuid
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from stream_migrator.errors import InfraError
+from stream_migrator.infra.jars import DEPLOY_LOCAL, java_binary, resolve_jars
+
+_STATE_FILE = "stack.json"
+REPO_ROOT = DEPLOY_LOCAL.parents[1]
+DEFAULT_STATE_DIR = REPO_ROOT / ".sm" / "stack"
+DEFAULT_CACHE_DIR = REPO_ROOT / ".sm" / "cache"
+_KAFKA_JVM = ["-Xms256m", "-Xmx768m", "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20",
+              "-Djava.awt.headless=true"]
+_MONGO_JVM = ["-Xms128m", "-Xmx1g", "-XX:+UseG1GC", "-Djava.awt.headless=true"]
+
+
+@dataclass
+class ServerInfo:
+    """One running server of the stack."""
+
+    name: str
+    pid: int
+    host: str
+    port: int
+    log: str
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port that is free on ``host`` right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie child still answers kill(0); reap it if it is ours.
+    with contextlib.suppress(ChildProcessError):
+        done, _ = os.waitpid(pid, os.WNOHANG)
+        if done == pid:
+            return False
+    return True
+
+
+class LocalStack:
+    """Start, inspect and stop the local Kafka + MongoDB-wire servers."""
+
+    def __init__(
+        self, state_dir: Path, cache_dir: Path | None = None, host: str = "127.0.0.1"
+    ) -> None:
+        self.state_dir = state_dir.resolve()
+        # Jars are shared by every stack on the machine: the demo's, the tests', yours.
+        self.cache_dir = (cache_dir or DEFAULT_CACHE_DIR).resolve()
+        self.host = host
+
+    # -- state ----------------------------------------------------------------
+    @property
+    def _state_path(self) -> Path:
+        return self.state_dir / _STATE_FILE
+
+    def servers(self) -> dict[str, ServerInfo]:
+        """Recorded servers (running or not)."""
+        if not self._state_path.exists():
+            return {}
+        data = json.loads(self._state_path.read_text())
+        return {name: ServerInfo(**info) for name, info in data.items()}
+
+    def _save(self, servers: dict[str, ServerInfo]) -> None:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self._state_path.write_text(
+            json.dumps({n: asdict(s) for n, s in servers.items()}, indent=2)
+        )
+
+    def kafka_bootstrap(self) -> str:
+        return self._require("kafka").address
+
+    def mongo_uri(self) -> str:
+        return f"mongodb://{self._require('mongo').address}/?directConnection=true"
+
+    def _require(self, name: str) -> ServerInfo:
+        info = self.servers().get(name)
+        if info is None or not _alive(info.pid):
+            raise InfraError(
+                f"the local {name} server is not running (state in {self.state_dir}); "
+                "start it with `stream-migrator infra up`"
+            )
+        return info
+
+    def status(self) -> list[dict[str, Any]]:
+        """One row per server: name, address, pid, running, log."""
+        rows = []
+        for name, info in self.servers().items():
+            running = _alive(info.pid)
+            rows.append({
+                "name": name,
+                "address": info.address,
+                "pid": info.pid,
+                "running": running,
+                "answering": running and _answers(info.host, info.port),
+                "log": info.log,
+            })
+        return rows
+
+    # -- lifecycle ------------------------------------------------------------
+    def up(self, *, timeout: float = 120.0, quiet: bool = False) -> dict[str, ServerInfo]:
+        """Start whichever servers are not running yet and wait until both answer."""
+        servers = {n: s for n, s in self.servers().items() if _alive(s.pid)}
+        if {"kafka", "mongo"} <= servers.keys():
+            return servers
+        java = java_binary()
+        jars = resolve_jars(self.cache_dir, quiet=quiet)
+        (self.state_dir / "logs").mkdir(parents=True, exist_ok=True)
+        try:
+            if "mongo" not in servers:
+                servers["mongo"] = self._start_mongo(java, jars)
+                self._save(servers)
+            if "kafka" not in servers:
+                servers["kafka"] = self._start_kafka(java, jars)
+                self._save(servers)
+            deadline = time.monotonic() + timeout
+            for info in servers.values():
+                self._wait_ready(info, deadline, quiet=quiet)
+        except BaseException:
+            self.down()
+            raise
+        return servers
+
+    def down(self, timeout: float = 20.0) -> list[str]:
+        """Stop every recorded server (SIGTERM, then SIGKILL after ``timeout``)."""
+        stopped = []
+        for name, info in self.servers().items():
+            if _alive(info.pid):
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(info.pid, signal.SIGTERM)
+                deadline = time.monotonic() + timeout
+                while _alive(info.pid) and time.monotonic() < deadline:
+                    time.sleep(0.1)
+                if _alive(info.pid):
+                    with contextlib.suppress(ProcessLookupError):
+                        os.killpg(info.pid, signal.SIGKILL)
+                stopped.append(name)
+        if self._state_path.exists():
+            self._state_path.unlink()
+        return stopped
+
+    # -- servers ----------------------------------------------------------------
+    def _spawn(self, name: str, argv: list[str], port: int) -> ServerInfo:
+        log_path = self.state_dir / "logs" / f"{name}.log"
+        with log_path.open("ab") as log:
+            proc = subprocess.Popen(
+                argv,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                cwd=self.state_dir,
+                start_new_session=True,  # own process group: down() signals the whole JVM tree
+            )
+        return ServerInfo(name, proc.pid, self.host, port, str(log_path))
+
+    def _start_mongo(self, java: str, jars: Path) -> ServerInfo:
+        port = free_port(self.host)
+        argv = [java, *_MONGO_JVM, "-cp", f"{jars}/*",
+                str(DEPLOY_LOCAL / "MongoServerLauncher.java"), self.host, str(port)]
+        return self._spawn("mongo", argv, port)
+
+    def _start_kafka(self, java: str, jars: Path) -> ServerInfo:
+        port = free_port(self.host)
+        controller = free_port(self.host)
+        data = self.state_dir / "kafka-data"
+        props = self.state_dir / "kafka.properties"
+        template = (DEPLOY_LOCAL / "kafka" / "server.properties.template").read_text()
+        props.write_text(
+            template.replace("@HOST@", self.host)
+            .replace("@PORT@", str(port))
+            .replace("@CONTROLLER_PORT@", str(controller))
+            .replace("@LOG_DIR@", str(data))
+            .replace("@NODE_ID@", "1")
+        )
+        classpath = ["-cp", f"{jars}/*"]
+        log4j = f"-Dlog4j2.configurationFile={DEPLOY_LOCAL / 'kafka' / 'log4j2.yaml'}"
+        # A fresh data directory on every start: the stack is for tests and demos.
+        subprocess.run(["rm", "-rf", str(data)], check=True)
+        fmt = subprocess.run(
+            [java, "-Xmx256m", log4j, *classpath, "kafka.tools.StorageTool", "format",
+             "-t", _cluster_id(), "-c", str(props), "--standalone"],
+            capture_output=True, text=True, check=False,
+        )
+        if fmt.returncode != 0:
+            raise InfraError(f"formatting Kafka storage failed: {(fmt.stderr or fmt.stdout)[-500:]}")
+        argv = [java, *_KAFKA_JVM, log4j, *classpath, "kafka.Kafka", str(props)]
+        return self._spawn("kafka", argv, port)
+
+    def _wait_ready(self, info: ServerInfo, deadline: float, *, quiet: bool) -> None:
+        if not quiet:
+            print(f"waiting for {info.name} on {info.address} ...", flush=True)
+        while time.monotonic() < deadline:
+            if not _alive(info.pid):
+                tail = Path(info.log).read_text(errors="replace")[-1500:]
+                raise InfraError(f"the local {info.name} server exited during start; "
+                                 f"last log lines ({info.log}):\n{tail}")
+            if _answers(info.host, info.port) and _protocol_ready(info):
+                return
+            time.sleep(0.25)
+        raise InfraError(f"the local {info.name} server did not answer on {info.address} "
+                         f"in time; see {info.log}")
+
+
+def _cluster_id() -> str:
+    """A KRaft cluster id: 16 random bytes, URL-safe base64 without padding."""
+    import base64
+
+    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+
+
+def _answers(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def _protocol_ready(info: ServerInfo) -> bool:
+    """A TCP accept is not enough: ask each server something real."""
+    if info.name == "mongo":
+        from pymongo import MongoClient
+        from pymongo.errors import PyMongoError
+
+        client: MongoClient[dict[str, Any]] = MongoClient(
+            f"mongodb://{info.address}/?directConnection=true", serverSelectionTimeoutMS=1000
+        )
+        try:
+            client.admin.command("ping")
+            return True
+        except PyMongoError:
+            return False
+        finally:
+            client.close()
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient({"bootstrap.servers": info.address})
+    try:
+        meta = admin.list_topics(timeout=2)
+        return bool(meta.brokers)
+    except Exception:  # noqa: BLE001 - any failure just means "not ready yet"
+        return False

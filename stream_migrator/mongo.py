@@ -1,0 +1,40 @@
+"""MongoDB helpers: client construction and the cluster clock."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from bson import Timestamp
+from pymongo import MongoClient
+from pymongo.errors import PyMongoError
+
+from stream_migrator.errors import RetryableError
+
+
+def connect(uri: str, *, app: str, timeout_ms: int = 10_000) -> MongoClient[dict[str, Any]]:
+    """A client with the codec options every stage uses (tz-aware datetimes)."""
+    return MongoClient(
+        uri,
+        appname=f"stream-migrator-{app}",
+        tz_aware=True,
+        serverSelectionTimeoutMS=timeout_ms,
+        connectTimeoutMS=timeout_ms,
+    )
+
+
+def cluster_time_now(client: MongoClient[dict[str, Any]]) -> Timestamp:
+    """A cluster time no later than any operation that starts after this call returns.
+
+    Real replica sets gossip ``$clusterTime`` in every reply. mongo-java-server
+    sends none; its oplog clock is ``Timestamp(wall-clock seconds, increment)``
+    on this same host, so ``Timestamp(now_seconds, 0)`` is a safe lower bound.
+    """
+    try:
+        reply = client.admin.command("hello")
+    except PyMongoError as exc:
+        raise RetryableError(f"MongoDB did not answer hello: {exc}", retry_after=1.0) from exc
+    cluster = reply.get("$clusterTime", {}).get("clusterTime")
+    if isinstance(cluster, Timestamp):
+        return cluster
+    return Timestamp(int(time.time()), 0)

@@ -1,0 +1,119 @@
+"""Process settings: the one place the environment is read.
+
+Every setting is documented where it is declared; ``stream-migrator config``
+prints them and the README's reference table is checked against this model.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from stream_migrator.errors import ConfigError
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")
+
+
+class Settings(BaseSettings):
+    """Settings shared by capture, transform and demo; read from ``SM_*`` variables."""
+
+    model_config = SettingsConfigDict(env_prefix="SM_", frozen=True, extra="forbid")
+
+    mongo_uri: SecretStr = Field(
+        SecretStr("mongodb://127.0.0.1:27017/?directConnection=true"),
+        description="MongoDB connection string for source, target and metadata.",
+    )
+    kafka_bootstrap: str = Field(
+        "127.0.0.1:9092", description="Kafka bootstrap servers, comma separated."
+    )
+    migration: str = Field(
+        "orders-v2", description="Migration name; names topics, consumer group and checkpoints."
+    )
+    source: str = Field("shop.orders", description="Source collection as <db>.<collection>.")
+    target: str = Field("shop.orders_v2", description="Target collection as <db>.<collection>.")
+    spec: str = Field("orders.v1_to_v2", description="Migration spec name (see `spec list`).")
+    metadata_db: str = Field(
+        "stream_migrator", description="Database holding checkpoints and the audit trail."
+    )
+    partitions: int = Field(6, ge=1, le=1024, description="Partitions of the change topic.")
+    batch_size: int = Field(
+        1000, ge=1, le=100_000, description="Max events per transform batch (one bulk write)."
+    )
+    batch_timeout_s: float = Field(
+        0.5, gt=0, le=60, description="Max seconds a transform batch waits to fill."
+    )
+    checkpoint_interval_s: float = Field(
+        1.0, gt=0, le=300, description="Seconds between capture resume-token checkpoints."
+    )
+    metrics_port: int = Field(
+        0, ge=0, le=65535, description="Port of /metrics and /healthz; 0 picks a free port."
+    )
+    metrics_host: str = Field("127.0.0.1", description="Address /metrics and /healthz bind to.")
+    log_level: str = Field("info", description="Log level: debug, info, warning, error.")
+
+    @field_validator("source", "target")
+    @classmethod
+    def _namespace(cls, value: str) -> str:
+        db, _, coll = value.partition(".")
+        if not db or not coll:
+            raise ValueError(f"{value!r} is not <db>.<collection>")
+        return value
+
+    @field_validator("migration")
+    @classmethod
+    def _migration_name(cls, value: str) -> str:
+        if not _NAME.match(value):
+            raise ValueError(
+                f"{value!r} must be 1-63 letters, digits, '_' or '-' (it names Kafka topics)"
+            )
+        return value
+
+    @field_validator("log_level")
+    @classmethod
+    def _level(cls, value: str) -> str:
+        if value.lower() not in {"debug", "info", "warning", "error"}:
+            raise ValueError(f"{value!r} is not one of debug, info, warning, error")
+        return value.lower()
+
+    @property
+    def changes_topic(self) -> str:
+        return f"sm.{self.migration}.changes"
+
+    @property
+    def quarantine_topic(self) -> str:
+        return f"sm.{self.migration}.quarantine"
+
+    @property
+    def consumer_group(self) -> str:
+        return f"sm.{self.migration}.transform"
+
+    def split_ns(self, ns: str) -> tuple[str, str]:
+        db, _, coll = ns.partition(".")
+        return db, coll
+
+    def masked(self) -> dict[str, Any]:
+        """The effective settings with secrets masked, for the start-up log line."""
+        data = self.model_dump()
+        data["mongo_uri"] = _mask_uri(self.mongo_uri.get_secret_value())
+        return data
+
+
+def _mask_uri(uri: str) -> str:
+    return re.sub(r"//([^:/@]+):([^@]+)@", r"//\1:***@", uri)
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build settings from the environment plus CLI overrides; bad values raise ConfigError."""
+    clean = {k: v for k, v in overrides.items() if v is not None}
+    try:
+        return Settings(**clean)
+    except ValueError as exc:  # pydantic.ValidationError subclasses ValueError
+        lines = []
+        for err in getattr(exc, "errors", lambda: [])():
+            where = ".".join(str(p) for p in err.get("loc", ())) or "settings"
+            lines.append(f"SM_{where.upper()} ({where}): {err.get('msg')}")
+        detail = "; ".join(lines) or str(exc)
+        raise ConfigError(f"invalid configuration: {detail}") from exc

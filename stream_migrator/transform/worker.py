@@ -1,0 +1,206 @@
+"""Transform worker: consume a batch -> transform -> bulk write -> flush quarantine -> commit."""
+
+from __future__ import annotations
+
+import time
+
+import structlog
+from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
+
+from stream_migrator import events
+from stream_migrator.errors import EnvelopeError, RetryableError, TransformError
+from stream_migrator.interfaces import ApplyResult, DocumentSink, TargetWrite, Transformer
+from stream_migrator.observability import HealthState, get_logger
+from stream_migrator.observability import metrics as m
+from stream_migrator.runtime import StopFlag
+from stream_migrator.transform.quarantine import Quarantine
+
+log = get_logger("transform")
+_LAG_EVERY_S = 2.0
+_MAX_BACKOFF_S = 30.0
+
+
+class TransformWorker:
+    """One member of the transform consumer group."""
+
+    def __init__(
+        self,
+        migration: str,
+        topic: str,
+        consumer: Consumer,
+        transformer: Transformer,
+        sink: DocumentSink,
+        quarantine: Quarantine,
+        stop: StopFlag,
+        *,
+        batch_size: int = 1000,
+        batch_timeout_s: float = 0.5,
+        health: HealthState | None = None,
+    ) -> None:
+        self._migration = migration
+        self._topic = topic
+        self._consumer = consumer
+        self._transformer = transformer
+        self._sink = sink
+        self._quarantine = quarantine
+        self._stop = stop
+        self._batch_size = batch_size
+        self._batch_timeout_s = batch_timeout_s
+        self._health = health or HealthState("transform")
+        self._last_lag = 0.0
+        self.applied = 0
+        self.stale = 0
+        self.lag: int | None = None
+
+    def run(self) -> None:
+        """Consume until stopped. Each batch is committed before the next is read."""
+        self._consumer.subscribe(
+            [self._topic], on_assign=self._on_assign, on_revoke=self._on_revoke
+        )
+        try:
+            while not self._stop.is_set():
+                msgs = self._consumer.consume(self._batch_size, self._batch_timeout_s)
+                batch = [msg for msg in msgs if not self._is_noise(msg)]
+                if batch:
+                    self._process(batch)
+                self._maybe_report_lag()
+                self._health.beat("ok", applied=self.applied, lag=self.lag)
+        finally:
+            # Nothing is uncommitted here: every batch was committed (or, on failure,
+            # deliberately not) before control returned to the loop.
+            self._consumer.close()
+            log.info("transform.stopped", reason=self._stop.reason, applied=self.applied)
+
+    # -- batch ------------------------------------------------------------------
+    def _process(self, batch: list[Message]) -> None:
+        started = time.monotonic()
+        writes: list[TargetWrite] = []
+        for msg in batch:
+            write = self._prepare(msg)
+            if write is not None:
+                writes.append(write)
+        result = self._apply_with_backpressure(writes)
+        if result is None:
+            return  # stopping while the target was failing: commit nothing
+        for write, reason in result.failed:
+            self._quarantine_msg(write.tag, "write", reason)
+        # The commit order: target writes acknowledged (above) -> quarantine
+        # producer flushed -> offsets committed synchronously. An offset is stored
+        # only after its effect is durable, so a crash anywhere replays, never skips.
+        self._quarantine.flush()
+        self._commit(batch)
+        now_ms = time.time() * 1000
+        for w in writes:
+            m.END_TO_END_SECONDS.labels(self._migration).observe(
+                max(0.0, (now_ms - w.tag.timestamp()[1]) / 1000)
+            )
+        self.applied += result.written
+        self.stale += result.stale
+        m.EVENTS_APPLIED.labels(self._migration, "written").inc(result.written)
+        m.EVENTS_APPLIED.labels(self._migration, "stale").inc(result.stale)
+        m.EVENTS_APPLIED.labels(self._migration, "coalesced").inc(result.coalesced)
+        m.BATCH_EVENTS.labels(self._migration).observe(len(batch))
+        m.BATCH_SECONDS.labels(self._migration).observe(time.monotonic() - started)
+
+    def _prepare(self, msg: Message) -> TargetWrite | None:
+        try:
+            event = events.decode(msg.value())
+        except EnvelopeError as exc:
+            self._quarantine_msg(msg, "decode", str(exc))
+            return None
+        if event.op == "delete":
+            return TargetWrite(event.doc_id, event.cluster_time, None, msg)
+        if event.document is None:
+            # An update whose document was deleted before updateLookup ran: the
+            # delete event follows on the same partition; nothing to write now.
+            return None
+        try:
+            target = self._transformer.transform(event.document)
+        except TransformError as exc:
+            self._quarantine_msg(msg, "transform", str(exc))
+            return None
+        return TargetWrite(event.doc_id, event.cluster_time, target, msg)
+
+    def _apply_with_backpressure(self, writes: list[TargetWrite]) -> ApplyResult | None:
+        """Retry transient target failures with backoff, partitions paused; never crash-loop."""
+        backoff = 0.5
+        paused: list[TopicPartition] = []
+        try:
+            while True:
+                try:
+                    return self._sink.apply(writes)
+                except RetryableError as exc:
+                    if self._stop.is_set():
+                        log.warning("transform.abandon_batch_on_stop", error=str(exc))
+                        return None
+                    if not paused:
+                        paused = self._consumer.assignment()
+                        self._consumer.pause(paused)
+                    m.WRITE_RETRIES.labels(self._migration).inc()
+                    self._health.beat("backpressure", error=str(exc))
+                    log.warning("transform.backpressure", error=str(exc), retry_in=backoff)
+                    # consume() on paused partitions returns nothing but keeps us in the group.
+                    self._consumer.consume(1, min(backoff, exc.retry_after * 4))
+                    backoff = min(backoff * 2, _MAX_BACKOFF_S)
+        finally:
+            if paused:
+                self._consumer.resume(paused)
+
+    def _quarantine_msg(self, msg: Message, stage: str, reason: str) -> None:
+        with structlog.contextvars.bound_contextvars(
+            topic=msg.topic(), partition=msg.partition(), offset=msg.offset()
+        ):
+            log.warning("event.quarantined", stage=stage, reason=reason)
+        self._quarantine.send(msg, stage, reason)
+        m.EVENTS_QUARANTINED.labels(self._migration, stage).inc()
+
+    def _commit(self, batch: list[Message]) -> None:
+        next_offsets: dict[tuple[str, int], int] = {}
+        for msg in batch:
+            key = (msg.topic() or "", msg.partition() or 0)
+            next_offsets[key] = max(next_offsets.get(key, 0), (msg.offset() or 0) + 1)
+        self._consumer.commit(
+            offsets=[TopicPartition(t, p, o) for (t, p), o in next_offsets.items()],
+            asynchronous=False,
+        )
+
+    # -- group membership and lag --------------------------------------------
+    def _on_assign(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        log.info("partitions.assigned", partitions=[p.partition for p in partitions])
+
+    def _on_revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        # Revocation runs inside consume(), between batches, and each batch is
+        # committed before the next consume(): there is never anything to flush here.
+        log.info("partitions.revoked", partitions=[p.partition for p in partitions])
+
+    def _is_noise(self, msg: Message) -> bool:
+        err = msg.error()
+        if err is None:
+            return False
+        if err.code() == KafkaError._PARTITION_EOF:
+            return True
+        log.warning("kafka.consume_error", error=str(err))
+        return True
+
+    def _maybe_report_lag(self) -> None:
+        if time.monotonic() - self._last_lag < _LAG_EVERY_S:
+            return
+        self._last_lag = time.monotonic()
+        self.lag = consumer_lag(self._consumer)
+        if self.lag is not None:
+            m.CONSUMER_LAG.labels(self._migration).set(self.lag)
+
+
+def consumer_lag(consumer: Consumer) -> int | None:
+    """Sum over assigned partitions of high watermark minus committed offset."""
+    assignment = consumer.assignment()
+    if not assignment:
+        return None
+    total = 0
+    committed = consumer.committed(assignment, timeout=5)
+    for tp in committed:
+        low, high = consumer.get_watermark_offsets(tp, timeout=5, cached=False)
+        position = tp.offset if tp.offset >= 0 else low
+        total += max(0, high - position)
+    return total
+

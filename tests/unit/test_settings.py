@@ -1,0 +1,47 @@
+"""Settings: environment, validation errors that name the variable, masked secrets."""
+
+from __future__ import annotations
+
+import pytest
+
+from stream_migrator.errors import ConfigError
+from stream_migrator.settings import load_settings
+
+
+def test_env_is_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    """SM_* variables set the fields; derived names follow the migration."""
+    monkeypatch.setenv("SM_MIGRATION", "m1")
+    monkeypatch.setenv("SM_PARTITIONS", "3")
+    s = load_settings()
+    assert s.partitions == 3
+    assert s.changes_topic == "sm.m1.changes"
+    assert s.quarantine_topic == "sm.m1.quarantine"
+    assert s.consumer_group == "sm.m1.transform"
+
+
+def test_override_beats_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A CLI flag wins over the environment."""
+    monkeypatch.setenv("SM_MIGRATION", "from-env")
+    assert load_settings(migration="from-flag").migration == "from-flag"
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "needle"),
+    [
+        ("source", "nodot", "SM_SOURCE"),
+        ("migration", "bad name!", "SM_MIGRATION"),
+        ("partitions", 0, "SM_PARTITIONS"),
+        ("log_level", "loud", "SM_LOG_LEVEL"),
+    ],
+)
+def test_bad_values_name_the_setting(field: str, value: object, needle: str) -> None:
+    """A bad value is a ConfigError naming the environment variable."""
+    with pytest.raises(ConfigError, match=needle):
+        load_settings(**{field: value})
+
+
+def test_masked_hides_password() -> None:
+    """The start-up log never shows a Mongo password."""
+    s = load_settings(mongo_uri="mongodb://app:hunter2@db:27017/")
+    assert "hunter2" not in str(s.masked())
+    assert "app:***@" in s.masked()["mongo_uri"]
