@@ -32,7 +32,10 @@ def _add_settings_flags(parser: argparse.ArgumentParser) -> None:
         field = fields[name]
         kind: Callable[[str], Any] = int if field.annotation is int else str
         parser.add_argument(
-            flag, dest=name, type=kind, default=None,
+            flag,
+            dest=name,
+            type=kind,
+            default=None,
             help=f"{field.description} (env SM_{name.upper()})",
         )
 
@@ -149,11 +152,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("capture", help="snapshot the source, then tail its change stream into Kafka")
+    p = sub.add_parser("capture", help="snapshot the source, then tail its change stream")
     _add_settings_flags(p)
     p.set_defaults(func=_cmd_capture)
 
-    p = sub.add_parser("transform", help="run a transform worker: Kafka -> spec -> target collection")
+    p = sub.add_parser("transform", help="run a transform worker: Kafka -> spec -> target")
     _add_settings_flags(p)
     p.set_defaults(func=_cmd_transform)
 
@@ -172,11 +175,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="migrate a live shop.orders end to end on the local stack")
     p.add_argument("--docs", type=int, default=20_000, help="v1 documents to seed (default 20000)")
-    p.add_argument("--live-seconds", type=float, default=15.0,
-                   help="seconds of live inserts/updates/deletes during the migration")
+    p.add_argument(
+        "--live-seconds",
+        type=float,
+        default=15.0,
+        help="seconds of live inserts/updates/deletes during the migration",
+    )
     p.add_argument("--live-rate", type=int, default=300, help="live writes per second")
-    p.add_argument("--bad-docs", type=int, default=5,
-                   help="malformed documents seeded to show quarantine (default 5)")
+    p.add_argument(
+        "--bad-docs",
+        type=int,
+        default=5,
+        help="malformed documents seeded to show quarantine (default 5)",
+    )
     p.add_argument("--keep-stack", action="store_true", help="leave Kafka and MongoDB running")
     p.add_argument("--timeout", type=float, default=600.0, help="give up after this many seconds")
     p.set_defaults(func=_cmd_demo)

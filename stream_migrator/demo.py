@@ -160,7 +160,7 @@ class LiveWriter(threading.Thread):
 
 def scrape(port: int) -> dict[str, float]:
     """Sum every sample of a process's /metrics by sample name and outcome/op label."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as resp:  # noqa: S310
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as resp:
         text = resp.read().decode()
     values: dict[str, float] = {}
     for family in text_string_to_metric_families(text):
@@ -237,8 +237,11 @@ def _run(options: DemoOptions, mongo_uri: str, bootstrap: str) -> DemoReport:
                     stdout=log,
                     stderr=subprocess.STDOUT,
                 )
-        print(f"capture and transform running (logs in {log_dir}); live writes for "
-              f"{options.live_seconds:.0f} s at {options.live_rate}/s", flush=True)
+        print(
+            f"capture and transform running (logs in {log_dir}); live writes for "
+            f"{options.live_seconds:.0f} s at {options.live_rate}/s",
+            flush=True,
+        )
         writer.start()
         final = _wait_caught_up(options, procs, ports, writer, source, target, started)
         elapsed = time.monotonic() - started
@@ -279,8 +282,10 @@ def _wait_caught_up(
         time.sleep(1.0)
         for role, proc in procs.items():
             if proc.poll() is not None:
-                raise InfraError(f"the {role} process exited with code {proc.returncode}; "
-                                 f"see .sm/demo-logs/{role}.log")
+                raise InfraError(
+                    f"the {role} process exited with code {proc.returncode}; "
+                    f"see .sm/demo-logs/{role}.log"
+                )
         if writer.error is not None:
             raise InfraError(f"the live writer failed: {writer.error}")
         cap, tra = _safe_scrape(ports["capture"]), _safe_scrape(ports["transform"])
@@ -289,8 +294,11 @@ def _wait_caught_up(
         lag = tra.get("sm_consumer_lag_events", float("nan"))
         elapsed = time.monotonic() - started
         live = "writing" if writer.is_alive() else "done"
-        print(f"[{elapsed:6.1f}s] captured {captured:>8.0f}  applied {applied:>8.0f}  "
-              f"lag {lag:>6.0f}  live writes {writer.writes:>6} ({live})", flush=True)
+        print(
+            f"[{elapsed:6.1f}s] captured {captured:>8.0f}  applied {applied:>8.0f}  "
+            f"lag {lag:>6.0f}  live writes {writer.writes:>6} ({live})",
+            flush=True,
+        )
         if elapsed > options.timeout_s:
             raise InfraError(f"the demo did not catch up within {options.timeout_s:.0f} s")
         if writer.is_alive() or lag != 0 or captured != last_captured:

@@ -94,7 +94,9 @@ def decode(value: bytes | None) -> ChangeEvent:
             "was this topic written by another producer?"
         )
     try:
-        record = fastavro.schemaless_reader(io.BytesIO(value[1:]), _schema(), None)
+        record: dict[str, Any] = fastavro.schemaless_reader(  # type: ignore[assignment]
+            io.BytesIO(value[1:]), _schema(), None
+        )
         key = bson.decode(record["key"], BSON_OPTIONS)
         doc = record["document"]
         token = record["resume_token"]

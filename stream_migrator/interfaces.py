@@ -25,7 +25,6 @@ class ApplyResult:
     failed: list[tuple[TargetWrite, str]] = field(default_factory=list)
 
 
-
 class CheckpointStore(Protocol):
     """Where capture keeps its position; written only after Kafka acknowledged everything before."""
 

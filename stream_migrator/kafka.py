@@ -6,7 +6,7 @@ import threading
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from stream_migrator.errors import FatalError, InfraError, RetryableError
 
@@ -83,7 +83,7 @@ class AckedProducer:
         topic: str,
         key: bytes,
         value: bytes,
-        headers: list[tuple[str, bytes]] | None = None,
+        headers: list[tuple[str, str | bytes | None]] | None = None,
     ) -> None:
         while True:
             try:

@@ -8,13 +8,13 @@ from typing import Any
 
 from bson import Timestamp
 from pymongo import MongoClient
-from pymongo.change_stream import CollectionChangeStream
+from pymongo.change_stream import ChangeStream
 from pymongo.errors import OperationFailure, PyMongoError
 
 from stream_migrator import events
-from stream_migrator.kafka import AckedProducer
 from stream_migrator.errors import FatalError, RetryableError
 from stream_migrator.interfaces import CheckpointStore
+from stream_migrator.kafka import AckedProducer
 from stream_migrator.mongo import cluster_time_now
 from stream_migrator.observability import HealthState, get_logger
 from stream_migrator.observability import metrics as m
@@ -139,7 +139,7 @@ class Capture:
         ) as stream:
             self._follow(stream, token)
 
-    def _follow(self, stream: CollectionChangeStream[Any], saved: Any) -> None:
+    def _follow(self, stream: ChangeStream[Any], saved: Any) -> None:
         last_commit = time.monotonic()
         unsaved = 0
         while not self._stop.is_set():

@@ -84,8 +84,15 @@ def resolve_jars(cache_dir: Path, *, quiet: bool = False) -> Path:
 def _explain_mvn_failure(output: str) -> str:
     lines = [ln.strip() for ln in output.splitlines() if "ERROR" in ln] or output.splitlines()
     first = lines[0][:300] if lines else "(no output)"
-    network = ("Could not transfer", "Unknown host", "Connection refused", "timed out",
-               "Could not resolve", "Network is unreachable", "resolution")
+    network = (
+        "Could not transfer",
+        "Unknown host",
+        "Connection refused",
+        "timed out",
+        "Could not resolve",
+        "Network is unreachable",
+        "resolution",
+    )
     if any(word in output for word in network):
         return (
             "cannot download the local stack's jars from Maven Central "

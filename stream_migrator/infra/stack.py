@@ -26,8 +26,13 @@ _STATE_FILE = "stack.json"
 REPO_ROOT = DEPLOY_LOCAL.parents[1]
 DEFAULT_STATE_DIR = REPO_ROOT / ".sm" / "stack"
 DEFAULT_CACHE_DIR = REPO_ROOT / ".sm" / "cache"
-_KAFKA_JVM = ["-Xms256m", "-Xmx768m", "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20",
-              "-Djava.awt.headless=true"]
+_KAFKA_JVM = [
+    "-Xms256m",
+    "-Xmx768m",
+    "-XX:+UseG1GC",
+    "-XX:MaxGCPauseMillis=20",
+    "-Djava.awt.headless=true",
+]
 _MONGO_JVM = ["-Xms128m", "-Xmx1g", "-XX:+UseG1GC", "-Djava.awt.headless=true"]
 
 
@@ -117,14 +122,16 @@ class LocalStack:
         rows = []
         for name, info in self.servers().items():
             running = _alive(info.pid)
-            rows.append({
-                "name": name,
-                "address": info.address,
-                "pid": info.pid,
-                "running": running,
-                "answering": running and _answers(info.host, info.port),
-                "log": info.log,
-            })
+            rows.append(
+                {
+                    "name": name,
+                    "address": info.address,
+                    "pid": info.pid,
+                    "running": running,
+                    "answering": running and _answers(info.host, info.port),
+                    "log": info.log,
+                }
+            )
         return rows
 
     # -- lifecycle ------------------------------------------------------------
@@ -185,8 +192,15 @@ class LocalStack:
 
     def _start_mongo(self, java: str, jars: Path) -> ServerInfo:
         port = free_port(self.host)
-        argv = [java, *_MONGO_JVM, "-cp", f"{jars}/*",
-                str(DEPLOY_LOCAL / "MongoServerLauncher.java"), self.host, str(port)]
+        argv = [
+            java,
+            *_MONGO_JVM,
+            "-cp",
+            f"{jars}/*",
+            str(DEPLOY_LOCAL / "MongoServerLauncher.java"),
+            self.host,
+            str(port),
+        ]
         return self._spawn("mongo", argv, port)
 
     def _start_kafka(self, java: str, jars: Path) -> ServerInfo:
@@ -207,12 +221,27 @@ class LocalStack:
         # A fresh data directory on every start: the stack is for tests and demos.
         subprocess.run(["rm", "-rf", str(data)], check=True)
         fmt = subprocess.run(
-            [java, "-Xmx256m", log4j, *classpath, "kafka.tools.StorageTool", "format",
-             "-t", _cluster_id(), "-c", str(props), "--standalone"],
-            capture_output=True, text=True, check=False,
+            [
+                java,
+                "-Xmx256m",
+                log4j,
+                *classpath,
+                "kafka.tools.StorageTool",
+                "format",
+                "-t",
+                _cluster_id(),
+                "-c",
+                str(props),
+                "--standalone",
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
         )
         if fmt.returncode != 0:
-            raise InfraError(f"formatting Kafka storage failed: {(fmt.stderr or fmt.stdout)[-500:]}")
+            raise InfraError(
+                f"formatting Kafka storage failed: {(fmt.stderr or fmt.stdout)[-500:]}"
+            )
         argv = [java, *_KAFKA_JVM, log4j, *classpath, "kafka.Kafka", str(props)]
         return self._spawn("kafka", argv, port)
 
@@ -222,13 +251,16 @@ class LocalStack:
         while time.monotonic() < deadline:
             if not _alive(info.pid):
                 tail = Path(info.log).read_text(errors="replace")[-1500:]
-                raise InfraError(f"the local {info.name} server exited during start; "
-                                 f"last log lines ({info.log}):\n{tail}")
+                raise InfraError(
+                    f"the local {info.name} server exited during start; "
+                    f"last log lines ({info.log}):\n{tail}"
+                )
             if _answers(info.host, info.port) and _protocol_ready(info):
                 return
             time.sleep(0.25)
-        raise InfraError(f"the local {info.name} server did not answer on {info.address} "
-                         f"in time; see {info.log}")
+        raise InfraError(
+            f"the local {info.name} server did not answer on {info.address} in time; see {info.log}"
+        )
 
 
 def _cluster_id() -> str:

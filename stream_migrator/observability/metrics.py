@@ -9,9 +9,7 @@ EVENTS_CAPTURED = Counter(
     "Change events produced to Kafka and acknowledged by the broker.",
     ["migration", "op"],
 )
-CHECKPOINTS = Counter(
-    "sm_checkpoints_total", "Resume-token checkpoints persisted.", ["migration"]
-)
+CHECKPOINTS = Counter("sm_checkpoints_total", "Resume-token checkpoints persisted.", ["migration"])
 CAPTURE_LAG = Gauge(
     "sm_capture_lag_seconds",
     "Wall clock minus the cluster time of the last captured change.",

@@ -16,7 +16,7 @@ class Quarantine:
         self.count = 0
 
     def send(self, msg: Message, stage: str, reason: str) -> None:
-        headers = [
+        headers: list[tuple[str, str | bytes | None]] = [
             ("sm.stage", stage.encode()),
             ("sm.reason", reason.encode()[:4096]),
             ("sm.source.topic", (msg.topic() or "").encode()),

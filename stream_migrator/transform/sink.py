@@ -67,9 +67,12 @@ class MongoSink:
                 doc["_id"] = w.doc_id
                 doc[META_FIELD] = {"v": Int64(w.version)}
                 ops.append(ReplaceOne(guard, doc, upsert=True))
+        deletes = sum(1 for w in batch if w.document is None)
         try:
-            self._coll.bulk_write(ops, ordered=False)
-            result.written = len(ops)
+            outcome = self._coll.bulk_write(ops, ordered=False)
+            # A guarded delete that matched nothing met a newer version (or no document).
+            result.stale = deletes - outcome.deleted_count
+            result.written = len(ops) - result.stale
         except BulkWriteError as exc:
             errors = exc.details.get("writeErrors", [])
             transient = [e for e in errors if e.get("code") in _TRANSIENT_CODES]
@@ -86,7 +89,9 @@ class MongoSink:
                     result.failed.append(
                         (batch[err["index"]], f"code {err.get('code')}: {err.get('errmsg')}")
                     )
-            result.written = len(ops) - len(errors)
+            stale_deletes = deletes - int(exc.details.get("nRemoved", 0))
+            result.stale += stale_deletes
+            result.written = len(ops) - len(errors) - stale_deletes
         except (AutoReconnect, ExecutionTimeout) as exc:
             raise RetryableError(f"target unavailable: {exc}", retry_after=1.0) from exc
         except PyMongoError as exc:

@@ -203,4 +203,3 @@ def consumer_lag(consumer: Consumer) -> int | None:
         position = tp.offset if tp.offset >= 0 else low
         total += max(0, high - position)
     return total
-

@@ -94,18 +94,36 @@ bson_scalars = st.one_of(
     st.binary(max_size=20).map(lambda b: Binary(b, 0)),
     st.decimals(allow_nan=False, allow_infinity=False, places=4).map(Decimal128),
     st.datetimes(
-        min_value=dt.datetime(1970, 1, 1), max_value=dt.datetime(2200, 1, 1), timezones=st.just(dt.UTC)
+        min_value=dt.datetime(1970, 1, 1),
+        max_value=dt.datetime(2200, 1, 1),
+        timezones=st.just(dt.UTC),
     ).map(lambda d: d.replace(microsecond=d.microsecond // 1000 * 1000)),
 )
 bson_values = st.recursive(
     bson_scalars,
-    lambda children: st.lists(children, max_size=4)
-    | st.dictionaries(st.text(min_size=1, max_size=8).filter(lambda k: "\x00" not in k and not k.startswith("$")), children, max_size=4),
+    lambda children: (
+        st.lists(children, max_size=4)
+        | st.dictionaries(
+            st.text(min_size=1, max_size=8).filter(
+                lambda k: "\x00" not in k and not k.startswith("$")
+            ),
+            children,
+            max_size=4,
+        )
+    ),
     max_leaves=20,
 )
 
 
-@given(st.dictionaries(st.text(min_size=1, max_size=8).filter(lambda k: "\x00" not in k and k != "_id" and not k.startswith("$")), bson_values, max_size=6))
+@given(
+    st.dictionaries(
+        st.text(min_size=1, max_size=8).filter(
+            lambda k: "\x00" not in k and k != "_id" and not k.startswith("$")
+        ),
+        bson_values,
+        max_size=6,
+    )
+)
 def test_roundtrip_property(fields: dict) -> None:
     """Any BSON document survives encode/decode unchanged."""
     doc = {"_id": ObjectId(), **fields}

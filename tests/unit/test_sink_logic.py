@@ -17,17 +17,20 @@ def test_coalesce_keeps_newest_per_document() -> None:
     kept, dropped = coalesce(writes)
     by_id = {w.doc_id: w for w in kept}
     assert dropped == 2
-    assert by_id[1].version == 12 and by_id[1].document is None
+    assert by_id[1].version == 12
+    assert by_id[1].document is None
     assert by_id[2].version == 11
 
 
 def test_coalesce_equal_version_later_wins() -> None:
     """Same version twice (a redelivery): the later one is kept."""
     kept, dropped = coalesce([TargetWrite("x", 5, {"v": 1}), TargetWrite("x", 5, {"v": 2})])
-    assert dropped == 1 and kept[0].document == {"v": 2}
+    assert dropped == 1
+    assert kept[0].document == {"v": 2}
 
 
 def test_coalesce_unhashable_ids() -> None:
     """Document _ids that are sub-documents coalesce too."""
     kept, dropped = coalesce([TargetWrite({"k": 1}, 1, {}), TargetWrite({"k": 1}, 2, None)])
-    assert dropped == 1 and kept[0].version == 2
+    assert dropped == 1
+    assert kept[0].version == 2

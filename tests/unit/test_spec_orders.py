@@ -17,8 +17,13 @@ SPEC = get_spec("orders.v1_to_v2")
 def test_transform_full_document() -> None:
     """All four steps: rename+nest, split address, cast total, default status."""
     oid = ObjectId()
-    v1 = {"_id": oid, "cust_name": "Ada", "address": "12 Main St, Springfield, 12345",
-          "total": 19.99, "items": [{"sku": "A", "qty": 2}]}
+    v1 = {
+        "_id": oid,
+        "cust_name": "Ada",
+        "address": "12 Main St, Springfield, 12345",
+        "total": 19.99,
+        "items": [{"sku": "A", "qty": 2}],
+    }
     v2 = SPEC.transform(v1)
     assert v2 == {
         "_id": oid,
@@ -46,10 +51,16 @@ def test_transform_missing_fields() -> None:
 
 def test_transform_nulls() -> None:
     """Null name, address and total stay null; null status gets the default."""
-    v2 = SPEC.transform({"_id": 1, "cust_name": None, "address": None, "total": None,
-                         "status": None})
-    assert v2 == {"_id": 1, "customer": {"name": None}, "address": None, "total": None,
-                  "status": "pending"}
+    v2 = SPEC.transform(
+        {"_id": 1, "cust_name": None, "address": None, "total": None, "status": None}
+    )
+    assert v2 == {
+        "_id": 1,
+        "customer": {"name": None},
+        "address": None,
+        "total": None,
+        "status": "pending",
+    }
 
 
 @pytest.mark.parametrize(
@@ -85,12 +96,17 @@ def test_transform_strips_previous_meta() -> None:
 
 def test_inverse_restores_v1() -> None:
     """inverse(transform(d)) == d for a document without the lossy cases."""
-    v1 = {"_id": 1, "cust_name": "Ada", "address": "12 Main St, Springfield, 12345",
-          "total": 19.99, "status": "paid"}
+    v1 = {
+        "_id": 1,
+        "cust_name": "Ada",
+        "address": "12 Main St, Springfield, 12345",
+        "total": 19.99,
+        "status": "paid",
+    }
     assert SPEC.inverse(SPEC.transform(v1)) == v1
 
 
 def test_unknown_spec_is_config_error() -> None:
     """Asking for a spec that does not exist lists the known ones."""
-    with pytest.raises(ConfigError, match="orders.v1_to_v2"):
+    with pytest.raises(ConfigError, match=r"orders\.v1_to_v2"):
         get_spec("nope")

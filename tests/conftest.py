@@ -1,0 +1,63 @@
+"""Session fixtures: one Kafka bootstrap and one MongoDB URI for every integration test."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from tests import backends
+
+_KIND: str | None = None
+
+
+def _kind() -> str:
+    global _KIND  # noqa: PLW0603 - chosen once per session, shown in the header
+    if _KIND is None:
+        _KIND = backends.choose_kind()
+    return _KIND
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    return f"stream-migrator test backend: {_kind()} ({backends.describe(_kind())})"
+
+
+@pytest.fixture(scope="session")
+def backend() -> Iterator[backends.Backend]:
+    """The real servers for this session (started once, stopped at the end)."""
+    with backends.start(_kind()) as b:
+        yield b
+
+
+@pytest.fixture
+def kafka_bootstrap(backend: backends.Backend) -> str:
+    return backend.kafka_bootstrap
+
+
+@pytest.fixture
+def mongo_uri(backend: backends.Backend) -> str:
+    return backend.mongo_uri
+
+
+@pytest.fixture
+def unique() -> str:
+    """A short unique name: each test gets its own topic, group and database."""
+    return uuid.uuid4().hex[:10]
+
+
+@pytest.fixture
+def settings_kwargs(kafka_bootstrap: str, mongo_uri: str, unique: str) -> dict[str, Any]:
+    """Settings for one test: unique migration, database and metadata database."""
+    return {
+        "kafka_bootstrap": kafka_bootstrap,
+        "mongo_uri": mongo_uri,
+        "migration": f"t-{unique}",
+        "source": f"db_{unique}.orders",
+        "target": f"db_{unique}.orders_v2",
+        "metadata_db": f"meta_{unique}",
+        "partitions": 3,
+        "checkpoint_interval_s": 0.2,
+        "batch_timeout_s": 0.2,
+    }
