@@ -7,9 +7,9 @@ from typing import Any
 
 from bson import Timestamp
 from pymongo import MongoClient
-from pymongo.errors import PyMongoError
+from pymongo.errors import ConnectionFailure, PyMongoError
 
-from stream_migrator.errors import RetryableError
+from stream_migrator.errors import FatalError, RetryableError
 
 
 def connect(uri: str, *, app: str, timeout_ms: int = 10_000) -> MongoClient[dict[str, Any]]:
@@ -31,9 +31,11 @@ def cluster_time_now(client: MongoClient[dict[str, Any]]) -> Timestamp:
     on this same host, so ``Timestamp(now_seconds, 0)`` is a safe lower bound.
     """
     try:
-        reply = client.admin.command("hello")
+        reply = client.admin.command("ping")
+    except ConnectionFailure as exc:
+        raise RetryableError(f"MongoDB is unreachable: {exc}", retry_after=1.0) from exc
     except PyMongoError as exc:
-        raise RetryableError(f"MongoDB did not answer hello: {exc}", retry_after=1.0) from exc
+        raise FatalError(f"cannot read the cluster time from MongoDB: {exc}") from exc
     cluster = reply.get("$clusterTime", {}).get("clusterTime")
     if isinstance(cluster, Timestamp):
         return cluster

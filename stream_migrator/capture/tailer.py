@@ -165,7 +165,14 @@ class Capture:
         if op in _DATA_OPS:
             ts: Timestamp = change["clusterTime"]
             doc = change.get("fullDocument") if op != "delete" else None
-            self._emit(op, change["documentKey"]["_id"], doc, events.version_of(ts), change["_id"])
+            doc_id = _document_id(change, doc)
+            if doc_id is _NO_ID:
+                # Only reachable on mongo-java-server, whose update events carry the
+                # update spec as documentKey: with the document already gone there is
+                # nothing to write, and the delete event that removed it follows.
+                log.warning("stream.update_without_key", token=str(change.get("_id")))
+                return
+            self._emit(op, doc_id, doc, events.version_of(ts), change["_id"])
             m.CAPTURE_LAG.labels(self._s.migration).set(max(0.0, time.time() - ts.time))
         elif op in {"drop", "rename", "dropDatabase", "invalidate"}:
             raise FatalError(
@@ -201,3 +208,26 @@ class Capture:
         self._checkpoints.save(**checkpoint)
         m.CHECKPOINTS.labels(self._s.migration).inc()
         self._health.beat("ok", captured=self.captured)
+
+
+_NO_ID: Any = object()
+
+
+def _document_id(change: dict[str, Any], doc: dict[str, Any] | None) -> Any:
+    """The changed document's _id.
+
+    MongoDB puts it in ``documentKey._id``. mongo-java-server puts the update
+    specification into ``documentKey`` of update events, so fall back to the
+    looked-up full document. A delete without a key cannot be applied safely.
+    """
+    key = change.get("documentKey") or {}
+    if "_id" in key:
+        return key["_id"]
+    if doc is not None and "_id" in doc:
+        return doc["_id"]
+    if change.get("operationType") == "delete":
+        raise FatalError(
+            f"a delete event has no documentKey._id (token {change.get('_id')}); refusing to "
+            "continue rather than lose the delete"
+        )
+    return _NO_ID

@@ -12,6 +12,7 @@ import json
 import os
 import signal
 import socket
+import string
 import subprocess
 import time
 import uuid
@@ -26,6 +27,7 @@ _STATE_FILE = "stack.json"
 REPO_ROOT = DEPLOY_LOCAL.parents[1]
 DEFAULT_STATE_DIR = REPO_ROOT / ".sm" / "stack"
 DEFAULT_CACHE_DIR = REPO_ROOT / ".sm" / "cache"
+_LOG4J = f"-Dlog4j2.configurationFile={DEPLOY_LOCAL / 'log4j2.yaml'}"
 _KAFKA_JVM = [
     "-Xms256m",
     "-Xmx768m",
@@ -195,6 +197,7 @@ class LocalStack:
         argv = [
             java,
             *_MONGO_JVM,
+            _LOG4J,
             "-cp",
             f"{jars}/*",
             str(DEPLOY_LOCAL / "MongoServerLauncher.java"),
@@ -210,14 +213,12 @@ class LocalStack:
         props = self.state_dir / "kafka.properties"
         template = (DEPLOY_LOCAL / "kafka" / "server.properties.template").read_text()
         props.write_text(
-            template.replace("@HOST@", self.host)
-            .replace("@PORT@", str(port))
-            .replace("@CONTROLLER_PORT@", str(controller))
-            .replace("@LOG_DIR@", str(data))
-            .replace("@NODE_ID@", "1")
+            string.Template(template).substitute(
+                NODE_ID="1", BROKER_PORT=port, CONTROLLER_PORT=controller, LOG_DIR=data
+            )
         )
         classpath = ["-cp", f"{jars}/*"]
-        log4j = f"-Dlog4j2.configurationFile={DEPLOY_LOCAL / 'kafka' / 'log4j2.yaml'}"
+        log4j = _LOG4J
         # A fresh data directory on every start: the stack is for tests and demos.
         subprocess.run(["rm", "-rf", str(data)], check=True)
         fmt = subprocess.run(
