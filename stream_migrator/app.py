@@ -17,6 +17,7 @@ from stream_migrator.settings import Settings
 from stream_migrator.spec import get_spec
 from stream_migrator.transform import MongoSink, TransformWorker
 from stream_migrator.transform.quarantine import Quarantine
+from stream_migrator.transform.sink import detect_guard_mode
 
 log = get_logger("app")
 
@@ -64,6 +65,10 @@ def run_transform(settings: Settings, stop: StopFlag) -> TransformWorker:
         client = connect(settings.mongo_uri.get_secret_value(), app="transform")
         stack.callback(client.close)
         db, coll = settings.split_ns(settings.target)
+        guard = (
+            detect_guard_mode(client) if settings.write_guard == "auto" else settings.write_guard
+        )
+        log.info("sink.guard", mode=guard)
         producer = AckedProducer(
             producer_config(settings.kafka_bootstrap, _client_id("quarantine"))
         )
@@ -78,7 +83,7 @@ def run_transform(settings: Settings, stop: StopFlag) -> TransformWorker:
             settings.changes_topic,
             consumer,
             spec,
-            MongoSink(client[db][coll]),
+            MongoSink(client[db][coll], guard),
             Quarantine(producer, settings.quarantine_topic),
             stop,
             batch_size=settings.batch_size,

@@ -49,9 +49,14 @@ class DemoReport:
     quarantined: int
     lag: int
     seconds: float
-    docs_per_second: float
+    backlog_seconds: float
+    backlog_docs: int
     live_writes: int
     compare: CompareReport
+
+    @property
+    def docs_per_second(self) -> float:
+        return self.backlog_docs / self.backlog_seconds if self.backlog_seconds else 0.0
 
     @property
     def ok(self) -> bool:
@@ -69,7 +74,9 @@ class DemoReport:
             f"consumer lag          {self.lag}",
             f"live writes           {self.live_writes} (inserts, updates, deletes while migrating)",
             f"time taken            {self.seconds:.1f} s (capture start to caught up)",
-            f"throughput            {self.docs_per_second:,.0f} documents/s applied",
+            f"backlog drained       {self.backlog_docs} seeded documents in "
+            f"{self.backlog_seconds:.1f} s = {self.docs_per_second:,.0f} documents/s "
+            "(snapshot + transform + write)",
             f"source documents      {c.source_count} ({c.untransformable} untransformable, "
             "in quarantine)",
             f"target documents      {c.target_count}",
@@ -248,7 +255,7 @@ def _run(options: DemoOptions, mongo_uri: str, bootstrap: str) -> DemoReport:
     finally:
         _stop(procs)
         client.close()
-    cap, tra, compare = final
+    cap, tra, compare, backlog_s = final
     applied = int(tra.get("sm_events_applied_total:written", 0))
     report = DemoReport(
         captured=int(cap.get("sm_events_captured_total", 0)),
@@ -257,7 +264,8 @@ def _run(options: DemoOptions, mongo_uri: str, bootstrap: str) -> DemoReport:
         quarantined=int(tra.get("sm_events_quarantined_total", 0)),
         lag=int(tra.get("sm_consumer_lag_events", -1)),
         seconds=elapsed,
-        docs_per_second=applied / elapsed if elapsed else 0.0,
+        backlog_seconds=backlog_s,
+        backlog_docs=options.docs,
         live_writes=writer.writes,
         compare=compare,
     )
@@ -273,11 +281,12 @@ def _wait_caught_up(
     source: Collection[dict[str, Any]],
     target: Collection[dict[str, Any]],
     started: float,
-) -> tuple[dict[str, float], dict[str, float], CompareReport]:
+) -> tuple[dict[str, float], dict[str, float], CompareReport, float]:
     """Print progress each second; return metrics once lag is 0 and the full compare matches."""
     spec = get_spec("orders.v1_to_v2")
     stable_since: float | None = None
     last_captured = -1.0
+    backlog_s = 0.0  # when the seeded backlog was fully applied
     while True:
         time.sleep(1.0)
         for role, proc in procs.items():
@@ -293,6 +302,8 @@ def _wait_caught_up(
         applied = tra.get("sm_events_applied_total:written", 0.0)
         lag = tra.get("sm_consumer_lag_events", float("nan"))
         elapsed = time.monotonic() - started
+        if not backlog_s and applied >= options.docs - options.bad_docs:
+            backlog_s = elapsed
         live = "writing" if writer.is_alive() else "done"
         print(
             f"[{elapsed:6.1f}s] captured {captured:>8.0f}  applied {applied:>8.0f}  "
@@ -309,7 +320,7 @@ def _wait_caught_up(
             continue
         compare = full_compare(source, target, spec)
         if compare.mismatches == 0:
-            return cap, tra, compare
+            return cap, tra, compare, backlog_s or elapsed
         print(f"full compare found {compare.mismatches} mismatches; waiting ...", flush=True)
         stable_since = None
 

@@ -7,7 +7,7 @@ prints them and the README's reference table is checked against this model.
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -47,6 +47,11 @@ class Settings(BaseSettings):
     )
     checkpoint_interval_s: float = Field(
         1.0, gt=0, le=300, description="Seconds between capture resume-token checkpoints."
+    )
+    write_guard: Literal["auto", "filter", "read-check"] = Field(
+        "auto",
+        description="How target writes enforce the version guard: filter (atomic, MongoDB), "
+        "read-check (for mongo-java-server), or auto (detect).",
     )
     metrics_port: int = Field(
         0, ge=0, le=65535, description="Port of /metrics and /healthz; 0 picks a free port."

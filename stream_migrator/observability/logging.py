@@ -34,5 +34,9 @@ def configure_logging(level: str = "info", *, json: bool | None = None) -> None:
 
 
 def get_logger(name: str) -> Any:
-    """A bound logger carrying ``component=name``."""
-    return structlog.get_logger().bind(component=name)
+    """A lazy logger carrying ``component=name``.
+
+    Lazy on purpose: module-level loggers are created at import, before
+    :func:`configure_logging` runs, and must still pick up its configuration.
+    """
+    return structlog.get_logger(component=name)

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 from bson.int64 import Int64
-from pymongo import DeleteOne, ReplaceOne
+from pymongo import DeleteOne, InsertOne, MongoClient, ReplaceOne
 from pymongo.collection import Collection
 from pymongo.errors import AutoReconnect, BulkWriteError, ExecutionTimeout, PyMongoError
 
@@ -43,36 +43,100 @@ def _hashable(value: Any) -> Any:
     return value
 
 
-class MongoSink:
-    """Applies writes as one unordered ``bulk_write``; an older version never overwrites a newer."""
+GuardMode = Literal["filter", "read-check"]
 
-    def __init__(self, collection: Collection[dict[str, Any]]) -> None:
+
+def detect_guard_mode(client: MongoClient[dict[str, Any]]) -> GuardMode:
+    """``filter`` on MongoDB; ``read-check`` on mongo-java-server.
+
+    mongo-java-server answers ``buildInfo`` without ``gitVersion`` and uses the
+    _id index only for a filter on _id alone, so the guarded filter scans the
+    whole collection for every write (measured: 500 guarded upserts into 20,000
+    documents take 3.6 s, against 0.011 s by _id alone).
+    """
+    info = client.admin.command("buildInfo")
+    return "filter" if "gitVersion" in info else "read-check"
+
+
+class MongoSink:
+    """Applies writes as one unordered ``bulk_write``; an older version never overwrites a newer.
+
+    Two ways to enforce the guard:
+
+    - ``filter`` (MongoDB): the version test is part of each write's filter, so it
+      is atomic on the server even against a zombie worker.
+    - ``read-check`` (servers that cannot use the _id index for a compound filter):
+      one indexed ``$in`` read of the current versions, stale writes dropped, then
+      inserts (a lost race still fails with 11000) and _id-only replaces/deletes.
+      The window between read and write is safe because one partition, and so one
+      _id, has exactly one owner in the consumer group at a time.
+    """
+
+    def __init__(self, collection: Collection[dict[str, Any]], guard: GuardMode = "filter") -> None:
         self._coll = collection
+        self.guard = guard
 
     def apply(self, writes: Sequence[TargetWrite]) -> ApplyResult:
         batch, coalesced = coalesce(writes)
         result = ApplyResult(coalesced=coalesced)
         if not batch:
             return result
+        if self.guard == "filter":
+            ops = [self._filter_guarded(w) for w in batch]
+            self._bulk(ops, batch, result, guarded_deletes=sum(w.document is None for w in batch))
+        else:
+            todo, ops = self._read_checked(batch, result)
+            self._bulk(ops, todo, result, guarded_deletes=0)
+        return result
+
+    def _filter_guarded(self, w: TargetWrite) -> Any:
+        # The guard: match only a target document older than this event. If a newer
+        # (or the same) version is there, the filter misses, the upsert tries to insert
+        # the same _id, and the server answers duplicate key 11000 = "stale, skip".
+        guard = {"_id": w.doc_id, f"{META_FIELD}.v": {"$lt": Int64(w.version)}}
+        if w.document is None:
+            return DeleteOne(guard)
+        return ReplaceOne(guard, _stamped(w), upsert=True)
+
+    def _read_checked(
+        self, batch: list[TargetWrite], result: ApplyResult
+    ) -> tuple[list[TargetWrite], list[Any]]:
+        current: dict[Any, int | None] = {}
+        for doc in self._coll.find(
+            {"_id": {"$in": [w.doc_id for w in batch]}}, {f"{META_FIELD}.v": 1}
+        ):
+            current[_hashable(doc["_id"])] = (doc.get(META_FIELD) or {}).get("v")
+        todo: list[TargetWrite] = []
         ops: list[Any] = []
         for w in batch:
-            # The guard: match only a target document older than this event. If a newer
-            # (or the same) version is there, the filter misses, the upsert tries to insert
-            # the same _id, and the server answers duplicate key 11000 = "stale, skip".
-            guard = {"_id": w.doc_id, f"{META_FIELD}.v": {"$lt": Int64(w.version)}}
+            key = _hashable(w.doc_id)
+            present = key in current
+            version = current.get(key)
+            if (present and version is not None and version >= w.version) or (
+                w.document is None and not present
+            ):
+                result.stale += 1
+                continue
+            todo.append(w)
             if w.document is None:
-                ops.append(DeleteOne(guard))
+                ops.append(DeleteOne({"_id": w.doc_id}))
+            elif not present:
+                ops.append(InsertOne(_stamped(w)))  # 11000 if someone else inserted first
             else:
-                doc = dict(w.document)
-                doc["_id"] = w.doc_id
-                doc[META_FIELD] = {"v": Int64(w.version)}
-                ops.append(ReplaceOne(guard, doc, upsert=True))
-        deletes = sum(1 for w in batch if w.document is None)
+                ops.append(ReplaceOne({"_id": w.doc_id}, _stamped(w), upsert=True))
+        return todo, ops
+
+    def _bulk(
+        self, ops: list[Any], batch: list[TargetWrite], result: ApplyResult, guarded_deletes: int
+    ) -> None:
+        if not ops:
+            return
         try:
             outcome = self._coll.bulk_write(ops, ordered=False)
             # A guarded delete that matched nothing met a newer version (or no document).
-            result.stale = deletes - outcome.deleted_count
-            result.written = len(ops) - result.stale
+            stale_deletes = guarded_deletes - outcome.deleted_count if guarded_deletes else 0
+            result.stale += stale_deletes
+            result.written += len(ops) - stale_deletes
         except BulkWriteError as exc:
             errors = exc.details.get("writeErrors", [])
             transient = [e for e in errors if e.get("code") in _TRANSIENT_CODES]
@@ -89,9 +153,10 @@ class MongoSink:
                     result.failed.append(
                         (batch[err["index"]], f"code {err.get('code')}: {err.get('errmsg')}")
                     )
-            stale_deletes = deletes - int(exc.details.get("nRemoved", 0))
+            removed = int(exc.details.get("nRemoved", 0))
+            stale_deletes = guarded_deletes - removed if guarded_deletes else 0
             result.stale += stale_deletes
-            result.written = len(ops) - len(errors) - stale_deletes
+            result.written += len(ops) - len(errors) - stale_deletes
         except (AutoReconnect, ExecutionTimeout) as exc:
             raise RetryableError(f"target unavailable: {exc}", retry_after=1.0) from exc
         except PyMongoError as exc:
@@ -99,4 +164,10 @@ class MongoSink:
             if getattr(exc, "has_error_label", lambda _l: False)("RetryableWriteError"):
                 raise RetryableError(f"target write failed: {exc}", code=code) from exc
             raise FatalError(f"target write failed: {exc}", code=code) from exc
-        return result
+
+
+def _stamped(w: TargetWrite) -> dict[str, Any]:
+    doc = dict(w.document or {})
+    doc["_id"] = w.doc_id
+    doc[META_FIELD] = {"v": Int64(w.version)}
+    return doc

@@ -17,6 +17,7 @@ from stream_migrator.settings import load_settings
 from stream_migrator.spec import get_spec
 from stream_migrator.transform import MongoSink, TransformWorker
 from stream_migrator.transform.quarantine import Quarantine
+from stream_migrator.transform.sink import detect_guard_mode
 from tests.integration.helpers import client_for, pipeline, wait_until_match
 
 pytestmark = pytest.mark.integration
@@ -47,7 +48,7 @@ def test_replaying_topic_leaves_target_unchanged(settings_kwargs: dict[str, Any]
         s.changes_topic,
         consumer,
         get_spec(s.spec),
-        MongoSink(tgt),
+        MongoSink(tgt, detect_guard_mode(client)),
         Quarantine(producer, s.quarantine_topic),
         stop,
         batch_size=200,
@@ -67,12 +68,13 @@ def test_replaying_topic_leaves_target_unchanged(settings_kwargs: dict[str, Any]
     client.close()
 
 
-def test_older_event_never_overwrites_newer(settings_kwargs: dict[str, Any]) -> None:
-    """Direct sink check: an older upsert or delete after a newer write is stale."""
+@pytest.mark.parametrize("guard", ["filter", "read-check"])
+def test_older_event_never_overwrites_newer(settings_kwargs: dict[str, Any], guard: Any) -> None:
+    """Both guard modes: an older upsert or delete after a newer write is stale."""
     s = load_settings(**settings_kwargs)
     client = client_for(s)
     tgt = client[s.split_ns(s.target)[0]]["orders_v2"]
-    sink = MongoSink(tgt)
+    sink = MongoSink(tgt, guard)
     oid = ObjectId()
     assert sink.apply([TargetWrite(oid, 20, {"state": "new"})]).written == 1
     old = sink.apply([TargetWrite(oid, 10, {"state": "old"})])
@@ -83,6 +85,8 @@ def test_older_event_never_overwrites_newer(settings_kwargs: dict[str, Any]) -> 
     assert doc is not None
     assert doc["state"] == "new"
     assert doc["_sm"]["v"] == 20
+    assert sink.apply([TargetWrite(oid, 20, {"state": "replayed"})]).stale == 1  # same version
     assert sink.apply([TargetWrite(oid, 21, None)]).written == 1
     assert tgt.find_one({"_id": oid}) is None
+    assert sink.apply([TargetWrite(ObjectId(), 5, None)]).stale == 1  # nothing to delete
     client.close()

@@ -1,0 +1,180 @@
+"""The `stream-migrator` command itself, run as a real process against the real servers."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from bson import ObjectId
+
+from stream_migrator.app import run_capture, run_transform
+from stream_migrator.settings import load_settings
+from tests import backends
+from tests.integration.helpers import (
+    REPO,
+    StageThread,
+    cli,
+    client_for,
+    settings_env,
+    wait_until_match,
+)
+
+pytestmark = pytest.mark.integration
+
+
+def test_demo_runs_small(backend: backends.Backend) -> None:
+    """`demo` seeds, migrates under live writes, compares and reports OK."""
+    env = {"SM_KAFKA_BOOTSTRAP": backend.kafka_bootstrap, "SM_MONGO_URI": backend.mongo_uri}
+    out = cli(
+        "demo",
+        "--docs",
+        "2000",
+        "--live-seconds",
+        "3",
+        "--live-rate",
+        "100",
+        "--bad-docs",
+        "2",
+        env=env,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert "RESULT                OK: target matches source" in out.stdout
+    assert "full compare          0 mismatches" in out.stdout
+    assert "events quarantined" in out.stdout
+    assert "capture stopped (exit code 0)" in out.stdout
+    assert "transform stopped (exit code 0)" in out.stdout
+    assert re.search(r"\[\s*\d+\.\ds\] captured\s+\d+\s+applied", out.stdout)  # progress
+
+
+def test_transform_command_logs_json_and_stops_on_sigterm(
+    settings_kwargs: dict[str, Any], tmp_path: Path
+) -> None:
+    """`transform` applies changes, logs JSON lines off a TTY, and exits 0 on SIGTERM."""
+    s = load_settings(**settings_kwargs)
+    client = client_for(s)
+    client[s.split_ns(s.source)[0]]["orders"].insert_many(
+        [{"_id": ObjectId(), "cust_name": "x", "total": i} for i in range(100)]
+    )
+    log = tmp_path / "transform.log"
+    capture = StageThread(run_capture, s)
+    capture.start()
+    with log.open("wb") as fh:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "stream_migrator", "transform"],
+            cwd=REPO,
+            env={**os.environ, **settings_env(s)},
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            wait_until_match(s)
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            code = proc.wait(60)
+            capture.stop()
+    lines = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
+    events = {line["event"] for line in lines}
+    assert code == 0, log.read_text()[-2000:]
+    assert {"transform.start", "partitions.assigned", "transform.stopped"} <= events
+    stopped = next(line for line in lines if line["event"] == "transform.stopped")
+    assert stopped["reason"] == "SIGTERM"
+    assert stopped["migration"] == s.migration
+    client.close()
+
+
+def test_compare_reports_match_then_divergence(settings_kwargs: dict[str, Any]) -> None:
+    """`compare` exits 0 on MATCH and 1 naming the divergence after the target is tampered."""
+    s = load_settings(**settings_kwargs)
+    client = client_for(s)
+    db = s.split_ns(s.source)[0]
+    ids = [ObjectId() for _ in range(3)]
+    client[db]["orders"].insert_many([{"_id": i, "cust_name": "n", "total": 1} for i in ids])
+    capture = StageThread(run_capture, s)
+    transform = StageThread(run_transform, s)
+    capture.start()
+    transform.start()
+    try:
+        wait_until_match(s)
+    finally:
+        capture.stop()
+        transform.stop()
+    env = settings_env(s)
+    ok = cli("compare", env=env)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert "MATCH" in ok.stdout
+    client[db]["orders_v2"].update_one({"_id": ids[0]}, {"$set": {"status": "tampered"}})
+    client[db]["orders_v2"].delete_one({"_id": ids[1]})
+    bad = cli("compare", env=env)
+    assert bad.returncode == 1
+    assert "DIVERGED: 2 mismatches" in bad.stdout
+    assert f"missing in target: _id={ids[1]!r}" in bad.stdout
+    client.close()
+
+
+def test_bad_config_stops_before_touching_data(mongo_uri: str, unique: str) -> None:
+    """A bad setting exits 2 with one line naming it; the source database is not created."""
+    out = cli("capture", "--source", "nodot", "--mongo-uri", mongo_uri)
+    assert out.returncode == 2
+    assert "SM_SOURCE" in out.stderr
+    assert "Traceback" not in out.stderr
+    out = cli(
+        "transform",
+        "--spec",
+        "orders.v9",
+        "--source",
+        f"cfg_{unique}.orders",
+        "--mongo-uri",
+        mongo_uri,
+        "--kafka-bootstrap",
+        "127.0.0.1:1",
+    )
+    assert out.returncode == 2
+    assert "unknown migration spec 'orders.v9'" in out.stderr
+    client = client_for(load_settings(mongo_uri=mongo_uri))
+    assert f"cfg_{unique}" not in client.list_database_names()
+    client.close()
+
+
+def test_config_prints_masked_settings() -> None:
+    """`config` prints the effective settings as JSON with the password masked."""
+    out = cli("config", "--mongo-uri", "mongodb://u:secret@h:1/", "--migration", "m-9")
+    assert out.returncode == 0
+    data = json.loads(out.stdout)
+    assert data["migration"] == "m-9"
+    assert data["mongo_uri"] == "mongodb://u:***@h:1/"
+
+
+def test_infra_status_reports_running_stack(backend: backends.Backend) -> None:
+    """`infra status` lists kafka and mongo as answering, with their addresses."""
+    if backend.kind != "local":
+        pytest.skip("the tests' servers are not the local stack")
+    out = cli("infra", "status", "--state-dir", str(backends.TEST_STACK_DIR))
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "kafka" in out.stdout
+    assert backend.kafka_bootstrap in out.stdout
+    assert "mongo" in out.stdout
+    assert "answering" in out.stdout
+
+
+def test_infra_status_without_stack(tmp_path: Path) -> None:
+    """`infra status` on an empty state dir says nothing runs and exits 1."""
+    out = cli("infra", "status", "--state-dir", str(tmp_path))
+    assert out.returncode == 1
+    assert "no local stack recorded" in out.stdout
+
+
+def test_infra_up_without_java_is_one_sentence(tmp_path: Path) -> None:
+    """With no `java` on PATH, `infra up` exits 3 with one clear sentence."""
+    out = cli("infra", "up", "--state-dir", str(tmp_path), env={"PATH": str(tmp_path)})
+    assert out.returncode == 3
+    assert "Java 17 or newer is needed" in out.stderr
+    assert "Traceback" not in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1
