@@ -24,6 +24,7 @@ from stream_migrator.settings import Settings
 _DATA_OPS = {"insert", "update", "replace", "delete"}
 _HISTORY_LOST = {286, 280}  # ChangeStreamHistoryLost, ChangeStreamFatalError
 _SNAPSHOT_CHUNK = 5_000
+_IDLE_SLEEP_S = 0.05
 
 log = get_logger("capture")
 
@@ -143,7 +144,12 @@ class Capture:
         last_commit = time.monotonic()
         unsaved = 0
         while not self._stop.is_set():
+            asked = time.monotonic()
             change = stream.try_next()
+            if change is None and time.monotonic() - asked < _IDLE_SLEEP_S:
+                # mongo-java-server ignores maxAwaitTimeMS and answers an empty getMore
+                # at once; without this pause an idle tail would spin a core.
+                self._stop.wait(_IDLE_SLEEP_S)
             if change is not None:
                 self._handle(change)
                 unsaved += 1
@@ -165,6 +171,10 @@ class Capture:
         if op in _DATA_OPS:
             ts: Timestamp = change["clusterTime"]
             doc = change.get("fullDocument") if op != "delete" else None
+            if doc is not None and (not doc or any(k.startswith("$") for k in doc)):
+                # mongo-java-server hands back the update delta (or {}) when updateLookup
+                # finds the document gone; MongoDB gives null. Either way: no document.
+                doc = None
             doc_id = _document_id(change, doc)
             if doc_id is _NO_ID:
                 # Only reachable on mongo-java-server, whose update events carry the

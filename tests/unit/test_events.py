@@ -92,7 +92,9 @@ bson_scalars = st.one_of(
     st.floats(allow_nan=False),
     st.text(max_size=20),
     st.binary(max_size=20).map(lambda b: Binary(b, 0)),
-    st.decimals(allow_nan=False, allow_infinity=False, places=4).map(Decimal128),
+    st.decimals(
+        min_value=-(10**20), max_value=10**20, allow_nan=False, allow_infinity=False, places=4
+    ).map(Decimal128),
     st.datetimes(
         min_value=dt.datetime(1970, 1, 1),
         max_value=dt.datetime(2200, 1, 1),
