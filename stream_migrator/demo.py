@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import math
 import os
 import random
 import signal
@@ -305,9 +306,10 @@ def _wait_caught_up(
         if not backlog_s and applied >= options.docs - options.bad_docs:
             backlog_s = elapsed
         live = "writing" if writer.is_alive() else "done"
+        lag_text = "-" if math.isnan(lag) else f"{lag:.0f}"  # "-": not measured yet
         print(
             f"[{elapsed:6.1f}s] captured {captured:>8.0f}  applied {applied:>8.0f}  "
-            f"lag {lag:>6.0f}  live writes {writer.writes:>6} ({live})",
+            f"lag {lag_text:>6}  live writes {writer.writes:>6} ({live})",
             flush=True,
         )
         if elapsed > options.timeout_s:

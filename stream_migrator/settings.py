@@ -34,9 +34,11 @@ class Settings(BaseSettings):
     )
     source: str = Field("shop.orders", description="Source collection as <db>.<collection>.")
     target: str = Field("shop.orders_v2", description="Target collection as <db>.<collection>.")
-    spec: str = Field("orders.v1_to_v2", description="Migration spec name (see `spec list`).")
+    spec: str = Field(
+        "orders.v1_to_v2", description="Migration spec name; the built-in one is orders.v1_to_v2."
+    )
     metadata_db: str = Field(
-        "stream_migrator", description="Database holding checkpoints and the audit trail."
+        "stream_migrator", description="Database holding the capture checkpoints."
     )
     partitions: int = Field(6, ge=1, le=1024, description="Partitions of the change topic.")
     batch_size: int = Field(
@@ -122,3 +124,14 @@ def load_settings(**overrides: Any) -> Settings:
             lines.append(f"SM_{where.upper()} ({where}): {err.get('msg')}")
         detail = "; ".join(lines) or str(exc)
         raise ConfigError(f"invalid configuration: {detail}") from exc
+
+
+def reference_table() -> str:
+    """The README's settings table, generated from the model (a unit test keeps them equal)."""
+    rows = ["| Variable | Default | Meaning |", "|---|---|---|"]
+    for name, field in Settings.model_fields.items():
+        default = field.default
+        if isinstance(default, SecretStr):
+            default = default.get_secret_value()
+        rows.append(f"| `SM_{name.upper()}` | `{default}` | {field.description} |")
+    return "\n".join(rows)

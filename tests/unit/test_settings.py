@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from stream_migrator.errors import ConfigError
-from stream_migrator.settings import load_settings
+from stream_migrator.settings import load_settings, reference_table
 
 
 def test_env_is_read(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -45,3 +47,14 @@ def test_masked_hides_password() -> None:
     s = load_settings(mongo_uri="mongodb://app:hunter2@db:27017/")
     assert "hunter2" not in str(s.masked())
     assert "app:***@" in s.masked()["mongo_uri"]
+
+
+def test_readme_settings_table_matches_model() -> None:
+    """README's settings reference is exactly the table generated from the Settings model."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    start = readme.index("<!-- settings:start -->") + len("<!-- settings:start -->")
+    end = readme.index("<!-- settings:end -->")
+    assert readme[start:end].strip() == reference_table(), (
+        "README settings table is stale: regenerate it with "
+        "python -c 'from stream_migrator.settings import reference_table; print(reference_table())'"
+    )
