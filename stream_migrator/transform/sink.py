@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Sequence
 from typing import Any, Literal
 
 from bson.int64 import Int64
-from pymongo import DeleteOne, InsertOne, MongoClient, ReplaceOne
+from pymongo import DeleteOne, InsertOne, MongoClient, ReplaceOne, UpdateOne
 from pymongo.collection import Collection
 from pymongo.errors import AutoReconnect, BulkWriteError, ExecutionTimeout, PyMongoError
 
@@ -15,6 +16,7 @@ from stream_migrator.interfaces import ApplyResult, TargetWrite
 from stream_migrator.spec import META_FIELD
 
 _DUPLICATE_KEY = 11000
+TOMBSTONE_SUFFIX = "sm_tombstones"
 #: Write-error codes that a retry can fix (the rest are data problems -> quarantine).
 _TRANSIENT_CODES = {6, 7, 89, 91, 189, 262, 9001, 10107, 11600, 11602, 13435, 13436, 64, 50}
 
@@ -74,13 +76,24 @@ class MongoSink:
 
     def __init__(self, collection: Collection[dict[str, Any]], guard: GuardMode = "filter") -> None:
         self._coll = collection
+        # Tombstones live beside the target, not in it, so readers of the target
+        # never see them: <target>.sm_tombstones {_id, v, at}.
+        self.tombstones: Collection[dict[str, Any]] = collection.database[
+            f"{collection.name}.{TOMBSTONE_SUFFIX}"
+        ]
         self.guard = guard
 
     def apply(self, writes: Sequence[TargetWrite]) -> ApplyResult:
         batch, coalesced = coalesce(writes)
         result = ApplyResult(coalesced=coalesced)
+        batch = self._drop_buried(batch, result)
         if not batch:
             return result
+        deletes = [w for w in batch if w.document is None]
+        if deletes:
+            # Tombstone first: if we crash between the two writes, the replay redoes
+            # both; the other order could let a replayed insert resurrect the document.
+            self._bury(deletes)
         if self.guard == "filter":
             ops = [self._filter_guarded(w) for w in batch]
             self._bulk(ops, batch, result, guarded_deletes=sum(w.document is None for w in batch))
@@ -88,6 +101,50 @@ class MongoSink:
             todo, ops = self._read_checked(batch, result)
             self._bulk(ops, todo, result, guarded_deletes=0)
         return result
+
+    def _drop_buried(self, batch: list[TargetWrite], result: ApplyResult) -> list[TargetWrite]:
+        """Drop writes older than (or as old as) a delete already applied to their _id."""
+        if not batch:
+            return batch
+        try:
+            buried = {
+                _hashable(t["_id"]): t.get("v", 0)
+                for t in self.tombstones.find({"_id": {"$in": [w.doc_id for w in batch]}})
+            }
+        except PyMongoError as exc:
+            raise _translate(exc) from exc
+        if not buried:
+            return batch
+        alive = [w for w in batch if buried.get(_hashable(w.doc_id), -1) < w.version]
+        result.stale += len(batch) - len(alive)
+        return alive
+
+    def _bury(self, deletes: list[TargetWrite]) -> None:
+        now = dt.datetime.now(dt.UTC)
+        ops = [
+            UpdateOne(
+                {"_id": w.doc_id},
+                {"$max": {"v": Int64(w.version)}, "$set": {"at": now}},
+                upsert=True,
+            )
+            for w in deletes
+        ]
+        try:
+            self.tombstones.bulk_write(ops, ordered=False)
+        except PyMongoError as exc:
+            raise _translate(exc) from exc
+
+    def purge_tombstones(self, retention_s: float) -> int:
+        """Forget deletes older than the retention window; returns how many were purged.
+
+        After the window a replay older than the delete is no longer expected (the
+        topic's own retention should be shorter), so the tombstone has done its job.
+        """
+        cutoff = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=retention_s)
+        try:
+            return self.tombstones.delete_many({"at": {"$lt": cutoff}}).deleted_count
+        except PyMongoError as exc:
+            raise _translate(exc) from exc
 
     def _filter_guarded(self, w: TargetWrite) -> Any:
         # The guard: match only a target document older than this event. If a newer
@@ -157,13 +214,22 @@ class MongoSink:
             stale_deletes = guarded_deletes - removed if guarded_deletes else 0
             result.stale += stale_deletes
             result.written += len(ops) - len(errors) - stale_deletes
-        except (AutoReconnect, ExecutionTimeout) as exc:
-            raise RetryableError(f"target unavailable: {exc}", retry_after=1.0) from exc
         except PyMongoError as exc:
-            code = getattr(exc, "code", None)
-            if getattr(exc, "has_error_label", lambda _l: False)("RetryableWriteError"):
-                raise RetryableError(f"target write failed: {exc}", code=code) from exc
-            raise FatalError(f"target write failed: {exc}", code=code) from exc
+            raise _translate(exc) from exc
+
+
+def _translate(exc: PyMongoError) -> RetryableError | FatalError:
+    """Driver error -> our error, keeping the code; transient ones become retryable."""
+    code = getattr(exc, "code", None)
+    if isinstance(exc, AutoReconnect | ExecutionTimeout):
+        return RetryableError(f"target unavailable: {exc}", retry_after=1.0, code=code)
+    if isinstance(exc, BulkWriteError):
+        errors = exc.details.get("writeErrors", [])
+        if errors and all(e.get("code") in _TRANSIENT_CODES for e in errors):
+            return RetryableError(f"target write failed transiently: {exc}", code=code)
+    if exc.has_error_label("RetryableWriteError") or code in _TRANSIENT_CODES:
+        return RetryableError(f"target write failed: {exc}", code=code)
+    return FatalError(f"target write failed: {exc}", code=code)
 
 
 def _stamped(w: TargetWrite) -> dict[str, Any]:

@@ -90,3 +90,36 @@ def test_older_event_never_overwrites_newer(settings_kwargs: dict[str, Any], gua
     assert tgt.find_one({"_id": oid}) is None
     assert sink.apply([TargetWrite(ObjectId(), 5, None)]).stale == 1  # nothing to delete
     client.close()
+
+
+@pytest.mark.parametrize("guard", ["filter", "read-check"])
+def test_late_insert_after_delete_does_not_resurrect(
+    settings_kwargs: dict[str, Any], guard: Any
+) -> None:
+    """A delete leaves a tombstone; a replayed older insert of that _id is refused."""
+    s = load_settings(**settings_kwargs)
+    client = client_for(s)
+    tgt = client[s.split_ns(s.target)[0]]["orders_v2"]
+    sink = MongoSink(tgt, guard)
+    oid, never_seen = ObjectId(), ObjectId()
+    sink.apply([TargetWrite(oid, 10, {"state": "v10"})])
+    assert sink.apply([TargetWrite(oid, 30, None)]).written == 1
+    late = sink.apply([TargetWrite(oid, 20, {"state": "v20-replayed"})])
+    assert late.stale == 1
+    assert tgt.find_one({"_id": oid}) is None
+    # A delete of a document the target never saw still buries it.
+    sink.apply([TargetWrite(never_seen, 50, None)])
+    assert sink.apply([TargetWrite(never_seen, 40, {"x": 1})]).stale == 1
+    assert tgt.find_one({"_id": never_seen}) is None
+    # A genuinely newer insert after the delete is applied (the _id was reused).
+    assert sink.apply([TargetWrite(oid, 31, {"state": "reborn"})]).written == 1
+    doc = tgt.find_one({"_id": oid})
+    assert doc is not None
+    assert doc["state"] == "reborn"
+    tombstone = sink.tombstones.find_one({"_id": oid})
+    assert tombstone is not None
+    assert tombstone["v"] == 30
+    assert sink.purge_tombstones(retention_s=3600) == 0
+    assert sink.purge_tombstones(retention_s=0) == 2
+    assert sink.tombstones.count_documents({}) == 0
+    client.close()
