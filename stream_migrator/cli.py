@@ -168,6 +168,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_settings_flags(p)
     p.set_defaults(func=_cmd_config)
 
+    from stream_migrator.transform.quarantine_cli import register as register_quarantine
+
+    register_quarantine(sub, _add_settings_flags, _settings)
+
     p = sub.add_parser("infra", help="the local Kafka + MongoDB-wire stack (no Docker needed)")
     p.add_argument("action", choices=["up", "down", "status"])
     p.add_argument("--state-dir", help="where pids, ports, logs and data live (default .sm/stack)")

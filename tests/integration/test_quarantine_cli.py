@@ -1,0 +1,63 @@
+"""`stream-migrator quarantine list|show|replay` on a real quarantine topic."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from bson import ObjectId
+
+from stream_migrator.settings import load_settings
+from tests.integration.helpers import cli, client_for, pipeline, settings_env, wait_until_match
+
+pytestmark = pytest.mark.integration
+
+
+def test_quarantine_list_show_replay_of_malformed_document(
+    settings_kwargs: dict[str, Any],
+) -> None:
+    """A malformed order is listed with _id and reason, shown in full, and still fails replay."""
+    s = load_settings(**settings_kwargs)
+    client = client_for(s)
+    bad_id = ObjectId()
+    client[s.split_ns(s.source)[0]]["orders"].insert_many(
+        [
+            {"_id": bad_id, "cust_name": "b", "address": "nowhere", "total": 1},
+            {"_id": ObjectId(), "cust_name": "g", "address": "1 A St, Town, 12345", "total": 2},
+        ]
+    )
+    with pipeline(s) as stages:
+        wait_until_match(s, stages=stages)
+    env = settings_env(s)
+
+    listed = cli("quarantine", "list", env=env)
+    assert listed.returncode == 0, listed.stderr
+    assert str(bad_id) in listed.stdout
+    assert "transform" in listed.stdout
+    assert "address" in listed.stdout
+    first = next(line for line in listed.stdout.splitlines() if str(bad_id) in line).split()[0]
+
+    shown = cli("quarantine", "show", first, env=env)
+    assert shown.returncode == 0, shown.stderr
+    assert '"address": "nowhere"' in shown.stdout
+    assert "sm.reason" in shown.stdout
+    assert "op        " in shown.stdout
+
+    replayed = cli("quarantine", "replay", first, env=env)
+    assert replayed.returncode == 1
+    assert "still failing: address" in replayed.stdout
+    target = client[s.split_ns(s.target)[0]]["orders_v2"]
+    assert target.find_one({"_id": bad_id}) is None
+
+    missing = cli("quarantine", "show", "0:99999", env=env)
+    assert missing.returncode == 1
+    assert "no quarantined event at 0:99999" in missing.stdout
+    client.close()
+
+
+def test_quarantine_list_when_empty(settings_kwargs: dict[str, Any]) -> None:
+    """An empty (or not yet created) quarantine topic is reported, not an error."""
+    s = load_settings(**settings_kwargs)
+    out = cli("quarantine", "list", env=settings_env(s))
+    assert out.returncode == 0, out.stderr
+    assert "is empty" in out.stdout
