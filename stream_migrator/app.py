@@ -78,17 +78,24 @@ def run_transform(settings: Settings, stop: StopFlag) -> TransformWorker:
                 settings.kafka_bootstrap, settings.consumer_group, _client_id("transform")
             )
         )
+        sink = MongoSink(client[db][coll], guard)
+
+        def purge() -> None:
+            purged = sink.purge_tombstones(settings.tombstone_retention_s)
+            log.info("tombstones.purged", count=purged)
+
         worker = TransformWorker(
             settings.migration,
             settings.changes_topic,
             consumer,
             spec,
-            MongoSink(client[db][coll], guard),
+            sink,
             Quarantine(producer, settings.quarantine_topic),
             stop,
             batch_size=settings.batch_size,
             batch_timeout_s=settings.batch_timeout_s,
             health=health,
+            maintenance=purge,
         )
         health.beat("ok")
         worker.run()

@@ -50,6 +50,12 @@ class Settings(BaseSettings):
     checkpoint_interval_s: float = Field(
         1.0, gt=0, le=300, description="Seconds between capture resume-token checkpoints."
     )
+    tombstone_retention_s: float = Field(
+        7 * 86400,
+        gt=0,
+        description="Seconds a delete's tombstone is kept to refuse late replayed inserts; "
+        "keep it longer than the change topic's retention.",
+    )
     write_guard: Literal["auto", "filter", "read-check"] = Field(
         "auto",
         description="How target writes enforce the version guard: filter (atomic, MongoDB), "

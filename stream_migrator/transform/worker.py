@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import structlog
 from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
@@ -36,6 +37,8 @@ class TransformWorker:
         batch_size: int = 1000,
         batch_timeout_s: float = 0.5,
         health: HealthState | None = None,
+        maintenance: Callable[[], None] | None = None,
+        maintenance_every_s: float = 3600.0,
     ) -> None:
         self._migration = migration
         self._topic = topic
@@ -48,6 +51,9 @@ class TransformWorker:
         self._batch_timeout_s = batch_timeout_s
         self._health = health or HealthState("transform")
         self._last_lag = 0.0
+        self._maintenance = maintenance
+        self._maintenance_every_s = maintenance_every_s
+        self._last_maintenance = 0.0
         self.applied = 0
         self.stale = 0
         self.lag: int | None = None
@@ -64,6 +70,7 @@ class TransformWorker:
                 if batch:
                     self._process(batch)
                 self._maybe_report_lag()
+                self._maybe_maintain()
                 self._health.beat("ok", applied=self.applied, lag=self.lag)
         finally:
             # Nothing is uncommitted here: every batch was committed (or, on failure,
@@ -181,6 +188,20 @@ class TransformWorker:
             return True
         log.warning("kafka.consume_error", error=str(err))
         return True
+
+    def _maybe_maintain(self) -> None:
+        """Housekeeping between batches (tombstone purge), at start and then periodically."""
+        if self._maintenance is None:
+            return
+        if self._last_maintenance and (
+            time.monotonic() - self._last_maintenance < self._maintenance_every_s
+        ):
+            return
+        self._last_maintenance = time.monotonic()
+        try:
+            self._maintenance()
+        except RetryableError as exc:
+            log.warning("maintenance.failed", error=str(exc))
 
     def _maybe_report_lag(self) -> None:
         if time.monotonic() - self._last_lag < _LAG_EVERY_S:
