@@ -51,3 +51,8 @@ END_TO_END_SECONDS = Histogram(
     ["migration"],
     buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60),
 )
+COMMITS_LOST = Counter(
+    "sm_commits_lost_to_rebalance_total",
+    "Offset commits refused because the group rebalanced; the batch is replayed (stale skips).",
+    ["migration"],
+)

@@ -6,7 +6,7 @@ import time
 from collections.abc import Callable
 
 import structlog
-from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from stream_migrator import events
 from stream_migrator.errors import EnvelopeError, RetryableError, TransformError
@@ -19,6 +19,12 @@ from stream_migrator.transform.quarantine import Quarantine
 log = get_logger("transform")
 _LAG_EVERY_S = 2.0
 _MAX_BACKOFF_S = 30.0
+_LOST_TO_REBALANCE = {
+    KafkaError.ILLEGAL_GENERATION,
+    KafkaError.REBALANCE_IN_PROGRESS,
+    KafkaError.UNKNOWN_MEMBER_ID,
+    KafkaError._ASSIGNMENT_LOST,
+}
 
 
 class TransformWorker:
@@ -166,10 +172,19 @@ class TransformWorker:
         for msg in batch:
             key = (msg.topic() or "", msg.partition() or 0)
             next_offsets[key] = max(next_offsets.get(key, 0), (msg.offset() or 0) + 1)
-        self._consumer.commit(
-            offsets=[TopicPartition(t, p, o) for (t, p), o in next_offsets.items()],
-            asynchronous=False,
-        )
+        offsets = [TopicPartition(t, p, o) for (t, p), o in next_offsets.items()]
+        try:
+            self._consumer.commit(offsets=offsets, asynchronous=False)
+        except KafkaException as exc:
+            err = exc.args[0] if exc.args else None
+            if isinstance(err, KafkaError) and err.code() in _LOST_TO_REBALANCE:
+                # The group moved on while we wrote: the new owner resumes from the
+                # last committed offset and replays this batch, which the version
+                # guard turns into stale skips. Nothing is lost; do not crash.
+                m.COMMITS_LOST.labels(self._migration).inc()
+                log.warning("commit.lost_to_rebalance", error=str(err))
+                return
+            raise
 
     # -- group membership and lag --------------------------------------------
     def _on_assign(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
