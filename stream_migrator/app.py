@@ -9,7 +9,16 @@ import structlog
 from confluent_kafka import Consumer
 
 from stream_migrator.capture import Capture, MongoCheckpointStore
-from stream_migrator.kafka import AckedProducer, consumer_config, ensure_topic, producer_config
+from stream_migrator.capture.positions import apply_action
+from stream_migrator.capture.split_events import supports_split_events
+from stream_migrator.capture.throttle import SnapshotThrottle
+from stream_migrator.kafka import (
+    AckedProducer,
+    consumer_config,
+    ensure_topic,
+    group_lag,
+    producer_config,
+)
 from stream_migrator.mongo import connect
 from stream_migrator.observability import HealthServer, HealthState, get_logger
 from stream_migrator.runtime import StopFlag
@@ -41,12 +50,62 @@ def run_capture(settings: Settings, stop: StopFlag) -> Capture:
         stack.callback(client.close)
         producer = AckedProducer(producer_config(settings.kafka_bootstrap, _client_id("capture")))
         stack.callback(producer.close)
+        ensure_topic(settings.kafka_bootstrap, settings.quarantine_topic, 1)
         checkpoints = MongoCheckpointStore(client, settings.metadata_db, settings.migration)
-        capture = Capture(settings, client, producer, checkpoints, stop, health)
+        lag_consumer = Consumer(
+            consumer_config(
+                settings.kafka_bootstrap, settings.consumer_group, _client_id("capture-lag")
+            )
+        )
+        stack.callback(lag_consumer.close)
+        throttle = SnapshotThrottle(
+            stop,
+            max_per_second=settings.max_docs_per_second,
+            lag_probe=lambda: group_lag(lag_consumer, settings.changes_topic),
+            max_lag=settings.snapshot_max_lag,
+            on_wait=lambda why: log.warning("snapshot.throttled", reason=why),
+        )
+        version = client.admin.command("buildInfo").get("versionArray", [0])
+        capture = Capture(
+            settings,
+            client,
+            producer,
+            checkpoints,
+            stop,
+            health,
+            throttle=throttle,
+            split_events=supports_split_events(version),
+        )
         health.beat("ok")
         capture.run()
         health.beat("draining")
         return capture
+
+
+def apply_capture_action(
+    settings: Settings,
+    *,
+    resume_after: str | None = None,
+    start_at: str | None = None,
+    resnapshot: bool = False,
+) -> str | None:
+    """Apply an operator's --resume-after / --start-at / --resnapshot before capture starts."""
+    client = connect(settings.mongo_uri.get_secret_value(), app="capture-action")
+    try:
+        store = MongoCheckpointStore(client, settings.metadata_db, settings.migration)
+        what = apply_action(
+            store,
+            client[settings.metadata_db]["capture_actions"],
+            settings.migration,
+            resume_after=resume_after,
+            start_at=start_at,
+            resnapshot=resnapshot,
+        )
+    finally:
+        client.close()
+    if what:
+        log.warning("capture.operator_action", action=what)
+    return what
 
 
 def run_transform(settings: Settings, stop: StopFlag) -> TransformWorker:

@@ -22,6 +22,7 @@ _SETTING_FLAGS = {
     "partitions": "--partitions",
     "batch_size": "--batch-size",
     "metrics_port": "--metrics-port",
+    "max_docs_per_second": "--max-docs-per-second",
     "log_level": "--log-level",
 }
 
@@ -45,12 +46,18 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 def _cmd_capture(args: argparse.Namespace) -> int:
-    from stream_migrator.app import run_capture
+    from stream_migrator.app import apply_capture_action, run_capture
     from stream_migrator.observability import configure_logging
     from stream_migrator.runtime import StopFlag
 
     settings = _settings(args)
     configure_logging(settings.log_level)
+    apply_capture_action(
+        settings,
+        resume_after=args.resume_after,
+        start_at=args.start_at,
+        resnapshot=args.resnapshot,
+    )
     stop = StopFlag()
     stop.install_signal_handlers()
     run_capture(settings, stop)
@@ -154,6 +161,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("capture", help="snapshot the source, then tail its change stream")
     _add_settings_flags(p)
+    way_out = p.add_mutually_exclusive_group()
+    way_out.add_argument(
+        "--resume-after",
+        metavar="TOKEN",
+        help='resume the stream after this token ({"_data": "..."} or its hex); no snapshot',
+    )
+    way_out.add_argument(
+        "--start-at",
+        metavar="TIME",
+        help="start the stream at this operation time (SECONDS[.INC] or ISO-8601); no snapshot",
+    )
+    way_out.add_argument(
+        "--resnapshot",
+        action="store_true",
+        help="forget the checkpoint and copy the whole collection again",
+    )
     p.set_defaults(func=_cmd_capture)
 
     p = sub.add_parser("transform", help="run a transform worker: Kafka -> spec -> target")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from confluent_kafka import KafkaError, KafkaException, Message, Producer
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from stream_migrator.errors import FatalError, InfraError, RetryableError
@@ -119,3 +119,23 @@ class AckedProducer:
 
     def close(self) -> None:
         self._producer.flush(30)
+
+
+def group_lag(consumer: Consumer, topic: str, timeout: float = 5.0) -> int | None:
+    """Events in ``topic`` not yet committed by ``consumer``'s group (None if unknown).
+
+    The consumer need not be subscribed: it only reads committed offsets and
+    watermarks, so capture can watch the transform group without joining it.
+    """
+    try:
+        meta = consumer.list_topics(topic, timeout=timeout).topics.get(topic)
+        if meta is None or meta.error is not None:
+            return None
+        parts = [TopicPartition(topic, p) for p in meta.partitions]
+        total = 0
+        for tp in consumer.committed(parts, timeout=timeout):
+            low, high = consumer.get_watermark_offsets(tp, timeout=timeout, cached=False)
+            total += max(0, high - (tp.offset if tp.offset >= 0 else low))
+        return total
+    except KafkaException:
+        return None

@@ -50,6 +50,21 @@ class Settings(BaseSettings):
     checkpoint_interval_s: float = Field(
         1.0, gt=0, le=300, description="Seconds between capture resume-token checkpoints."
     )
+    max_docs_per_second: float = Field(
+        0, ge=0, description="Snapshot copy rate ceiling in documents per second; 0 = no cap."
+    )
+    snapshot_max_lag: int = Field(
+        100_000,
+        ge=0,
+        description="Pause the snapshot while the transform group lags more events than "
+        "this (gh-ost style back-off); 0 = never pause.",
+    )
+    max_event_bytes: int = Field(
+        1_000_000,
+        ge=1024,
+        description="Largest envelope produced to Kafka; bigger events go to quarantine. "
+        "Keep it at or below the topic's max.message.bytes.",
+    )
     tombstone_retention_s: float = Field(
         7 * 86400,
         gt=0,

@@ -26,5 +26,10 @@ class MongoCheckpointStore:
         fields["updated_at"] = dt.datetime.now(dt.UTC)
         self._coll.update_one({"_id": self._id}, {"$set": fields}, upsert=True)
 
+    def replace(self, **fields: Any) -> None:
+        """Overwrite the whole checkpoint (operator actions), dropping every other field."""
+        fields["updated_at"] = dt.datetime.now(dt.UTC)
+        self._coll.replace_one({"_id": self._id}, fields, upsert=True)
+
     def clear(self) -> None:
         self._coll.delete_one({"_id": self._id})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections import Counter
 from typing import Any
@@ -12,6 +13,8 @@ from pymongo.change_stream import ChangeStream
 from pymongo.errors import OperationFailure, PyMongoError
 
 from stream_migrator import events
+from stream_migrator.capture.split_events import SplitEventAssembler
+from stream_migrator.capture.throttle import SnapshotThrottle
 from stream_migrator.errors import FatalError, RetryableError
 from stream_migrator.interfaces import CheckpointStore
 from stream_migrator.kafka import AckedProducer
@@ -40,8 +43,12 @@ class Capture:
         checkpoints: CheckpointStore,
         stop: StopFlag,
         health: HealthState | None = None,
+        throttle: SnapshotThrottle | None = None,
+        split_events: bool = False,
     ) -> None:
         self._s = settings
+        self._throttle = throttle
+        self._split_events = split_events
         db, coll = settings.split_ns(settings.source)
         self._client = client
         self._coll = client[db][coll]
@@ -64,15 +71,9 @@ class Capture:
                 log.warning("capture.retry", error=str(exc), retry_after=exc.retry_after)
                 self._stop.wait(exc.retry_after)
             except OperationFailure as exc:
-                if exc.code in _HISTORY_LOST:
-                    raise FatalError(
-                        f"the change stream cannot resume on {self._s.source}: the checkpointed "
-                        "position is no longer in the oplog (history lost). Nothing after it was "
-                        "captured. Re-run capture with a fresh snapshot (delete the checkpoint "
-                        f"'{self._s.migration}/capture' in {self._s.metadata_db}.checkpoints) "
-                        "or enlarge the oplog.",
-                        code=exc.code,
-                    ) from exc
+                lost = history_lost_error(exc, self._s.source)
+                if lost is not None:
+                    raise lost from exc
                 log.warning("capture.mongo_error", code=exc.code, error=str(exc))
                 self._stop.wait(backoff)
                 backoff = min(backoff * 2, 30.0)
@@ -84,6 +85,14 @@ class Capture:
     # -- internals --------------------------------------------------------------
     def _run_once(self) -> None:
         state = self._checkpoints.load()
+        if state is not None and state.get("stopped"):
+            stopped = state["stopped"]
+            raise FatalError(
+                f"capture of {self._s.source} stopped at a '{stopped.get('reason')}' event "
+                f"({stopped.get('at')}) and will not continue on its own. If the collection "
+                "was recreated, start over with `capture --resnapshot`; to continue from a "
+                "known point use `--resume-after TOKEN` or `--start-at TIME`."
+            )
         if state is None:
             # Why before the snapshot: every change from here on is replayed after
             # the snapshot, so nothing that happens while we copy can be missed.
@@ -113,6 +122,8 @@ class Capture:
         cursor = self._coll.find(query).sort("_id", 1).batch_size(2_000)
         try:
             for doc in cursor:
+                if self._throttle is not None:
+                    self._throttle.admit()
                 self._emit("snapshot", doc["_id"], doc, read_at, None)
                 copied += 1
                 last_id = doc["_id"]
@@ -134,15 +145,25 @@ class Capture:
             kwargs = {"resume_after": token}
         else:
             kwargs = {"start_at_operation_time": events.timestamp_of(state["start_at"])}
-        log.info("stream.open", **{k: str(v) for k, v in kwargs.items()})
+        pipeline: list[dict[str, Any]] = []
+        if self._split_events:
+            pipeline.append({"$changeStreamSplitLargeEvent": {}})
+        log.info(
+            "stream.open", split_events=self._split_events, **{k: str(v) for k, v in kwargs.items()}
+        )
         with self._coll.watch(
-            full_document="updateLookup", max_await_time_ms=500, batch_size=1_000, **kwargs
+            pipeline,
+            full_document="updateLookup",
+            max_await_time_ms=500,
+            batch_size=1_000,
+            **kwargs,
         ) as stream:
             self._follow(stream, token)
 
     def _follow(self, stream: ChangeStream[Any], saved: Any) -> None:
         last_commit = time.monotonic()
         unsaved = 0
+        assembler = SplitEventAssembler()
         while not self._stop.is_set():
             asked = time.monotonic()
             change = stream.try_next()
@@ -151,8 +172,12 @@ class Capture:
                 # at once; without this pause an idle tail would spin a core.
                 self._stop.wait(_IDLE_SLEEP_S)
             if change is not None:
-                self._handle(change)
-                unsaved += 1
+                whole = assembler.add(change)
+                if whole is not None:
+                    self._handle(whole, stream)
+                    unsaved += 1
+            if assembler.pending:
+                continue  # never checkpoint between the fragments of one event
             due = time.monotonic() - last_commit >= self._s.checkpoint_interval_s
             # Checkpoint when enough piled up, or on a timer even when idle: the
             # post-batch token advances on a quiet collection so it never falls off the oplog.
@@ -166,7 +191,7 @@ class Capture:
         self._commit(resume_token=stream.resume_token)
         log.info("capture.stopped", reason=self._stop.reason, captured=self.captured)
 
-    def _handle(self, change: dict[str, Any]) -> None:
+    def _handle(self, change: dict[str, Any], stream: ChangeStream[Any]) -> None:
         op = change.get("operationType")
         if op in _DATA_OPS:
             ts: Timestamp = change["clusterTime"]
@@ -185,6 +210,13 @@ class Capture:
             self._emit(op, doc_id, doc, events.version_of(ts), change["_id"])
             m.CAPTURE_LAG.labels(self._s.migration).set(max(0.0, time.time() - ts.time))
         elif op in {"drop", "rename", "dropDatabase", "invalidate"}:
+            # Everything before this event is in Kafka once the barrier passes; record
+            # where and why we stopped so a restart refuses to guess what to do next.
+            self._commit(resume_token=change["_id"])
+            self._checkpoints.save(
+                stopped={"reason": op, "at": change.get("clusterTime"), "token": change["_id"]}
+            )
+            log.error("stream.source_gone", op=op, token=str(change["_id"]))
             raise FatalError(
                 f"source collection {self._s.source} saw '{op}': the stream ends here. "
                 "Everything before it is captured and checkpointed; decide whether the "
@@ -205,8 +237,29 @@ class Capture:
             captured_at_ms=int(time.time() * 1000),
             resume_token=token,
         )
-        self._producer.produce(self._s.changes_topic, event.key, events.encode(event))
+        value = events.encode(event)
+        if len(value) > self._s.max_event_bytes:
+            self._quarantine_oversize(event, len(value))
+            return
+        self._producer.produce(self._s.changes_topic, event.key, value)
         self._pending[op] += 1
+
+    def _quarantine_oversize(self, event: events.ChangeEvent, size: int) -> None:
+        """An event Kafka would refuse: quarantine its key and version, never crash."""
+        reason = (
+            f"event for _id {event.doc_id!r} is {size} bytes, over the limit of "
+            f"{self._s.max_event_bytes} (SM_MAX_EVENT_BYTES; raise it together with the "
+            "topic's max.message.bytes)"
+        )
+        stub = dataclasses.replace(event, document=None)
+        self._producer.produce(
+            self._s.quarantine_topic,
+            event.key,
+            events.encode(stub),
+            headers=[("sm.stage", b"capture"), ("sm.reason", reason.encode())],
+        )
+        m.EVENTS_QUARANTINED.labels(self._s.migration, "oversize").inc()
+        log.error("event.oversize", doc_id=str(event.doc_id), size=size)
 
     def _commit(self, **checkpoint: Any) -> None:
         """Barrier on Kafka acknowledgements, then persist the position (never the other way)."""
@@ -241,3 +294,18 @@ def _document_id(change: dict[str, Any], doc: dict[str, Any] | None) -> Any:
             "continue rather than lose the delete"
         )
     return _NO_ID
+
+
+def history_lost_error(exc: OperationFailure, source: str) -> FatalError | None:
+    """The clear, fatal error for a resume point that fell off the oplog (else None)."""
+    if exc.code not in _HISTORY_LOST:
+        return None
+    return FatalError(
+        f"the change stream on {source} cannot resume: the checkpointed position is no "
+        "longer in the oplog (history lost, server code "
+        f"{exc.code}). Changes after it were NOT captured, so the target may be missing "
+        "writes. Run `stream-migrator capture --resnapshot` to copy the collection again "
+        "(safe: the version guard skips what the target already has), and enlarge the "
+        "oplog so capture downtime stays inside its window.",
+        code=exc.code,
+    )
