@@ -155,7 +155,7 @@ class Capture:
             pipeline,
             full_document="updateLookup",
             max_await_time_ms=500,
-            batch_size=1_000,
+            batch_size=5_000,  # fewer getMores: mongo-java-server scans its oplog per getMore
             **kwargs,
         ) as stream:
             self._follow(stream, token)
