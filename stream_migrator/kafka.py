@@ -36,7 +36,9 @@ def consumer_config(bootstrap: str, group: str, client_id: str) -> dict[str, Any
         "enable.auto.offset.store": False,
         "auto.offset.reset": "earliest",
         "partition.assignment.strategy": "cooperative-sticky",
-        "fetch.max.bytes": 64 * 1024 * 1024,
+        # Bound the prefetch so a worker's memory stays flat whatever the backlog.
+        "fetch.max.bytes": 16 * 1024 * 1024,
+        "queued.max.messages.kbytes": 32 * 1024,
         "max.poll.interval.ms": 300_000,
         # A killed worker's partitions move after 10 s instead of Kafka's default 45 s;
         # its uncommitted batch is replayed by the new owner (stale skips).
