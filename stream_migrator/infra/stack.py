@@ -40,7 +40,7 @@ _KAFKA_JVM = [
 ]
 _MONGO_JVM = [
     "-Xms128m",
-    "-Xmx1g",
+    "-Xmx3g",  # 200,000 documents + target + oplog (full documents) outgrow 1 GiB
     "-XX:+UseG1GC",
     "-XX:+ExitOnOutOfMemoryError",
     "-Djava.awt.headless=true",
