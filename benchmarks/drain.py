@@ -49,7 +49,7 @@ def run_once(docs: int, workers: int, live_seconds: float, log_dir: Path) -> dic
         "SM_PARTITIONS": "6",
         "SM_LOG_LEVEL": "warning",
     }
-    client = connect(os.environ["SM_MONGO_URI"], app="bench")
+    client = connect(os.environ["SM_MONGO_URI"], app="bench", timeout_ms=120_000)
     src, tgt = client[db]["orders"], client[db]["orders_v2"]
     t0 = time.monotonic()
     seed(src, docs, 0, random.Random(1))
