@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import socket
+from collections.abc import Callable
+from typing import Any
 
 import structlog
-from confluent_kafka import Consumer
+from confluent_kafka import Consumer, Producer
+from pymongo import MongoClient
 
+from stream_migrator import events
 from stream_migrator.capture import Capture, MongoCheckpointStore
 from stream_migrator.capture.positions import apply_action
 from stream_migrator.capture.split_events import supports_split_events
 from stream_migrator.capture.throttle import SnapshotThrottle
+from stream_migrator.interfaces import DocumentSink
 from stream_migrator.kafka import (
     AckedProducer,
     consumer_config,
@@ -25,6 +31,8 @@ from stream_migrator.runtime import StopFlag
 from stream_migrator.settings import Settings
 from stream_migrator.spec import get_spec
 from stream_migrator.transform import MongoSink, TransformWorker
+from stream_migrator.transform.formats import decode_connector_event
+from stream_migrator.transform.kafka_sink import KafkaTopicSink, default_sink_topic
 from stream_migrator.transform.quarantine import Quarantine
 from stream_migrator.transform.sink import detect_guard_mode
 
@@ -39,12 +47,12 @@ def run_capture(settings: Settings, stop: StopFlag) -> Capture:
     """Run capture until ``stop`` is set; returns the finished Capture (for its counters)."""
     structlog.contextvars.bind_contextvars(migration=settings.migration, process="capture")
     log.info("capture.start", settings=settings.masked())
-    health = HealthState("capture")
+    health = HealthState("capture", migration=settings.migration)
     with contextlib.ExitStack() as stack:
         server = stack.enter_context(
             HealthServer(health, settings.metrics_host, settings.metrics_port)
         )
-        log.info("http.listening", port=server.port, paths=["/metrics", "/healthz"])
+        log.info("http.listening", port=server.port, paths=["/metrics", "/healthz", "/readyz"])
         ensure_topic(settings.kafka_bootstrap, settings.changes_topic, settings.partitions)
         client = connect(settings.mongo_uri.get_secret_value(), app="capture")
         stack.callback(client.close)
@@ -113,21 +121,16 @@ def run_transform(settings: Settings, stop: StopFlag) -> TransformWorker:
     structlog.contextvars.bind_contextvars(migration=settings.migration, process="transform")
     log.info("transform.start", settings=settings.masked())
     spec = get_spec(settings.spec)
-    health = HealthState("transform")
+    health = HealthState("transform", migration=settings.migration)
     with contextlib.ExitStack() as stack:
         server = stack.enter_context(
             HealthServer(health, settings.metrics_host, settings.metrics_port)
         )
-        log.info("http.listening", port=server.port, paths=["/metrics", "/healthz"])
+        log.info("http.listening", port=server.port, paths=["/metrics", "/healthz", "/readyz"])
         ensure_topic(settings.kafka_bootstrap, settings.changes_topic, settings.partitions)
         ensure_topic(settings.kafka_bootstrap, settings.quarantine_topic, 1)
         client = connect(settings.mongo_uri.get_secret_value(), app="transform")
         stack.callback(client.close)
-        db, coll = settings.split_ns(settings.target)
-        guard = (
-            detect_guard_mode(client) if settings.write_guard == "auto" else settings.write_guard
-        )
-        log.info("sink.guard", mode=guard)
         producer = AckedProducer(
             producer_config(settings.kafka_bootstrap, _client_id("quarantine"))
         )
@@ -137,12 +140,7 @@ def run_transform(settings: Settings, stop: StopFlag) -> TransformWorker:
                 settings.kafka_bootstrap, settings.consumer_group, _client_id("transform")
             )
         )
-        sink = MongoSink(client[db][coll], guard)
-
-        def purge() -> None:
-            purged = sink.purge_tombstones(settings.tombstone_retention_s)
-            log.info("tombstones.purged", count=purged)
-
+        sink, purge = _transform_sink(settings, client, stack)
         worker = TransformWorker(
             settings.migration,
             settings.changes_topic,
@@ -155,7 +153,38 @@ def run_transform(settings: Settings, stop: StopFlag) -> TransformWorker:
             batch_timeout_s=settings.batch_timeout_s,
             health=health,
             maintenance=purge,
+            decode=_transform_decoder(settings),
         )
         health.beat("ok")
         worker.run()
         return worker
+
+
+def _transform_sink(
+    settings: Settings, client: MongoClient[dict[str, Any]], stack: contextlib.ExitStack
+) -> tuple[DocumentSink, Callable[[], None] | None]:
+    """The worker's output (SM_OUTPUT) and its housekeeping, if any."""
+    if settings.output == "kafka-sink-topic":
+        topic = settings.sink_topic or default_sink_topic(settings.migration)
+        ensure_topic(settings.kafka_bootstrap, topic, settings.partitions)
+        producer = Producer(producer_config(settings.kafka_bootstrap, _client_id("sink")))
+        stack.callback(producer.flush, 30)
+        log.info("sink.kafka_topic", topic=topic)
+        return KafkaTopicSink(producer, topic), None
+    db, coll = settings.split_ns(settings.target)
+    guard = detect_guard_mode(client) if settings.write_guard == "auto" else settings.write_guard
+    log.info("sink.guard", mode=guard)
+    sink = MongoSink(client[db][coll], guard)
+
+    def purge() -> None:
+        purged = sink.purge_tombstones(settings.tombstone_retention_s)
+        log.info("tombstones.purged", count=purged)
+
+    return sink, purge
+
+
+def _transform_decoder(settings: Settings) -> Callable[[bytes | None], events.ChangeEvent]:
+    """Kafka value -> ChangeEvent for SM_INPUT_FORMAT."""
+    if settings.input_format == "mongo-connector":
+        return functools.partial(decode_connector_event, ns=settings.source)
+    return events.decode

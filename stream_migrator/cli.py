@@ -195,6 +195,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     register_quarantine(sub, _add_settings_flags, _settings)
 
+    from stream_migrator.spec.cli import register as register_spec
+
+    register_spec(sub)
+    from stream_migrator.reconcile.cli import register as register_reconcile
+
+    register_reconcile(sub, _add_settings_flags, _settings)
+    from stream_migrator.rollout.cli import register as register_rollout
+
+    register_rollout(sub, _add_settings_flags, _settings)
+
     p = sub.add_parser("infra", help="the local Kafka + MongoDB-wire stack (no Docker needed)")
     p.add_argument("action", choices=["up", "down", "status"])
     p.add_argument("--state-dir", help="where pids, ports, logs and data live (default .sm/stack)")

@@ -35,9 +35,11 @@ class EnvelopeError(StreamMigratorError):
 class TransformError(StreamMigratorError):
     """A document cannot be transformed by the migration spec; it goes to quarantine."""
 
-    def __init__(self, message: str, *, field: str | None = None) -> None:
+    def __init__(self, message: str, *, field: str | None = None, step: str | None = None) -> None:
         super().__init__(message)
         self.field = field
+        #: Which spec step failed, e.g. ``"3 (cast)"`` or ``"schema"``; None when unknown.
+        self.step = step
 
 
 class InfraError(StreamMigratorError):

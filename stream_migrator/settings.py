@@ -35,7 +35,8 @@ class Settings(BaseSettings):
     source: str = Field("shop.orders", description="Source collection as <db>.<collection>.")
     target: str = Field("shop.orders_v2", description="Target collection as <db>.<collection>.")
     spec: str = Field(
-        "orders.v1_to_v2", description="Migration spec name; the built-in one is orders.v1_to_v2."
+        "orders.v1_to_v2",
+        description="Migration spec: a built-in name (orders.v1_to_v2) or a spec YAML path.",
     )
     metadata_db: str = Field(
         "stream_migrator", description="Database holding the capture checkpoints."
@@ -75,6 +76,23 @@ class Settings(BaseSettings):
         "auto",
         description="How target writes enforce the version guard: filter (atomic, MongoDB), "
         "read-check (for mongo-java-server), or auto (detect).",
+    )
+    input_format: Literal["envelope", "mongo-connector"] = Field(
+        "envelope",
+        description="What the transform worker reads from the change topic: envelope "
+        "(written by capture) or mongo-connector (the MongoDB Kafka source connector's "
+        "Extended JSON change events, connectors/mongo-source.json).",
+    )
+    output: Literal["mongodb", "kafka-sink-topic"] = Field(
+        "mongodb",
+        description="Where the transform worker writes: mongodb (version-guarded writes to "
+        "the target) or kafka-sink-topic (records for the MongoDB sink connector, "
+        "connectors/mongo-sink.json; no version guard, see README).",
+    )
+    sink_topic: str = Field(
+        "",
+        description="Topic of the transformed documents when SM_OUTPUT=kafka-sink-topic; "
+        "empty = sm.<migration>.sink.",
     )
     metrics_port: int = Field(
         0, ge=0, le=65535, description="Port of /metrics and /healthz; 0 picks a free port."
@@ -149,10 +167,13 @@ def load_settings(**overrides: Any) -> Settings:
 
 def reference_table() -> str:
     """The README's settings table, generated from the model (a unit test keeps them equal)."""
-    rows = ["| Variable | Default | Meaning |", "|---|---|---|"]
+    from stream_migrator.cli import _SETTING_FLAGS  # lazy: cli imports this module
+
+    rows = ["| Variable | CLI flag | Default | Meaning |", "|---|---|---|---|"]
     for name, field in Settings.model_fields.items():
         default = field.default
         if isinstance(default, SecretStr):
             default = default.get_secret_value()
-        rows.append(f"| `SM_{name.upper()}` | `{default}` | {field.description} |")
+        flag = f"`{_SETTING_FLAGS[name]}`" if name in _SETTING_FLAGS else ""
+        rows.append(f"| `SM_{name.upper()}` | {flag} | `{default}` | {field.description} |")
     return "\n".join(rows)

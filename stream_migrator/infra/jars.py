@@ -39,13 +39,20 @@ def _java_major(version_text: str) -> int | None:
     return None
 
 
-def resolve_jars(cache_dir: Path, *, quiet: bool = False) -> Path:
+def resolve_jars(
+    cache_dir: Path,
+    *,
+    quiet: bool = False,
+    pom: Path = POM,
+    what: str = "Kafka and mongo-java-server",
+) -> Path:
     """Return a directory holding every jar the stack needs, downloading them once.
 
     The cache is keyed by the pom's hash, so editing the pom re-resolves and a
-    second start needs no network.
+    second start needs no network. ``pom`` selects another jar set (Kafka Connect
+    uses ``deploy/local/connect/pom.xml``); ``what`` names it in messages.
     """
-    digest = hashlib.sha256(POM.read_bytes()).hexdigest()[:16]
+    digest = hashlib.sha256(pom.read_bytes()).hexdigest()[:16]
     jar_dir = cache_dir / f"jars-{digest}"
     marker = jar_dir / ".complete"
     if marker.exists():
@@ -58,7 +65,7 @@ def resolve_jars(cache_dir: Path, *, quiet: bool = False) -> Path:
         )
     java_binary()
     if not quiet:
-        print(f"resolving Kafka and mongo-java-server jars from Maven Central into {jar_dir} ...")
+        print(f"resolving {what} jars from Maven Central into {jar_dir} ...")
     tmp = jar_dir.with_suffix(".partial")
     shutil.rmtree(tmp, ignore_errors=True)
     cmd = [
@@ -66,7 +73,7 @@ def resolve_jars(cache_dir: Path, *, quiet: bool = False) -> Path:
         "-B",
         "-q",
         "-f",
-        str(POM),
+        str(pom),
         "dependency:copy-dependencies",
         f"-DoutputDirectory={tmp}",
         "-DincludeScope=runtime",

@@ -1,4 +1,11 @@
-"""One HTTP endpoint per process: ``/metrics`` (Prometheus) and ``/healthz`` (JSON)."""
+"""One HTTP endpoint per process: ``/metrics`` (Prometheus), ``/healthz`` and ``/readyz`` (JSON).
+
+``/healthz`` answers "is the main loop alive?" (a liveness probe restarts the
+process on 503); ``/readyz`` answers "is it connected and doing its job?" (a
+readiness probe only marks it unready): 200 once the process has reached its
+servers and beats ``ok``, 503 while starting, under backpressure, draining,
+halted or stalled.
+"""
 
 from __future__ import annotations
 
@@ -11,17 +18,29 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import make_wsgi_app
 
+from stream_migrator.observability import metrics as m
+
 
 class _QuietHandler(WSGIRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:
         """Scrapes are not worth a log line each."""
 
 
+#: Statuses in which the process is connected and working: ``/readyz`` answers 200.
+_READY = frozenset({"ok"})
+#: Statuses of a live main loop: ``/healthz`` answers 200. Backpressure and a halt
+#: are deliberate waits; a liveness restart there would turn them into a crash loop.
+_ALIVE = frozenset({"ok", "starting", "draining", "backpressure", "halted"})
+
+
 class HealthState:
     """What ``/healthz`` reports; the process updates it from its main loop."""
 
-    def __init__(self, component: str, stale_after_s: float = 30.0) -> None:
+    def __init__(
+        self, component: str, stale_after_s: float = 30.0, *, migration: str | None = None
+    ) -> None:
         self.component = component
+        self.migration = migration
         self.stale_after_s = stale_after_s
         self._lock = threading.Lock()
         self._last_progress = time.monotonic()
@@ -34,11 +53,20 @@ class HealthState:
             self._last_progress = time.monotonic()
             self._status = status
             self._detail.update(detail)
+        if self.migration is not None:
+            # Metrics let Prometheus see a stuck loop even when nobody polls /healthz.
+            m.LAST_PROGRESS.labels(self.migration, self.component).set_to_current_time()
+            m.READY.labels(self.migration, self.component).set(1 if status in _READY else 0)
+
+    def readiness(self) -> tuple[bool, dict[str, Any]]:
+        """``/readyz``: connected (status ``ok``) and the main loop beat recently."""
+        alive, body = self.snapshot()
+        return alive and body["status"] in _READY, body
 
     def snapshot(self) -> tuple[bool, dict[str, Any]]:
         with self._lock:
             age = time.monotonic() - self._last_progress
-            healthy = self._status in {"ok", "starting", "draining"} and age < self.stale_after_s
+            healthy = self._status in _ALIVE and age < self.stale_after_s
             body = {
                 "component": self.component,
                 "status": self._status if age < self.stale_after_s else "stalled",
@@ -55,8 +83,9 @@ class HealthServer:
         metrics_app = make_wsgi_app()
 
         def app(environ: dict[str, Any], start: Callable[..., Any]) -> Iterable[bytes]:
-            if environ.get("PATH_INFO") == "/healthz":
-                healthy, body = state.snapshot()
+            path = environ.get("PATH_INFO")
+            if path in {"/healthz", "/readyz"}:
+                healthy, body = state.snapshot() if path == "/healthz" else state.readiness()
                 payload = json.dumps(body, default=str).encode()
                 status = "200 OK" if healthy else "503 Service Unavailable"
                 start(status, [("Content-Type", "application/json")])

@@ -56,3 +56,36 @@ COMMITS_LOST = Counter(
     "Offset commits refused because the group rebalanced; the batch is replayed (stale skips).",
     ["migration"],
 )
+PARTITION_LAG = Gauge(
+    "sm_consumer_partition_lag_events",
+    "High watermark minus committed position of one assigned partition of the change topic.",
+    ["migration", "partition"],
+)
+PARTITION_LAG_SECONDS = Gauge(
+    "sm_consumer_lag_seconds",
+    "How far behind the newest event one assigned partition is: now minus the Kafka "
+    "timestamp of the last committed event while events are waiting, 0 when caught up.",
+    ["migration", "partition"],
+)
+BACKPRESSURE_PAUSES = Counter(
+    "sm_backpressure_pauses_total",
+    "Times a worker paused its partitions because the target failed transiently.",
+    ["migration"],
+)
+APPLY_SECONDS = Histogram(
+    "sm_apply_seconds",
+    "Duration of one successful target bulk write (the batch's apply latency).",
+    ["migration"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)
+LAST_PROGRESS = Gauge(
+    "sm_last_progress_timestamp_seconds",
+    "Unix time of the main loop's last heartbeat (component: capture, transform, ...); "
+    "time() minus this is how long a process has been stuck.",
+    ["migration", "component"],
+)
+READY = Gauge(
+    "sm_ready",
+    "1 while the process is connected and working (what /readyz answers), else 0.",
+    ["migration", "component"],
+)

@@ -9,6 +9,7 @@ from pymongo.collection import Collection
 
 from stream_migrator.errors import TransformError
 from stream_migrator.spec import META_FIELD, MigrationSpec
+from stream_migrator.spec.errors import FilteredOut
 
 
 @dataclass
@@ -21,6 +22,7 @@ class CompareReport:
     extra: int = 0
     different: int = 0
     untransformable: int = 0
+    filtered: int = 0
     examples: list[str] = field(default_factory=list)
 
     @property
@@ -76,7 +78,10 @@ def _expected(
     spec: MigrationSpec, doc: dict[str, Any], report: CompareReport
 ) -> dict[str, Any] | None:
     try:
-        return spec.transform(doc)
+        return spec.migrate(doc)  # transform + target schema, as the worker writes it
+    except FilteredOut:
+        report.filtered += 1  # the spec leaves it out: the target must not have it
+        return None
     except TransformError:
         report.untransformable += 1
         return None

@@ -6,6 +6,9 @@ import copy
 from dataclasses import dataclass
 from typing import Any
 
+from stream_migrator.errors import TransformError
+from stream_migrator.spec.avro import AvroSchema
+from stream_migrator.spec.errors import FilteredOut
 from stream_migrator.spec.steps import Step
 
 #: Field every target document carries: the version guard and provenance.
@@ -13,26 +16,98 @@ META_FIELD = "_sm"
 
 
 @dataclass(frozen=True)
+class Namespace:
+    """A collection as ``db.collection``."""
+
+    db: str
+    collection: str
+
+    def __str__(self) -> str:
+        return f"{self.db}.{self.collection}"
+
+
+def step_kind(step: Any) -> str:
+    """The YAML name of a step (``cast``), or its class name for a hand-written step."""
+    return str(getattr(step, "kind", type(step).__name__))
+
+
+def step_reversible(step: Any) -> bool:
+    """A hand-written step without a ``reversible`` attribute counts as reversible."""
+    return bool(getattr(step, "reversible", True))
+
+
+@dataclass(frozen=True)
 class MigrationSpec:
-    """Transform documents of ``source_version`` into ``target_version`` and back."""
+    """Transform documents of ``source_version`` into ``target_version`` and back.
+
+    ``transform`` and ``inverse`` are pure: the input is never modified, and the
+    same input always gives the same output. The target schema is checked by
+    :meth:`validate_target` (the worker calls :meth:`migrate`, which does both).
+    """
 
     name: str
     source_version: str
     target_version: str
     steps: tuple[Step, ...]
+    source: Namespace | None = None
+    target: Namespace | None = None
+    source_schema: AvroSchema | None = None
+    target_schema: AvroSchema | None = None
+    examples: tuple[dict[str, Any], ...] = ()
+    origin: str | None = None
+    description: str = ""
 
     def transform(self, doc: dict[str, Any]) -> dict[str, Any]:
-        """Return the target-shape copy of ``doc``; raises TransformError on bad input."""
+        """Return the target-shape copy of ``doc``.
+
+        Raises TransformError on bad input (naming the field and the step), and
+        FilteredOut (a TransformError) when a filter step excludes the document.
+        """
         out = copy.deepcopy(doc)
         out.pop(META_FIELD, None)
-        for step in self.steps:
-            step.apply(out)
+        for number, step in enumerate(self.steps, 1):
+            try:
+                step.apply(out)
+            except FilteredOut:
+                raise
+            except TransformError as exc:
+                raise _located(exc, number, step) from None
         return out
 
     def inverse(self, doc: dict[str, Any]) -> dict[str, Any]:
         """Return the source-shape copy of a target document (steps undone in reverse)."""
         out = copy.deepcopy(doc)
         out.pop(META_FIELD, None)
-        for step in reversed(self.steps):
-            step.invert(out)
+        for number, step in reversed(list(enumerate(self.steps, 1))):
+            try:
+                step.invert(out)
+            except TransformError as exc:
+                raise _located(exc, number, step, "inverse of ") from None
         return out
+
+    def validate_target(self, doc: dict[str, Any]) -> None:
+        """Check a transformed document against the target schema (no-op without one).
+
+        Raises TransformError whose ``field`` is the path, e.g. ``address.zip``.
+        """
+        if self.target_schema is not None:
+            body = {k: v for k, v in doc.items() if k != META_FIELD}
+            self.target_schema.validate(body)
+
+    def migrate(self, doc: dict[str, Any]) -> dict[str, Any]:
+        """:meth:`transform`, then :meth:`validate_target`: what may be written to the target."""
+        out = self.transform(doc)
+        self.validate_target(out)
+        return out
+
+    def irreversible_steps(self) -> list[tuple[int, Step]]:
+        """``(number, step)`` of every step without an exact inverse, numbered from 1."""
+        return [(n, s) for n, s in enumerate(self.steps, 1) if not step_reversible(s)]
+
+
+def _located(exc: TransformError, number: int, step: Any, prefix: str = "") -> TransformError:
+    # The step goes last: quarantine reasons keep starting with the field path.
+    label = f"{prefix}step {number} ({step_kind(step)})"
+    located = TransformError(f"{exc} [{label}]", field=exc.field, step=label)
+    located.__cause__ = exc.__cause__
+    return located

@@ -9,8 +9,8 @@ from bson import json_util
 
 from stream_migrator import events
 from stream_migrator.errors import EnvelopeError, TransformError
-from stream_migrator.interfaces import TargetWrite
 from stream_migrator.settings import Settings
+from stream_migrator.transform.prepare import to_target_write
 from stream_migrator.transform.quarantine import QuarantinedEvent, read_quarantine
 
 
@@ -123,15 +123,12 @@ def _replay_one(e: QuarantinedEvent, spec: Any, sink: Any) -> str:
         ev = events.decode(e.value)
     except EnvelopeError as exc:
         return f"still failing: {exc}"
-    if ev.op == "delete":
-        write = TargetWrite(ev.doc_id, ev.cluster_time, None)
-    elif ev.document is None:
+    try:
+        write = to_target_write(ev, spec)
+    except TransformError as exc:
+        return f"still failing: {exc}"
+    if write is None:
         return "stale (update of a document that was deleted)"
-    else:
-        try:
-            write = TargetWrite(ev.doc_id, ev.cluster_time, spec.transform(ev.document))
-        except TransformError as exc:
-            return f"still failing: {exc}"
     result = sink.apply([write])
     if result.failed:
         return f"still failing: {result.failed[0][1]}"

@@ -74,8 +74,18 @@ class MongoSink:
       _id, has exactly one owner in the consumer group at a time.
     """
 
-    def __init__(self, collection: Collection[dict[str, Any]], guard: GuardMode = "filter") -> None:
+    def __init__(
+        self,
+        collection: Collection[dict[str, Any]],
+        guard: GuardMode = "filter",
+        *,
+        skip_equal: bool = False,
+    ) -> None:
         self._coll = collection
+        # skip_equal: an upsert whose target already holds the same content (ignoring
+        # _sm) is skipped and counted stale. Why: with a forward and a reverse stream
+        # both running, an echo then causes no change event, so ping-pong stops.
+        self.skip_equal = skip_equal
         # Tombstones live beside the target, not in it, so readers of the target
         # never see them: <target>.sm_tombstones {_id, v, at}.
         self.tombstones: Collection[dict[str, Any]] = collection.database[
@@ -95,6 +105,8 @@ class MongoSink:
             # both; the other order could let a replayed insert resurrect the document.
             self._bury(deletes)
         if self.guard == "filter":
+            if self.skip_equal:
+                batch = self._drop_equal(batch, result)
             ops = [self._filter_guarded(w) for w in batch]
             self._bulk(ops, batch, result, guarded_deletes=sum(w.document is None for w in batch))
         else:
@@ -146,6 +158,22 @@ class MongoSink:
         except PyMongoError as exc:
             raise _translate(exc) from exc
 
+    def _drop_equal(self, batch: list[TargetWrite], result: ApplyResult) -> list[TargetWrite]:
+        """Filter mode with skip_equal: one ``$in`` read, upserts of identical content dropped."""
+        upserts = {_hashable(w.doc_id): w for w in batch if w.document is not None}
+        if not upserts:
+            return batch
+        try:
+            same = {
+                _hashable(doc["_id"])
+                for doc in self._coll.find({"_id": {"$in": [w.doc_id for w in upserts.values()]}})
+                if _same_content(doc, upserts.get(_hashable(doc["_id"])))
+            }
+        except PyMongoError as exc:
+            raise _translate(exc) from exc
+        result.stale += len(same)
+        return [w for w in batch if w.document is None or _hashable(w.doc_id) not in same]
+
     def _filter_guarded(self, w: TargetWrite) -> Any:
         # The guard: match only a target document older than this event. If a newer
         # (or the same) version is there, the filter misses, the upsert tries to insert
@@ -159,18 +187,23 @@ class MongoSink:
         self, batch: list[TargetWrite], result: ApplyResult
     ) -> tuple[list[TargetWrite], list[Any]]:
         current: dict[Any, int | None] = {}
-        for doc in self._coll.find(
-            {"_id": {"$in": [w.doc_id for w in batch]}}, {f"{META_FIELD}.v": 1}
-        ):
+        same: set[Any] = set()
+        wanted = {_hashable(w.doc_id): w for w in batch}
+        projection = None if self.skip_equal else {f"{META_FIELD}.v": 1}
+        for doc in self._coll.find({"_id": {"$in": [w.doc_id for w in batch]}}, projection):
             current[_hashable(doc["_id"])] = (doc.get(META_FIELD) or {}).get("v")
+            if self.skip_equal and _same_content(doc, wanted.get(_hashable(doc["_id"]))):
+                same.add(_hashable(doc["_id"]))
         todo: list[TargetWrite] = []
         ops: list[Any] = []
         for w in batch:
             key = _hashable(w.doc_id)
             present = key in current
             version = current.get(key)
-            if (present and version is not None and version >= w.version) or (
-                w.document is None and not present
+            if (
+                (present and version is not None and version >= w.version)
+                or (w.document is None and not present)
+                or key in same
             ):
                 result.stale += 1
                 continue
@@ -216,6 +249,16 @@ class MongoSink:
             result.written += len(ops) - len(errors) - stale_deletes
         except PyMongoError as exc:
             raise _translate(exc) from exc
+
+
+def _same_content(current: dict[str, Any], w: TargetWrite | None) -> bool:
+    """True when an upsert would leave ``current`` as it is (``_sm`` ignored)."""
+    if w is None or w.document is None:
+        return False
+    have = {k: v for k, v in current.items() if k != META_FIELD}
+    want = {k: v for k, v in w.document.items() if k != META_FIELD}
+    want["_id"] = w.doc_id
+    return have == want
 
 
 def _translate(exc: PyMongoError) -> RetryableError | FatalError:

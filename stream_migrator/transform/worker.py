@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 
@@ -14,6 +15,7 @@ from stream_migrator.interfaces import ApplyResult, DocumentSink, TargetWrite, T
 from stream_migrator.observability import HealthState, get_logger
 from stream_migrator.observability import metrics as m
 from stream_migrator.runtime import StopFlag
+from stream_migrator.transform.prepare import to_target_write
 from stream_migrator.transform.quarantine import Quarantine
 
 log = get_logger("transform")
@@ -45,6 +47,7 @@ class TransformWorker:
         health: HealthState | None = None,
         maintenance: Callable[[], None] | None = None,
         maintenance_every_s: float = 3600.0,
+        decode: Callable[[bytes | None], events.ChangeEvent] = events.decode,
     ) -> None:
         self._migration = migration
         self._topic = topic
@@ -59,10 +62,15 @@ class TransformWorker:
         self._last_lag = 0.0
         self._maintenance = maintenance
         self._maintenance_every_s = maintenance_every_s
+        # Kafka value -> ChangeEvent: our envelope, or a Kafka Connect source format.
+        self._decode = decode
         self._last_maintenance = 0.0
         self.applied = 0
         self.stale = 0
         self.lag: int | None = None
+        # Kafka timestamp (ms) of the newest committed event per partition: lag in seconds.
+        self._committed_ts: dict[int, int] = {}
+        self._lag_partitions: set[int] = set()
 
     def run(self) -> None:
         """Consume until stopped. Each batch is committed before the next is read."""
@@ -117,22 +125,15 @@ class TransformWorker:
 
     def _prepare(self, msg: Message) -> TargetWrite | None:
         try:
-            event = events.decode(msg.value())
+            event = self._decode(msg.value())
         except EnvelopeError as exc:
             self._quarantine_msg(msg, "decode", str(exc))
             return None
-        if event.op == "delete":
-            return TargetWrite(event.doc_id, event.cluster_time, None, msg)
-        if event.document is None:
-            # An update whose document was deleted before updateLookup ran: the
-            # delete event follows on the same partition; nothing to write now.
-            return None
         try:
-            target = self._transformer.transform(event.document)
+            return to_target_write(event, self._transformer, msg)
         except TransformError as exc:
             self._quarantine_msg(msg, "transform", str(exc))
             return None
-        return TargetWrite(event.doc_id, event.cluster_time, target, msg)
 
     def _apply_with_backpressure(self, writes: list[TargetWrite]) -> ApplyResult | None:
         """Retry transient target failures with backoff, partitions paused; never crash-loop."""
@@ -141,7 +142,10 @@ class TransformWorker:
         try:
             while True:
                 try:
-                    return self._sink.apply(writes)
+                    attempt = time.monotonic()
+                    result = self._sink.apply(writes)
+                    m.APPLY_SECONDS.labels(self._migration).observe(time.monotonic() - attempt)
+                    return result
                 except RetryableError as exc:
                     if self._stop.is_set():
                         log.warning("transform.abandon_batch_on_stop", error=str(exc))
@@ -149,6 +153,7 @@ class TransformWorker:
                     if not paused:
                         paused = self._consumer.assignment()
                         self._consumer.pause(paused)
+                        m.BACKPRESSURE_PAUSES.labels(self._migration).inc()
                     m.WRITE_RETRIES.labels(self._migration).inc()
                     self._health.beat("backpressure", error=str(exc))
                     log.warning("transform.backpressure", error=str(exc), retry_in=backoff)
@@ -172,6 +177,8 @@ class TransformWorker:
         for msg in batch:
             key = (msg.topic() or "", msg.partition() or 0)
             next_offsets[key] = max(next_offsets.get(key, 0), (msg.offset() or 0) + 1)
+            ts = msg.timestamp()[1]
+            self._committed_ts[key[1]] = max(self._committed_ts.get(key[1], 0), ts)
         offsets = [TopicPartition(t, p, o) for (t, p), o in next_offsets.items()]
         try:
             self._consumer.commit(offsets=offsets, asynchronous=False)
@@ -222,20 +229,51 @@ class TransformWorker:
         if time.monotonic() - self._last_lag < _LAG_EVERY_S:
             return
         self._last_lag = time.monotonic()
-        self.lag = consumer_lag(self._consumer)
+        lags = partition_lag(self._consumer)
+        self.lag = None if lags is None else sum(lags.values())
         if self.lag is not None:
             m.CONSUMER_LAG.labels(self._migration).set(self.lag)
+        self._report_partition_lag(lags or {})
+
+    def _report_partition_lag(self, lags: dict[int, int]) -> None:
+        """Per-partition lag in events and seconds; partitions no longer assigned are dropped.
+
+        Seconds = now minus the Kafka timestamp of the newest committed event while
+        events wait, so a stuck partition's figure grows with wall time (0 when caught
+        up; unset until this worker has committed on it).
+        """
+        now_ms = time.time() * 1000
+        for partition in self._lag_partitions - lags.keys():
+            with contextlib.suppress(KeyError):
+                m.PARTITION_LAG.remove(self._migration, str(partition))
+            with contextlib.suppress(KeyError):
+                m.PARTITION_LAG_SECONDS.remove(self._migration, str(partition))
+        self._lag_partitions = set(lags)
+        for partition, lag in lags.items():
+            m.PARTITION_LAG.labels(self._migration, str(partition)).set(lag)
+            ts = self._committed_ts.get(partition)
+            if lag == 0:
+                m.PARTITION_LAG_SECONDS.labels(self._migration, str(partition)).set(0)
+            elif ts:
+                seconds = max(0.0, (now_ms - ts) / 1000)
+                m.PARTITION_LAG_SECONDS.labels(self._migration, str(partition)).set(seconds)
 
 
 def consumer_lag(consumer: Consumer) -> int | None:
     """Sum over assigned partitions of high watermark minus committed offset."""
+    lags = partition_lag(consumer)
+    return None if lags is None else sum(lags.values())
+
+
+def partition_lag(consumer: Consumer) -> dict[int, int] | None:
+    """High watermark minus committed offset per assigned partition; None if none assigned."""
     assignment = consumer.assignment()
     if not assignment:
         return None
-    total = 0
+    lags: dict[int, int] = {}
     committed = consumer.committed(assignment, timeout=5)
     for tp in committed:
         low, high = consumer.get_watermark_offsets(tp, timeout=5, cached=False)
         position = tp.offset if tp.offset >= 0 else low
-        total += max(0, high - position)
-    return total
+        lags[tp.partition] = max(0, high - position)
+    return lags

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from stream_migrator.errors import ConfigError
-from stream_migrator.settings import load_settings, reference_table
+from stream_migrator.settings import Settings, load_settings, reference_table
 
 
 def test_env_is_read(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -58,3 +58,14 @@ def test_readme_settings_table_matches_model() -> None:
         "README settings table is stale: regenerate it with "
         "python -c 'from stream_migrator.settings import reference_table; print(reference_table())'"
     )
+
+
+def test_reference_table_names_each_cli_flag() -> None:
+    """Each setting with a CLI flag shows that flag in its row; the others leave it empty."""
+    from stream_migrator.cli import _SETTING_FLAGS
+
+    rows = {row.split(" | ")[0].strip("| `"): row for row in reference_table().splitlines()[2:]}
+    assert len(rows) == len(Settings.model_fields)
+    for name, flag in _SETTING_FLAGS.items():
+        assert f"| `{flag}` |" in rows[f"SM_{name.upper()}"]
+    assert "| `SM_METADATA_DB` |  |" in reference_table()

@@ -110,3 +110,34 @@ def test_unknown_spec_is_config_error() -> None:
     """Asking for a spec that does not exist lists the known ones."""
     with pytest.raises(ConfigError, match=r"orders\.v1_to_v2"):
         get_spec("nope")
+
+
+def test_migrate_demo_malformed_address_names_address() -> None:
+    """The demo's malformed orders fail the split step (-> quarantine) naming `address`."""
+    import random
+
+    from stream_migrator.demo import v1_order
+
+    doc = {**v1_order(random.Random(0), 1), "address": "no commas here"}
+    with pytest.raises(TransformError) as info:
+        SPEC.migrate(doc)
+    assert info.value.field == "address"
+    assert info.value.step == "step 2 (split)"
+
+
+def test_transform_is_pure_and_deterministic() -> None:
+    """Transforming twice gives equal results and leaves the input untouched."""
+    v1 = {"_id": 1, "cust_name": "Ada", "address": "1 A St, Town, 12345", "total": 2.5}
+    before = dict(v1)
+    assert SPEC.transform(v1) == SPEC.transform(v1)
+    assert v1 == before
+
+
+def test_migrate_accepts_partial_documents_the_spec_passes_through() -> None:
+    """Missing fields and integer ids pass the v2 schema; only present fields are typed."""
+    assert SPEC.migrate({"_id": 7, "cust_name": "n", "total": 1}) == {
+        "_id": 7,
+        "customer": {"name": "n"},
+        "total": Decimal128("1"),
+        "status": "pending",
+    }

@@ -1,0 +1,235 @@
+"""Canonical document encoding, hashing and the field-level diff.
+
+Two documents are "the same" when their canonical BSON is byte-identical:
+keys sorted recursively (field order is not data), the stream-migrator metadata
+field ``_sm`` removed, and every value kept with its BSON type (an int32 ``1``,
+an int64 ``1`` and a Decimal128 ``1`` differ, as they do for a reader).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import bson
+from bson import Binary, Code, DBRef, MaxKey, MinKey, ObjectId, Regex, Timestamp
+from bson.decimal128 import Decimal128
+from bson.int64 import Int64
+
+from stream_migrator.spec import META_FIELD
+
+_INT32 = (-(2**31), 2**31 - 1)
+_INDEX = re.compile(r"^\d+$")
+
+
+def canonical(doc: Mapping[str, Any], *, top: bool = True) -> dict[str, Any]:
+    """``doc`` with keys sorted at every level and (at the top level) ``_sm`` removed."""
+    return {k: _canonical_value(doc[k]) for k in sorted(doc) if not (top and k == META_FIELD)}
+
+
+def _canonical_value(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return canonical(value, top=False)
+    if isinstance(value, list | tuple):
+        return [_canonical_value(v) for v in value]
+    return value
+
+
+def doc_hash(doc: Mapping[str, Any]) -> bytes:
+    """16-byte BLAKE2b of the canonical BSON encoding."""
+    return hashlib.blake2b(bson.encode(canonical(doc)), digest_size=16).digest()
+
+
+def bson_type(value: Any) -> str:
+    """The BSON type name a value is stored as (what a reader of the target sees)."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, Int64):
+        return "long"
+    if isinstance(value, int):
+        return "int" if _INT32[0] <= value <= _INT32[1] else "long"
+    simple: list[tuple[type | tuple[type, ...], str]] = [
+        (float, "double"),
+        (str, "string"),
+        (Decimal128, "decimal"),
+        (ObjectId, "objectId"),
+        (dt.datetime, "date"),
+        (Mapping, "object"),
+        ((list, tuple), "array"),
+        ((bytes, Binary), "binData"),
+        (Timestamp, "timestamp"),
+        ((Regex, re.Pattern), "regex"),
+        (Code, "javascript"),
+        (DBRef, "dbPointer"),
+        (MinKey, "minKey"),
+        (MaxKey, "maxKey"),
+    ]
+    for kinds, name in simple:
+        if isinstance(value, kinds):
+            return name
+    return type(value).__name__
+
+
+@dataclass(frozen=True, slots=True)
+class FieldDiff:
+    """One difference between the expected (transformed source) and the actual target.
+
+    ``reason``: ``missing_field`` (expected, absent in target), ``extra_field``
+    (in target, not expected), ``type`` (same path, different BSON type) or
+    ``value`` (same type, different value).
+    """
+
+    path: str
+    reason: str
+    expected: Any
+    actual: Any
+
+    def describe(self) -> str:
+        if self.reason == "missing_field":
+            return f"{self.path}: missing in target (expected {_show(self.expected)})"
+        if self.reason == "extra_field":
+            return f"{self.path}: not expected, target has {_show(self.actual)}"
+        if self.reason == "type":
+            return (
+                f"{self.path}: type {bson_type(self.actual)} instead of "
+                f"{bson_type(self.expected)} (expected {_show(self.expected)}, "
+                f"got {_show(self.actual)})"
+            )
+        return f"{self.path}: expected {_show(self.expected)}, got {_show(self.actual)}"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "path": self.path,
+            "reason": self.reason,
+            "expected": _show(self.expected),
+            "actual": _show(self.actual),
+            "expected_type": None if self.reason == "extra_field" else bson_type(self.expected),
+            "actual_type": None if self.reason == "missing_field" else bson_type(self.actual),
+        }
+
+
+def _show(value: Any, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def diff_docs(expected: Mapping[str, Any], actual: Mapping[str, Any]) -> list[FieldDiff]:
+    """Field-level differences of two documents (``_sm`` ignored), in path order."""
+    return list(_diff(canonical(expected), canonical(actual), ""))
+
+
+def _diff(exp: Any, act: Any, path: str) -> Iterator[FieldDiff]:
+    if isinstance(exp, dict) and isinstance(act, dict):
+        for key in sorted(exp.keys() | act.keys()):
+            sub = f"{path}.{key}" if path else key
+            if key not in act:
+                yield FieldDiff(sub, "missing_field", exp[key], None)
+            elif key not in exp:
+                yield FieldDiff(sub, "extra_field", None, act[key])
+            else:
+                yield from _diff(exp[key], act[key], sub)
+        return
+    if isinstance(exp, list) and isinstance(act, list):
+        for i in range(max(len(exp), len(act))):
+            sub = f"{path}.{i}"
+            if i >= len(act):
+                yield FieldDiff(sub, "missing_field", exp[i], None)
+            elif i >= len(exp):
+                yield FieldDiff(sub, "extra_field", None, act[i])
+            else:
+                yield from _diff(exp[i], act[i], sub)
+        return
+    if bson_type(exp) != bson_type(act):
+        yield FieldDiff(path, "type", exp, act)
+    elif bson.encode({"v": exp}) != bson.encode({"v": act}):
+        yield FieldDiff(path, "value", exp, act)
+
+
+def generic_path(path: str) -> str:
+    """``items.3.qty`` -> ``items.[].qty``: array positions folded for the top-fields table."""
+    return ".".join("[]" if _INDEX.match(part) else part for part in path.split("."))
+
+
+def leaf_paths(doc: Mapping[str, Any], prefix: str = "") -> Iterator[str]:
+    """Dotted paths of populated (non-null) fields, sub-documents included, ``_sm`` skipped.
+
+    Array elements are folded into ``[]`` so the set stays as small as the schema.
+    """
+    for key, value in doc.items():
+        if not prefix and key == META_FIELD:
+            continue
+        if value is None:
+            continue
+        path = f"{prefix}.{key}" if prefix else key
+        yield path
+        if isinstance(value, Mapping):
+            yield from leaf_paths(value, path)
+        elif isinstance(value, list):
+            seen: set[str] = set()
+            for item in value:
+                if isinstance(item, Mapping):
+                    for sub in leaf_paths(item, f"{path}.[]"):
+                        if sub not in seen:
+                            seen.add(sub)
+                            yield sub
+
+
+def schema_paths(schema: Any, named: Mapping[str, Any], prefix: str = "") -> list[str]:
+    """Dotted field paths of an Avro record schema (arrays as ``[]``), in declaration order.
+
+    Field coverage is reported for these, so a field no target document has shows as 0%.
+    """
+    out: list[str] = []
+    _schema_paths(schema, named, prefix, out, set())
+    return list(dict.fromkeys(out))
+
+
+def _schema_paths(
+    schema: Any, named: Mapping[str, Any], prefix: str, out: list[str], seen: set[str]
+) -> None:
+    if isinstance(schema, str):
+        if schema in seen or schema not in named:
+            return  # a primitive, or a recursive reference already expanded
+        seen = seen | {schema}
+        schema = named[schema]
+    if isinstance(schema, list):  # a union, e.g. ["null", {...}]
+        for branch in schema:
+            _schema_paths(branch, named, prefix, out, seen)
+        return
+    if not isinstance(schema, Mapping):
+        return
+    kind = schema.get("type")
+    if kind == "record":
+        if "name" in schema:
+            seen = seen | {str(schema["name"])}
+        for f in schema.get("fields", []):
+            path = f"{prefix}.{f['name']}" if prefix else str(f["name"])
+            out.append(path)
+            _schema_paths(f["type"], named, path, out, seen)
+    elif kind == "array":
+        _schema_paths(schema.get("items"), named, f"{prefix}.[]", out, seen)
+    elif isinstance(kind, Mapping | list | str) and kind not in _PRIMITIVES:
+        _schema_paths(kind, named, prefix, out, seen)
+
+
+_PRIMITIVES = {
+    "null",
+    "boolean",
+    "int",
+    "long",
+    "float",
+    "double",
+    "bytes",
+    "string",
+    "enum",
+    "fixed",
+    "map",
+    "record",
+    "array",
+}

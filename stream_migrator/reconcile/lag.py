@@ -1,0 +1,205 @@
+"""Lag: how far the target is behind the source, per partition, in events and seconds."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaException, TopicPartition
+from pymongo import MongoClient
+from pymongo.errors import PyMongoError
+
+from stream_migrator import events
+from stream_migrator.errors import EnvelopeError
+from stream_migrator.kafka import consumer_config
+
+
+@dataclass
+class PartitionLag:
+    partition: int
+    produced: int  # high watermark: offsets capture has produced
+    committed: int  # the transform group's committed offset (low watermark if none)
+    oldest_unapplied_version: int | None = None  # cluster time of the event at `committed`
+
+    @property
+    def events(self) -> int:
+        return max(0, self.produced - self.committed)
+
+    def seconds(self, now: float) -> float:
+        if not self.events or self.oldest_unapplied_version is None:
+            return 0.0
+        return max(0.0, now - (self.oldest_unapplied_version >> 32))
+
+
+@dataclass
+class LagReport:
+    """Consumer lag per partition, plus capture lag (source's last operation vs last captured)."""
+
+    known: bool = False
+    partitions: list[PartitionLag] = field(default_factory=list)
+    measured_at: float = field(default_factory=time.time)
+    last_captured_version: int | None = None
+    source_latest_version: int | None = None
+    error: str | None = None
+    topic_missing: bool = False
+
+    @property
+    def events(self) -> int:
+        return sum(p.events for p in self.partitions)
+
+    @property
+    def seconds(self) -> float:
+        return max((p.seconds(self.measured_at) for p in self.partitions), default=0.0)
+
+    @property
+    def capture_lag_seconds(self) -> float | None:
+        """Source's newest operation minus the newest captured event (None if unknown)."""
+        if self.source_latest_version is None:
+            return None
+        if self.last_captured_version is None:
+            return max(0.0, self.measured_at - (self.source_latest_version >> 32))
+        gap = (self.source_latest_version >> 32) - (self.last_captured_version >> 32)
+        return float(max(0, gap))
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "known": self.known,
+            "events": self.events,
+            "seconds": round(self.seconds, 3),
+            "capture_lag_seconds": self.capture_lag_seconds,
+            "error": self.error,
+            "partitions": [
+                {
+                    "partition": p.partition,
+                    "produced": p.produced,
+                    "committed": p.committed,
+                    "events": p.events,
+                    "seconds": round(p.seconds(self.measured_at), 3),
+                }
+                for p in self.partitions
+            ],
+        }
+
+
+class LagProbe:
+    """Reads the transform group's committed offsets without joining the group.
+
+    Its consumer carries the transform group's id (``committed()`` answers for the
+    consumer's own group) but never subscribes and never commits; it only
+    ``assign``s to peek at single messages, which does not disturb the workers.
+    """
+
+    def __init__(self, bootstrap: str, group: str, topic: str) -> None:
+        config = consumer_config(bootstrap, group, f"sm-reconcile-lag-{uuid.uuid4().hex[:6]}")
+        self._consumer = Consumer(config)
+        self._topic = topic
+
+    def close(self) -> None:
+        self._consumer.close()
+
+    def group_lag(self, timeout: float = 5.0) -> int | None:
+        """Unapplied events in total (None when Kafka cannot tell)."""
+        report = self.measure(None, None, timeout=timeout, peek=False)
+        return report.events if report.known else None
+
+    def measure(
+        self,
+        client: MongoClient[dict[str, Any]] | None,
+        source_ns: str | None,
+        *,
+        timeout: float = 5.0,
+        peek: bool = True,
+    ) -> LagReport:
+        report = LagReport()
+        try:
+            meta = self._consumer.list_topics(self._topic, timeout=timeout).topics.get(self._topic)
+            if meta is None or meta.error is not None:
+                report.error = f"topic {self._topic} not found (has capture started?)"
+                report.topic_missing = True
+                meta = None
+            parts = (
+                [TopicPartition(self._topic, p) for p in sorted(meta.partitions)] if meta else []
+            )
+            newest: int | None = None
+            for tp in self._consumer.committed(parts, timeout=timeout) if parts else []:
+                low, high = self._consumer.get_watermark_offsets(tp, timeout=timeout, cached=False)
+                committed = tp.offset if tp.offset >= 0 else low
+                lag = PartitionLag(tp.partition, high, committed)
+                if peek and lag.events:
+                    lag.oldest_unapplied_version = self._version_at(tp.partition, committed)
+                if peek and high > low:
+                    last = self._version_at(tp.partition, high - 1)
+                    if last is not None:
+                        newest = last if newest is None else max(newest, last)
+                report.partitions.append(lag)
+            if parts:
+                self._consumer.unassign()
+            report.last_captured_version = newest
+            report.known = meta is not None
+        except KafkaException as exc:
+            report.error = f"Kafka did not answer: {exc}"
+        if client is not None and source_ns is not None:
+            report.source_latest_version = source_latest_version(client, source_ns)
+        report.measured_at = time.time()
+        return report
+
+    def _version_at(self, partition: int, offset: int, timeout: float = 5.0) -> int | None:
+        self._consumer.assign([TopicPartition(self._topic, partition, offset)])
+        msg: Any = self._consumer.poll(timeout)
+        if msg is None or msg.error() is not None:
+            return None
+        try:
+            return events.decode(msg.value()).cluster_time
+        except EnvelopeError:
+            return None
+
+
+def source_latest_version(client: MongoClient[dict[str, Any]], ns: str) -> int | None:
+    """Cluster time of the newest oplog entry of ``ns`` (None when the oplog is unreadable)."""
+    try:
+        entry = client["local"]["oplog.rs"].find_one(
+            {"ns": ns}, sort=[("$natural", -1)], projection={"ts": 1}, max_time_ms=5000
+        )
+    except PyMongoError:
+        return None
+    if entry is None or "ts" not in entry:
+        return None
+    return events.version_of(entry["ts"])
+
+
+def latest_change_versions(
+    client: MongoClient[dict[str, Any]], ns: str, ids: list[Any]
+) -> dict[Any, int] | None:
+    """Newest oplog cluster time per document of ``ids`` (None when the oplog is unreadable).
+
+    One oplog scan per call: used only for the few documents that still differ on
+    a recheck, to tell "in flight" (the source changed after the target's version)
+    from a real divergence.
+    """
+    if not ids:
+        return {}
+    query = {"ns": ns, "$or": [{"o._id": {"$in": ids}}, {"o2._id": {"$in": ids}}]}
+    try:
+        cursor = client["local"]["oplog.rs"].find(
+            query, projection={"ts": 1, "o._id": 1, "o2._id": 1}, max_time_ms=30_000
+        )
+        out: dict[Any, int] = {}
+        for entry in cursor:
+            doc_id = (entry.get("o2") or {}).get("_id", (entry.get("o") or {}).get("_id"))
+            version = events.version_of(entry["ts"])
+            key = _hashable(doc_id)
+            if version > out.get(key, -1):
+                out[key] = version
+        return out
+    except PyMongoError:
+        return None
+
+
+def _hashable(value: Any) -> Any:
+    try:
+        hash(value)
+    except TypeError:
+        return repr(value)
+    return value

@@ -1,0 +1,83 @@
+"""The audit trail: ``<metadata_db>.audit``, append-only.
+
+Every state change, fence breach, repair, quarantine replay and operator action
+is one inserted document. This module only ever inserts and reads: nothing in
+the audit collection is updated or deleted.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import getpass
+import os
+from typing import Any
+
+from pymongo import ASCENDING, MongoClient
+from pymongo.errors import PyMongoError
+
+from stream_migrator.errors import RetryableError
+
+AUDIT_COLLECTION = "audit"
+
+
+def operator_identity(explicit: str | None = None) -> str:
+    """--operator, else ``SM_OPERATOR``, else the OS user (``user@host`` is not guessed)."""
+    if explicit:
+        return explicit
+    from_env = os.environ.get("SM_OPERATOR")
+    if from_env:
+        return from_env
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"
+
+
+def record(
+    client: MongoClient[dict[str, Any]],
+    metadata_db: str,
+    *,
+    migration: str,
+    action: str,
+    operator: str,
+    from_state: str | None = None,
+    to_state: str | None = None,
+    reason: str = "",
+    details: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Append one audit entry and return it.
+
+    ``action`` is a short verb (``advance``, ``halt``, ``fence_breach``, ``repair``,
+    ``quarantine_replay``, ...); ``details`` carries affected document versions or
+    counts. Raises RetryableError when MongoDB cannot take the write: an action
+    that cannot be audited should not be reported as done.
+    """
+    entry: dict[str, Any] = {
+        "at": dt.datetime.now(dt.UTC),
+        "migration": migration,
+        "action": action,
+        "operator": operator,
+        "from": from_state,
+        "to": to_state,
+        "reason": reason,
+        "details": details or {},
+    }
+    try:
+        client[metadata_db][AUDIT_COLLECTION].insert_one(entry)
+    except PyMongoError as exc:
+        raise RetryableError(
+            f"cannot append to the audit trail {metadata_db}.{AUDIT_COLLECTION}: {exc}"
+        ) from exc
+    return entry
+
+
+def entries(
+    client: MongoClient[dict[str, Any]], metadata_db: str, migration: str
+) -> list[dict[str, Any]]:
+    """Every audit entry of ``migration``, oldest first."""
+    cursor = (
+        client[metadata_db][AUDIT_COLLECTION]
+        .find({"migration": migration})
+        .sort([("at", ASCENDING), ("_id", ASCENDING)])
+    )
+    return list(cursor)

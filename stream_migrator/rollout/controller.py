@@ -1,0 +1,460 @@
+"""The rollout controller: moves migrations through the stages while fences hold.
+
+Every transition is a compare-and-set on the state document (see ``state.py``)
+followed by an audit entry. The controller never writes data; exposure is the
+router's business, the reverse stream (``reverse.py``) runs as its own process.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from confluent_kafka import Consumer
+from pymongo import MongoClient
+from pymongo.errors import PyMongoError
+
+from stream_migrator.errors import RetryableError
+from stream_migrator.kafka import consumer_config
+from stream_migrator.observability import HealthState, get_logger
+from stream_migrator.rollout import audit
+from stream_migrator.rollout import metrics as rm
+from stream_migrator.rollout.errors import RolloutError, VersionConflictError
+from stream_migrator.rollout.fences import Breach, Measurements, evaluate, measure
+from stream_migrator.rollout.gate import Gate, VerdictLike
+from stream_migrator.rollout.plan import MigrationPlan, Plan
+from stream_migrator.rollout.stages import (
+    ORDER,
+    TERMINAL,
+    WRITES_ON_NEW,
+    Stage,
+    can_roll_back,
+    stage_index,
+    tier_stage,
+)
+from stream_migrator.rollout.state import RolloutState, StateStore
+from stream_migrator.runtime import StopFlag
+from stream_migrator.settings import Settings
+from stream_migrator.spec import get_spec
+
+log = get_logger("rollout")
+
+#: Drains the reverse stream and verifies the old side; returns (ok, details) for the audit.
+Drainer = Callable[[Settings], tuple[bool, dict[str, Any]]]
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    verdict: VerdictLike
+    measured: Measurements
+    breaches: list[Breach]
+
+    @property
+    def healthy(self) -> bool:
+        return not self.breaches
+
+
+def migration_settings(base: Settings, m: MigrationPlan) -> Settings:
+    """The pipeline settings of one planned migration (servers from ``base``)."""
+    return base.model_copy(
+        update={"migration": m.name, "source": m.source, "target": m.target, "spec": m.spec}
+    )
+
+
+class Controller:
+    """Advance, halt, resume, roll back and complete the migrations of one plan."""
+
+    def __init__(
+        self,
+        plan: Plan,
+        client: MongoClient[dict[str, Any]],
+        settings: Settings,
+        gate: Gate,
+        operator: str,
+        *,
+        drainer: Drainer | None = None,
+    ) -> None:
+        self.plan = plan
+        self.client = client
+        self.settings = settings
+        self.store = StateStore(client, settings.metadata_db)
+        self.gate = gate
+        self.operator = operator
+        self.drainer = drainer
+        self._breaches_in_row: dict[str, int] = {}
+
+    # -- state ------------------------------------------------------------------
+    def ensure_states(self) -> list[str]:
+        """Create the state document of every planned migration that has none."""
+        created = []
+        for m in self.plan.migrations:
+            spec = get_spec(m.spec)
+            fresh = RolloutState(
+                migration=m.name,
+                old_ns=m.source,
+                new_ns=m.target,
+                old_schema=spec.source_version,
+                new_schema=spec.target_version,
+                tenants_deny=m.tenants_deny,
+            )
+            if self.store.create(fresh, self.operator):
+                self._audit(m.name, "init", None, Stage.PLANNED, "state document created")
+                created.append(m.name)
+        return created
+
+    def status(self, name: str) -> RolloutState:
+        self.plan.migration(name)
+        return self.store.get(name)
+
+    # -- measurements -----------------------------------------------------------
+    def evaluate(self, name: str) -> Evaluation:
+        """Ask the gate, read the pipeline's measurements, check every fence."""
+        m = self.plan.migration(name)
+        s = migration_settings(self.settings, m)
+        verdict = self.gate(s)
+        consumer = Consumer(consumer_config(s.kafka_bootstrap, s.consumer_group, "sm-rollout"))
+        try:
+            measured = measure(
+                verdict,
+                consumer=consumer,
+                changes_topic=s.changes_topic,
+                quarantine_topic=s.quarantine_topic,
+                migration=name,
+                metrics_urls=m.metrics_urls,
+            )
+        finally:
+            consumer.close()
+        for field_name, value in vars(measured).items():
+            if value is not None:
+                rm.FENCE_VALUE.labels(name, field_name).set(value)
+        breaches = evaluate(m.fences, measured)
+        for b in breaches:
+            rm.FENCE_BREACHES.labels(name, b.fence).inc()
+        return Evaluation(verdict, measured, breaches)
+
+    # -- transitions ------------------------------------------------------------
+    def advance(
+        self, name: str, *, reason: str = "", state: RolloutState | None = None
+    ) -> RolloutState:
+        """One step forward, only while every fence holds and the gate says READY."""
+        m = self.plan.migration(name)
+        before = state or self.store.get(name)
+        if before.halted:
+            raise RolloutError(
+                f"{name} is halted ({before.halt_reason}); find the cause, then `rollout resume`"
+            )
+        if before.stage in TERMINAL or before.stage == Stage.ROLLING_BACK:
+            raise RolloutError(f"{name} is {before.stage}; there is nothing to advance")
+        if before.stage == Stage.CUTOVER:
+            raise RolloutError(
+                f"{name} is at cutover; the last step is `rollout complete`, allowed "
+                f"{self.plan.retention_s:g} s after cutover"
+            )
+        details: dict[str, Any] = {}
+        if before.stage == Stage.PLANNED:
+            self._check_dependencies(m)
+        else:
+            ev = self.evaluate(name)
+            details = {"measured": vars(ev.measured), "gate": ev.verdict.reasons}
+            if ev.breaches:
+                raise RolloutError(
+                    f"{name} not advanced: fences breached ({'; '.join(map(str, ev.breaches))})"
+                )
+            if not ev.verdict.ready:
+                raise RolloutError(
+                    f"{name} not advanced: the reconciler gate is not READY "
+                    f"({'; '.join(ev.verdict.reasons)})"
+                )
+        changes = self._next_step(m, before)
+        after = self.store.swap(before, self.operator, **changes)
+        self._audit(name, "advance", _label(before), _label(after), reason, details)
+        rm.TRANSITIONS.labels(name, "advance").inc()
+        self._export(after)
+        log.info("rollout.advanced", migration=name, to=_label(after))
+        return after
+
+    def _next_step(self, m: MigrationPlan, s: RolloutState) -> dict[str, Any]:
+        now = dt.datetime.now(dt.UTC)
+        if s.stage in {Stage.PLANNED, Stage.SHADOW}:
+            return {"stage": ORDER[stage_index(s.stage) + 1], "step_entered_at": now}
+        if s.stage == Stage.VERIFY:
+            return {**self._tier(m, 0), "last_safe_tier": -1, "step_entered_at": now}
+        # canary / ramp: next tier, or cutover after the last one
+        if s.tier + 1 < len(m.tiers):
+            return {**self._tier(m, s.tier + 1), "last_safe_tier": s.tier, "step_entered_at": now}
+        return {
+            "stage": Stage.CUTOVER,
+            "last_safe_tier": s.tier,
+            "percentage": 100.0,
+            "cutover_at": now,
+            "step_entered_at": now,
+        }
+
+    def _tier(self, m: MigrationPlan, index: int) -> dict[str, Any]:
+        """Exposure of tier ``index`` (-1 = none): its percentage and every tenant so far."""
+        if index < 0:
+            return {"tier": -1, "percentage": 0.0, "tenants_allow": ()}
+        tier = m.tiers[index]
+        tenants: list[str] = []
+        for t in m.tiers[: index + 1]:
+            tenants.extend(x for x in t.tenants if x not in tenants)
+        return {
+            "tier": index,
+            "stage": tier_stage(tier.percent, self.plan.ramp_from_percent),
+            "percentage": tier.percent,
+            "tenants_allow": tuple(tenants),
+        }
+
+    def _check_dependencies(self, m: MigrationPlan) -> None:
+        for dep in m.depends_on:
+            state = self.store.load(dep)
+            if state is None or state.stage not in {Stage.CUTOVER, Stage.COMPLETE}:
+                raise RolloutError(
+                    f"{m.name} depends on {dep}, which is "
+                    f"{state.stage if state else 'not started'}; it must reach cutover first"
+                )
+
+    def halt(
+        self,
+        name: str,
+        reason: str,
+        *,
+        revert: bool = False,
+        breaches: list[Breach] | None = None,
+        state: RolloutState | None = None,
+    ) -> RolloutState:
+        """Stop advancing; with ``revert``, exposure goes back to the last safe tier (or 0)."""
+        m = self.plan.migration(name)
+        before = state or self.store.get(name)
+        if before.stage in TERMINAL:
+            raise RolloutError(f"{name} is {before.stage}; halting it changes nothing")
+        changes: dict[str, Any] = {"halted": True, "halt_reason": reason}
+        if revert and before.stage in {Stage.CANARY, Stage.RAMP, Stage.CUTOVER}:
+            target = before.last_safe_tier
+            changes.update(self._tier(m, target))
+            changes["last_safe_tier"] = max(-1, target - 1)
+            if target < 0:
+                changes["stage"] = Stage.CANARY
+        after = self.store.swap(before, self.operator, **changes)
+        action = "fence_breach" if breaches else "halt"
+        details = {
+            "breaches": [vars(b) for b in breaches or []],
+            "exposure_before": before.percentage,
+        }
+        self._audit(name, action, _label(before), _label(after), reason, details)
+        rm.TRANSITIONS.labels(name, "halt").inc()
+        self._export(after)
+        log.warning("rollout.halted", migration=name, reason=reason, to=_label(after))
+        return after
+
+    def resume(self, name: str, reason: str = "") -> RolloutState:
+        """Clear the halt; exposure stays where the halt left it."""
+        before = self.store.get(name)
+        if not before.halted:
+            raise RolloutError(f"{name} is not halted")
+        if before.stage == Stage.ROLLING_BACK:
+            raise RolloutError(f"{name} is rolling back; finish it with `rollout rollback` again")
+        after = self.store.swap(before, self.operator, halted=False, halt_reason=None)
+        self._audit(name, "resume", _label(before), _label(after), reason)
+        rm.TRANSITIONS.labels(name, "resume").inc()
+        self._export(after)
+        return after
+
+    def rollback(self, name: str, reason: str) -> RolloutState:
+        """Halt, drain the reverse stream, verify old in reverse, switch flags, record it.
+
+        Readers stay where they are until the old side is proven current: moving
+        them first would let them read old documents that miss writes still in
+        the reverse stream. If the drain or the verification fails the migration
+        stays in ``rolling_back`` (halted) and the command can simply be re-run.
+        """
+        before = self.store.get(name)
+        if not can_roll_back(before.stage):
+            raise RolloutError(f"{name} is {before.stage}; rollback is legal only before complete")
+        state = before
+        if before.stage != Stage.ROLLING_BACK:
+            state = self.store.swap(
+                before,
+                self.operator,
+                stage=Stage.ROLLING_BACK,
+                halted=True,
+                halt_reason=f"rollback: {reason}",
+                extra={**before.extra, "rolled_back_from": str(before.stage)},
+            )
+            self._audit(name, "rollback_start", _label(before), _label(state), reason)
+        came_from = Stage(state.extra.get("rolled_back_from", Stage.PLANNED))
+        details: dict[str, Any] = {"from_stage": str(came_from)}
+        if came_from in WRITES_ON_NEW:
+            if self.drainer is None:
+                raise RolloutError(
+                    f"{name} was at {came_from}: writes may be on the new collection, so the "
+                    "reverse stream must be drained and verified first, and no drainer is set"
+                )
+            ok, drained = self.drainer(migration_settings(self.settings, self.plan.migration(name)))
+            details.update(drained)
+            if not ok:
+                self._audit(name, "rollback_blocked", _label(state), _label(state), reason, details)
+                raise RolloutError(
+                    f"{name} stays in rolling_back: the old side is not verified yet ({drained}); "
+                    "is the reverse stream running? re-run `rollout rollback` when it has drained"
+                )
+        after = self.store.swap(
+            state,
+            self.operator,
+            stage=Stage.ROLLED_BACK,
+            tier=-1,
+            last_safe_tier=-1,
+            percentage=0.0,
+            tenants_allow=(),
+            halt_reason=f"rolled back: {reason}",
+        )
+        self._audit(name, "rollback", _label(state), _label(after), reason, details)
+        rm.TRANSITIONS.labels(name, "rollback").inc()
+        self._export(after)
+        log.warning("rollout.rolled_back", migration=name, reason=reason)
+        return after
+
+    def complete(self, name: str, reason: str = "") -> RolloutState:
+        """Cutover -> complete, only after the retention window since cutover."""
+        before = self.store.get(name)
+        if before.stage != Stage.CUTOVER:
+            raise RolloutError(f"{name} is {before.stage}; complete needs cutover first")
+        if before.halted:
+            raise RolloutError(f"{name} is halted ({before.halt_reason}); resume it first")
+        assert before.cutover_at is not None
+        cutover_at = before.cutover_at.replace(tzinfo=before.cutover_at.tzinfo or dt.UTC)
+        ends = cutover_at + dt.timedelta(seconds=self.plan.retention_s)
+        if dt.datetime.now(dt.UTC) < ends:
+            raise RolloutError(
+                f"{name}: the old collection {before.old_ns} must be kept until "
+                f"{ends.isoformat(timespec='seconds')} (retention_s={self.plan.retention_s:g} "
+                "after cutover); run complete again then"
+            )
+        after = self.store.swap(before, self.operator, stage=Stage.COMPLETE, halted=False)
+        self._audit(
+            name,
+            "complete",
+            _label(before),
+            _label(after),
+            reason,
+            {"old_collection": before.old_ns, "note": "stop the reverse stream; drop old by hand"},
+        )
+        rm.TRANSITIONS.labels(name, "complete").inc()
+        self._export(after)
+        return after
+
+    # -- the loop ---------------------------------------------------------------
+    def tick(self) -> None:
+        """One evaluation of every migration: halt on breach, advance when due and healthy."""
+        for m in self.plan.migrations:
+            try:
+                self._tick_one(m)
+            except VersionConflictError as exc:
+                log.warning("rollout.conflict", migration=m.name, error=str(exc))
+            except RolloutError as exc:
+                log.info("rollout.not_advanced", migration=m.name, reason=str(exc))
+
+    def _tick_one(self, m: MigrationPlan) -> None:
+        state = self.store.get(m.name)
+        self._export(state)
+        if state.stage in TERMINAL or state.stage == Stage.ROLLING_BACK:
+            return
+        if state.stage == Stage.PLANNED:
+            if self._due(state):
+                self.advance(m.name, reason="schedule", state=state)
+            return
+        ev = self.evaluate(m.name)
+        if ev.breaches:
+            count = self._breaches_in_row.get(m.name, 0) + 1
+            self._breaches_in_row[m.name] = count
+            reason = "fence breached: " + "; ".join(map(str, ev.breaches))
+            if not state.halted:
+                state = self.halt(m.name, reason, revert=True, breaches=ev.breaches, state=state)
+            if m.rollback_after_breaches and count >= m.rollback_after_breaches:
+                self.rollback(m.name, f"{count} fence breaches in a row ({reason})")
+            return
+        self._breaches_in_row[m.name] = 0
+        if state.halted or state.stage == Stage.CUTOVER or not self._due(state):
+            return
+        if not ev.verdict.ready:
+            log.info("rollout.gate_not_ready", migration=m.name, reasons=ev.verdict.reasons)
+            return
+        # Re-evaluating inside advance() would double the compare cost; this
+        # evaluation is seconds old and the CAS still refuses a concurrent change.
+        self._advance_evaluated(m, state, ev)
+
+    def _advance_evaluated(self, m: MigrationPlan, state: RolloutState, ev: Evaluation) -> None:
+        changes = self._next_step(m, state)
+        after = self.store.swap(state, self.operator, **changes)
+        details = {"measured": vars(ev.measured), "gate": ev.verdict.reasons}
+        self._audit(m.name, "advance", _label(state), _label(after), "schedule", details)
+        rm.TRANSITIONS.labels(m.name, "advance").inc()
+        self._export(after)
+        log.info("rollout.advanced", migration=m.name, to=_label(after))
+
+    def _due(self, state: RolloutState) -> bool:
+        if self.plan.advance_every_s <= 0 or state.step_entered_at is None:
+            return False
+        entered = state.step_entered_at.replace(tzinfo=state.step_entered_at.tzinfo or dt.UTC)
+        return (dt.datetime.now(dt.UTC) - entered).total_seconds() >= self.plan.advance_every_s
+
+    def run(self, stop: StopFlag, health: HealthState | None = None) -> None:
+        """Evaluate every ``evaluation_interval_s`` until stopped; MongoDB outages back off."""
+        self.ensure_states()
+        while not stop.is_set():
+            started = time.monotonic()
+            try:
+                self.tick()
+                if health is not None:
+                    health.beat("ok")
+            except (PyMongoError, RetryableError) as exc:
+                log.warning("rollout.tick_failed", error=str(exc))
+                if health is not None:
+                    health.beat("degraded", error=str(exc))
+            stop.wait(max(0.0, self.plan.evaluation_interval_s - (time.monotonic() - started)))
+
+    # -- helpers ----------------------------------------------------------------
+    def _audit(
+        self,
+        name: str,
+        action: str,
+        from_state: str | None,
+        to_state: str | None,
+        reason: str,
+        details: dict[str, Any] | None = None,
+    ) -> None:
+        audit.record(
+            self.client,
+            self.settings.metadata_db,
+            migration=name,
+            action=action,
+            operator=self.operator,
+            from_state=from_state,
+            to_state=to_state,
+            reason=reason,
+            details=details,
+        )
+
+    def _export(self, s: RolloutState) -> None:
+        rm.HALTED.labels(s.migration).set(1 if s.halted else 0)
+        rm.STAGE.labels(s.migration).set(stage_index(s.stage))
+        rm.EXPOSURE.labels(s.migration).set(
+            100.0 if s.read_path == "new" else (s.percentage if s.read_path == "split" else 0.0)
+        )
+
+
+def _label(s: RolloutState) -> str:
+    """``canary 5% (tier 1)``: stage plus exposure, as the audit trail shows it."""
+    text = str(s.stage)
+    if s.stage in {Stage.CANARY, Stage.RAMP, Stage.CUTOVER, Stage.ROLLING_BACK}:
+        text += f" {s.percentage:g}%"
+        if s.tenants_allow:
+            text += f" +{len(s.tenants_allow)} tenants"
+        if s.tier >= 0:
+            text += f" (tier {s.tier})"
+    if s.halted:
+        text += " [halted]"
+    return text

@@ -1,0 +1,17 @@
+"""Rollout errors: each names what is wrong, where, and what to do."""
+
+from __future__ import annotations
+
+from stream_migrator.errors import ConfigError, StreamMigratorError
+
+
+class RolloutError(StreamMigratorError):
+    """A rollout command cannot be carried out in the current state."""
+
+
+class VersionConflictError(RolloutError):
+    """Someone else changed the rollout state between our read and our write."""
+
+
+class PlanError(ConfigError):
+    """The plan file is invalid; nothing was changed."""

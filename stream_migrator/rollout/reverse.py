@@ -1,0 +1,197 @@
+"""The reverse stream: new collection -> inverse transform -> old collection.
+
+During canary, ramp and cutover applications write to the new collection. The
+reverse stream keeps the old collection current with those writes, so a
+rollback returns readers to old without losing one. It is the same pipeline run
+backwards: capture tails the NEW collection under the migration name
+``<m>-reverse`` (its own topics, group and checkpoint), and a transform worker
+applies ``spec.inverse`` to the OLD collection through the version-guarded sink.
+
+Loop breaking: the forward stream captures the reverse writer's writes to old
+and writes them to new again, and so on. The reverse writer uses
+``MongoSink(skip_equal=True)``: a write whose target already holds the same
+content (``_sm`` ignored) is skipped, so the echo makes no change event and the
+ping-pong stops after one round.
+
+Consequence: documents the reverse writer touched in the old collection carry
+the ``_sm`` field (the version guard needs it). Readers of the old collection
+should ignore ``_sm`` (the forward spec drops it on the way to new).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+from confluent_kafka import Consumer
+
+from stream_migrator import events
+from stream_migrator.app import run_capture
+from stream_migrator.capture import MongoCheckpointStore
+from stream_migrator.kafka import (
+    AckedProducer,
+    consumer_config,
+    ensure_topic,
+    group_lag,
+    producer_config,
+)
+from stream_migrator.mongo import cluster_time_now, connect
+from stream_migrator.observability import HealthServer, HealthState, get_logger
+from stream_migrator.reconcile import full_compare
+from stream_migrator.runtime import StopFlag
+from stream_migrator.settings import Settings
+from stream_migrator.spec import MigrationSpec, get_spec
+from stream_migrator.transform import MongoSink, TransformWorker
+from stream_migrator.transform.quarantine import Quarantine
+from stream_migrator.transform.sink import detect_guard_mode
+
+log = get_logger("reverse")
+REVERSE_SUFFIX = "-reverse"
+
+
+def reverse_settings(settings: Settings) -> Settings:
+    """The forward settings turned around: capture new, write old, own topics and group."""
+    name = settings.migration
+    if len(name) + len(REVERSE_SUFFIX) > 63:
+        name = name[: 63 - len(REVERSE_SUFFIX)]
+    return settings.model_copy(
+        update={
+            "migration": name + REVERSE_SUFFIX,
+            "source": settings.target,
+            "target": settings.source,
+        }
+    )
+
+
+@dataclass(frozen=True)
+class _Undone:
+    """A step run backwards: apply = invert."""
+
+    step: Any
+
+    def apply(self, doc: dict[str, Any]) -> None:
+        self.step.invert(doc)
+
+    def invert(self, doc: dict[str, Any]) -> None:
+        self.step.apply(doc)
+
+
+def inverted(spec: MigrationSpec) -> MigrationSpec:
+    """The spec from the new shape to the old: its ``transform`` is ``spec.inverse``."""
+    return MigrationSpec(
+        name=f"{spec.name}.inverse",
+        source_version=spec.target_version,
+        target_version=spec.source_version,
+        steps=tuple(_Undone(step) for step in reversed(spec.steps)),
+    )
+
+
+def start_position(settings: Settings) -> bool:
+    """Point the reverse capture at "now" without a snapshot (if it has no checkpoint yet).
+
+    Why no snapshot: before the first write on the new path, old already holds
+    everything new holds; only later changes need to travel back. Call this when
+    entering canary, before any application write lands on new. True if it set one.
+    """
+    rev = reverse_settings(settings)
+    client = connect(rev.mongo_uri.get_secret_value(), app="reverse-position")
+    try:
+        store = MongoCheckpointStore(client, rev.metadata_db, rev.migration)
+        if store.load() is not None:
+            return False
+        at = cluster_time_now(client)
+        store.replace(
+            resume_token=None,
+            start_at=events.version_of(at),
+            source=rev.source,
+            snapshot={"done": True, "last_id": None, "skipped": "reverse stream"},
+        )
+        log.info("reverse.position_set", start_at=str(at))
+        return True
+    finally:
+        client.close()
+
+
+def run_reverse_capture(settings: Settings, stop: StopFlag) -> Any:
+    """Capture of the new collection into ``sm.<m>-reverse.changes`` (forward settings in)."""
+    start_position(settings)
+    return run_capture(reverse_settings(settings), stop)
+
+
+def run_reverse_transform(settings: Settings, stop: StopFlag) -> TransformWorker:
+    """Reverse worker: inverse transform, skip-equal, version-guarded writes to old."""
+    rev = reverse_settings(settings)
+    structlog.contextvars.bind_contextvars(migration=rev.migration, process="reverse-transform")
+    log.info("reverse.start", settings=rev.masked())
+    spec = inverted(get_spec(settings.spec))
+    health = HealthState("reverse-transform")
+    with contextlib.ExitStack() as stack:
+        server = stack.enter_context(HealthServer(health, rev.metrics_host, rev.metrics_port))
+        log.info("http.listening", port=server.port, paths=["/metrics", "/healthz"])
+        ensure_topic(rev.kafka_bootstrap, rev.changes_topic, rev.partitions)
+        ensure_topic(rev.kafka_bootstrap, rev.quarantine_topic, 1)
+        client = connect(rev.mongo_uri.get_secret_value(), app="reverse-transform")
+        stack.callback(client.close)
+        db, coll = rev.split_ns(rev.target)
+        guard = detect_guard_mode(client) if rev.write_guard == "auto" else rev.write_guard
+        producer = AckedProducer(producer_config(rev.kafka_bootstrap, "sm-reverse-quarantine"))
+        stack.callback(producer.close)
+        consumer = Consumer(consumer_config(rev.kafka_bootstrap, rev.consumer_group, "sm-reverse"))
+        worker = TransformWorker(
+            rev.migration,
+            rev.changes_topic,
+            consumer,
+            spec,
+            MongoSink(client[db][coll], guard, skip_equal=True),
+            Quarantine(producer, rev.quarantine_topic),
+            stop,
+            batch_size=rev.batch_size,
+            batch_timeout_s=rev.batch_timeout_s,
+            health=health,
+        )
+        health.beat("ok")
+        worker.run()
+        return worker
+
+
+def drain_and_verify(settings: Settings, *, timeout_s: float = 60.0) -> tuple[bool, dict[str, Any]]:
+    """Wait until both streams are drained and old == inverse(new) (a reverse full compare).
+
+    Returns (ok, details); details carry the counts for the audit trail.
+    """
+    rev = reverse_settings(settings)
+    spec = inverted(get_spec(settings.spec))
+    client = connect(settings.mongo_uri.get_secret_value(), app="reverse-verify")
+    consumer = Consumer(consumer_config(rev.kafka_bootstrap, rev.consumer_group, "sm-drain"))
+    fwd = Consumer(consumer_config(settings.kafka_bootstrap, settings.consumer_group, "sm-drain"))
+    details: dict[str, Any] = {}
+    try:
+        new_db, new_coll = settings.split_ns(settings.target)
+        old_db, old_coll = settings.split_ns(settings.source)
+        deadline = time.monotonic() + timeout_s
+        while True:
+            reverse_lag = group_lag(consumer, rev.changes_topic)
+            forward_lag = group_lag(fwd, settings.changes_topic)
+            details = {"reverse_lag": reverse_lag, "forward_lag": forward_lag}
+            if reverse_lag == 0 and forward_lag == 0:
+                report = full_compare(client[new_db][new_coll], client[old_db][old_coll], spec)
+                details.update(
+                    compared=report.source_count,
+                    mismatches=report.mismatches,
+                    missing_in_old=report.missing,
+                    extra_in_old=report.extra,
+                    different=report.different,
+                    examples=report.examples[:5],
+                )
+                if report.mismatches == 0:
+                    return True, details
+            if time.monotonic() >= deadline:
+                return False, details
+            time.sleep(0.5)
+    finally:
+        consumer.close()
+        fwd.close()
+        client.close()

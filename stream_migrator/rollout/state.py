@@ -1,0 +1,156 @@
+"""The rollout state document: one per migration in ``<metadata_db>.rollout``.
+
+Every change is a compare-and-set on ``version``: a writer that read version N
+updates only ``{_id, version: N}``. Two controllers (or an operator and a
+controller) racing for the same transition therefore cannot both win; the
+loser gets :class:`VersionConflictError` and re-reads.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from pymongo import MongoClient
+from pymongo.collection import Collection
+from pymongo.errors import DuplicateKeyError
+
+from stream_migrator.rollout.errors import RolloutError, VersionConflictError
+from stream_migrator.rollout.stages import Stage
+
+Path = Literal["old", "new", "split"]
+STATE_COLLECTION = "rollout"
+
+
+@dataclass(frozen=True)
+class RolloutState:
+    """The flags applications route by (through :mod:`stream_migrator.router`)."""
+
+    migration: str
+    old_ns: str
+    new_ns: str
+    old_schema: str = "v1"
+    new_schema: str = "v2"
+    stage: Stage = Stage.PLANNED
+    tier: int = -1  # index into the plan's tiers; -1 = no tier exposed
+    last_safe_tier: int = -1
+    percentage: float = 0.0
+    tenants_allow: tuple[str, ...] = ()
+    tenants_deny: tuple[str, ...] = ()
+    halted: bool = False
+    halt_reason: str | None = None
+    updated_by: str = ""
+    updated_at: dt.datetime | None = None
+    stage_entered_at: dt.datetime | None = None
+    cutover_at: dt.datetime | None = None
+    step_entered_at: dt.datetime | None = None  # last advance (a stage or a tier)
+    version: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def read_path(self) -> Path:
+        return paths_of(self.stage, self.percentage, self.tenants_allow)
+
+    @property
+    def write_path(self) -> Path:
+        # Writes follow reads key by key: a key exposed to new writes there, so one
+        # document is never written on both sides at once.
+        return self.read_path
+
+    def to_doc(self) -> dict[str, Any]:
+        doc = dataclasses.asdict(self)
+        doc["_id"] = self.migration
+        doc["stage"] = str(self.stage)
+        doc["tenants_allow"] = list(self.tenants_allow)
+        doc["tenants_deny"] = list(self.tenants_deny)
+        doc["read_path"] = self.read_path
+        doc["write_path"] = self.write_path
+        return doc
+
+    @classmethod
+    def from_doc(cls, doc: dict[str, Any]) -> RolloutState:
+        names = {f.name for f in dataclasses.fields(cls)}
+        data = {k: v for k, v in doc.items() if k in names}
+        data["stage"] = Stage(doc["stage"])
+        data["tenants_allow"] = tuple(doc.get("tenants_allow") or ())
+        data["tenants_deny"] = tuple(doc.get("tenants_deny") or ())
+        return cls(**data)
+
+
+def paths_of(stage: Stage, percentage: float, tenants_allow: tuple[str, ...]) -> Path:
+    """Which side(s) requests use at a stage: all old, all new, or split by key/tenant."""
+    if stage in {Stage.CUTOVER, Stage.COMPLETE}:
+        return "new"
+    if stage in {Stage.CANARY, Stage.RAMP, Stage.ROLLING_BACK} and (
+        percentage > 0 or tenants_allow
+    ):
+        return "new" if percentage >= 100 else "split"
+    return "old"
+
+
+class StateStore:
+    """Reads and compare-and-sets rollout state documents."""
+
+    def __init__(self, client: MongoClient[dict[str, Any]], metadata_db: str) -> None:
+        self.coll: Collection[dict[str, Any]] = client[metadata_db][STATE_COLLECTION]
+
+    def load(self, migration: str) -> RolloutState | None:
+        doc = self.coll.find_one({"_id": migration})
+        return None if doc is None else RolloutState.from_doc(doc)
+
+    def get(self, migration: str) -> RolloutState:
+        state = self.load(migration)
+        if state is None:
+            raise RolloutError(
+                f"migration {migration!r} has no rollout state in {self.coll.full_name}; "
+                "create it with `stream-migrator rollout init PLAN` (or `rollout run PLAN`)"
+            )
+        return state
+
+    def create(self, state: RolloutState, operator: str) -> bool:
+        """Insert the initial document; False when it already exists (left untouched)."""
+        now = _now()
+        first = dataclasses.replace(
+            state,
+            version=1,
+            updated_by=operator,
+            updated_at=now,
+            stage_entered_at=now,
+            step_entered_at=now,
+        )
+        try:
+            self.coll.insert_one(first.to_doc())
+        except DuplicateKeyError:
+            return False
+        return True
+
+    def swap(self, before: RolloutState, operator: str, **changes: Any) -> RolloutState:
+        """Write ``before`` + ``changes`` if nobody changed it since ``before`` was read."""
+        now = _now()
+        if "stage" in changes and changes["stage"] != before.stage:
+            changes.setdefault("stage_entered_at", now)
+        after = dataclasses.replace(
+            before, **changes, version=before.version + 1, updated_by=operator, updated_at=now
+        )
+        doc = after.to_doc()
+        doc.pop("_id")
+        outcome = self.coll.update_one(
+            {"_id": before.migration, "version": before.version}, {"$set": doc}
+        )
+        if outcome.matched_count != 1:
+            current = self.load(before.migration)
+            raise VersionConflictError(
+                f"rollout state of {before.migration!r} changed under us (we read version "
+                f"{before.version}, it is now {current.version if current else 'gone'}, "
+                f"by {current.updated_by if current else '?'}); nothing was written - "
+                "re-read with `rollout status` and retry"
+            )
+        return after
+
+
+def _now() -> dt.datetime:
+    # Millisecond precision: what BSON dates keep, so a read-back compares equal.
+    now = dt.datetime.now(dt.UTC)
+    return now.replace(microsecond=now.microsecond // 1000 * 1000)

@@ -1,0 +1,174 @@
+"""Pure rollout logic: plan validation, fences, routing buckets, stage paths."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from stream_migrator.rollout.errors import PlanError
+from stream_migrator.rollout.fences import Measurements, _quantile, evaluate
+from stream_migrator.rollout.plan import Fences, load_plan, parse_plan, render, run_order, validate
+from stream_migrator.rollout.router import bucket, side_for
+from stream_migrator.rollout.stages import Stage
+from stream_migrator.rollout.state import RolloutState
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "stream_migrator/rollout/examples/plan.toml"
+
+_BASE = """
+[plan]
+tiers = [{ name = "5%", percent = 5 }, { name = "all", percent = 100 }]
+[collections."s.a"]
+fields = ["_id", "cust_name", "address", "total", "status"]
+[collections."s.b"]
+fields = ["_id", "customer", "address", "total", "status"]
+"""
+
+
+def _migration(name: str, deps: str = "[]", extra: str = "") -> str:
+    return f"""
+[[migration]]
+name = "{name}"
+spec = "orders.v1_to_v2"
+source = "s.a"
+target = "s.b"
+depends_on = {deps}
+{extra}
+"""
+
+
+def _write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "plan.toml"
+    path.write_text(text)
+    return path
+
+
+def test_example_plan_validates_and_shows_matrix() -> None:
+    """The shipped example is valid and `show` lists its matrix and run order."""
+    plan = load_plan(EXAMPLE)
+    text = render(plan)
+    assert "orders-v2" in text
+    assert "run order:" in text
+    assert "internal (acme-internal,qa) -> 5% -> 25% -> 100%" in text
+
+
+def test_validate_reports_cycle_with_path(tmp_path: Path) -> None:
+    """A dependency cycle is reported as the path that closes it."""
+    text = _BASE + _migration("a", '["b"]') + _migration("b", '["a"]')
+    problems = validate(parse_plan(_write(tmp_path, text)))
+    assert any(p.startswith("dependency cycle: a -> b -> a") for p in problems), problems
+
+
+def test_validate_reports_unknown_collection_and_field(tmp_path: Path) -> None:
+    """A touched collection or field the plan does not declare is an error naming it."""
+    extra = 'touches = { "s.zzz" = ["x"], "s.a" = ["nope"] }'
+    problems = validate(parse_plan(_write(tmp_path, _BASE + _migration("a", extra=extra))))
+    assert any("'s.zzz' is not declared" in p for p in problems), problems
+    assert any("unknown field s.a.nope" in p for p in problems), problems
+
+
+def test_validate_reports_spec_field_missing_from_collection(tmp_path: Path) -> None:
+    """A spec step using a field the source collection does not declare is an error."""
+    text = _BASE.replace('"cust_name", ', "") + _migration("a")
+    problems = validate(parse_plan(_write(tmp_path, text)))
+    assert any("source field s.a.cust_name" in p for p in problems), problems
+
+
+def test_validate_reports_spec_without_inverse_when_rollback_required(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A spec with a one-way step fails validation only when rollback is required."""
+    from stream_migrator import spec as spec_pkg
+    from stream_migrator.spec import MigrationSpec
+
+    class OneWay:
+        field = "total"
+        reversible = False
+
+        def apply(self, doc: dict[str, object]) -> None:
+            doc.pop("total", None)
+
+        def invert(self, doc: dict[str, object]) -> None:
+            return None
+
+    lossy = MigrationSpec("lossy", "v1", "v2", (OneWay(),))
+    monkeypatch.setitem(spec_pkg.SPECS, "lossy", lossy)
+    text = _BASE + _migration("a").replace("orders.v1_to_v2", "lossy")
+    problems = validate(parse_plan(_write(tmp_path, text)))
+    assert any("has steps without an inverse" in p for p in problems), problems
+    relaxed = text + "[migration.rollback]\nrequired = false\n"
+    assert validate(parse_plan(_write(tmp_path, relaxed))) == []
+
+
+def test_run_order_puts_dependencies_first(tmp_path: Path) -> None:
+    """Migrations run after the ones they depend on, ties by name."""
+    text = _BASE + _migration("c", '["a"]') + _migration("b") + _migration("a")
+    plan = load_plan(_write(tmp_path, text))
+    assert run_order(plan) == ["a", "b", "c"]
+
+
+def test_load_plan_raises_with_every_problem(tmp_path: Path) -> None:
+    """load_plan refuses an invalid plan and lists all its problems in one error."""
+    text = _BASE + _migration("a", '["ghost"]').replace("orders.v1_to_v2", "no.such")
+    with pytest.raises(PlanError) as err:
+        load_plan(_write(tmp_path, text))
+    assert "unknown migration spec 'no.such'" in str(err.value)
+    assert "depends on unknown migration 'ghost'" in str(err.value)
+
+
+def test_fences_report_only_exceeded_limits() -> None:
+    """Each limit is compared with its measurement; unmeasured fences are skipped."""
+    fences = Fences(max_lag_events=10, max_divergence_ratio=0.01, max_p99_apply_seconds=1.0)
+    measured = Measurements(lag_events=11, divergence_ratio=0.01, p99_apply_seconds=None)
+    breaches = evaluate(fences, measured)
+    assert [(b.fence, b.value, b.limit) for b in breaches] == [("lag_events", 11.0, 10.0)]
+
+
+def test_quantile_picks_bucket_holding_p99() -> None:
+    """The p99 of cumulative buckets is the upper bound of the bucket reaching 99%."""
+    buckets = {0.1: 90.0, 0.5: 98.0, 1.0: 99.5, float("inf"): 100.0}
+    assert _quantile(buckets, 0.99) == 1.0
+
+
+def test_bucket_is_stable_and_salted_by_migration() -> None:
+    """The same key always lands in the same bucket; another migration hashes differently."""
+    keys = [f"k{i}" for i in range(200)]
+    assert [bucket("m1", k) for k in keys] == [bucket("m1", k) for k in keys]
+    assert [bucket("m1", k) for k in keys] != [bucket("m2", k) for k in keys]
+
+
+def test_side_for_honours_tenants_and_monotone_percentage() -> None:
+    """Denied tenants stay old, allowed go new, and a key on new at 10% stays new at 25%."""
+    base = RolloutState("m", "d.old", "d.new", stage=Stage.CANARY, percentage=10.0)
+    at10 = {k for k in range(5000) if side_for(base, k) == "new"}
+    at25 = {
+        k
+        for k in range(5000)
+        if side_for(RolloutState("m", "d.old", "d.new", stage=Stage.RAMP, percentage=25.0), k)
+        == "new"
+    }
+    assert at10 < at25
+    tenants = RolloutState(
+        "m",
+        "o",
+        "n",
+        stage=Stage.CANARY,
+        tenants_allow=("in",),
+        tenants_deny=("out",),
+        percentage=100.0,
+    )
+    assert side_for(tenants, 1, tenant="out") == "new"  # 100%: everyone on new
+    partial = RolloutState(
+        "m", "o", "n", stage=Stage.CANARY, tenants_allow=("in",), tenants_deny=("out",)
+    )
+    assert side_for(partial, 1, tenant="in") == "new"
+    assert side_for(partial, 1, tenant="out") == "old"
+    assert side_for(partial, 1) == "old"
+
+
+def test_paths_follow_stage() -> None:
+    """Before canary everything reads old; cutover reads and writes new."""
+    for stage in (Stage.PLANNED, Stage.SHADOW, Stage.VERIFY, Stage.ROLLED_BACK):
+        assert RolloutState("m", "o", "n", stage=stage, percentage=50).read_path == "old"
+    assert RolloutState("m", "o", "n", stage=Stage.CUTOVER).write_path == "new"
+    assert RolloutState("m", "o", "n", stage=Stage.CANARY, percentage=5).read_path == "split"
