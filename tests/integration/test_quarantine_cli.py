@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import time
+from pathlib import Path
 from typing import Any
 
 import pytest
 from bson import ObjectId
 
+from stream_migrator import spec as spec_pkg
 from stream_migrator.settings import load_settings
+from stream_migrator.transform.quarantine import read_quarantine
 from tests.integration.helpers import cli, client_for, pipeline, settings_env, wait_until_match
 
 pytestmark = pytest.mark.integration
@@ -52,6 +56,42 @@ def test_quarantine_list_show_replay_of_malformed_document(
     missing = cli("quarantine", "show", "0:99999", env=env)
     assert missing.returncode == 1
     assert "no quarantined event at 0:99999" in missing.stdout
+    client.close()
+
+
+def test_quarantine_replay_after_spec_fix_lands_document(
+    settings_kwargs: dict[str, Any], tmp_path: Path
+) -> None:
+    """After the spec is fixed, `quarantine replay --spec FIXED` writes the quarantined document."""
+    s = load_settings(**settings_kwargs)
+    client = client_for(s)
+    bad_id = ObjectId()
+    client[s.split_ns(s.source)[0]]["orders"].insert_one(
+        {"_id": bad_id, "cust_name": "b", "address": "nowhere", "total": 1}
+    )
+    with pipeline(s):
+        deadline = time.monotonic() + 30
+        while not read_quarantine(s.kafka_bootstrap, s.quarantine_topic):
+            assert time.monotonic() < deadline, "the malformed order never reached quarantine"
+            time.sleep(0.3)
+    builtin = Path(spec_pkg.__file__).parent / "builtin" / "orders.v1_to_v2.yaml"
+    fixed = tmp_path / "orders.fixed.yaml"
+    strict = r"'(?P<street>[^,]+),(?P<city>[^,]+),(?P<zip>\s*[0-9A-Za-z -]{3,10})'"
+    lenient = r"'(?P<street>[^,]+),?(?P<city>[^,]*),?(?P<zip>[^,]*)'"
+    text = builtin.read_text()
+    assert strict in text
+    fixed.write_text(text.replace(strict, lenient))
+    env = {**settings_env(s), "SM_SPEC": str(fixed)}
+    replayed = cli("quarantine", "replay", env=env)
+    assert replayed.returncode == 0, replayed.stdout + replayed.stderr
+    assert "1 applied" in replayed.stdout
+    target = client[s.split_ns(s.target)[0]]["orders_v2"]
+    doc = target.find_one({"_id": bad_id})
+    assert doc is not None
+    assert doc["address"]["street"] == "nowhere"
+    again = cli("quarantine", "replay", env=env)  # idempotent: the guard says stale
+    assert again.returncode == 0
+    assert "0 applied" in again.stdout
     client.close()
 
 
