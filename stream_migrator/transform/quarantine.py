@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import bson
+from bson import json_util
 from confluent_kafka import Consumer, Message, TopicPartition
 
 from stream_migrator.errors import RetryableError
@@ -63,8 +64,13 @@ class QuarantinedEvent:
         """The document's _id from the Kafka key, or None if the key is not ours."""
         try:
             return bson.decode(self.key).get("_id")
+        except Exception:  # noqa: BLE001 - not our BSON key: try the connector's JSON key
+            pass
+        try:
+            key = json_util.loads(self.key)
         except Exception:  # noqa: BLE001 - a foreign key is shown as absent, not fatal
             return None
+        return key.get("_id") if isinstance(key, dict) else None
 
 
 def read_quarantine(bootstrap: str, topic: str, timeout: float = 30.0) -> list[QuarantinedEvent]:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import functools
+from collections.abc import Callable
 from typing import Any
 
 from bson import json_util
@@ -37,8 +39,17 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
     if args.action == "list":
         return _list(settings, quarantined)
     if args.action == "show":
-        return _show(quarantined, _position(args.position))
+        return _show(quarantined, _position(args.position), _decoder(settings))
     return _replay(settings, quarantined, {_position(p) for p in args.positions})
+
+
+def _decoder(settings: Settings) -> Callable[[bytes | None], events.ChangeEvent]:
+    """Decode quarantined values in the format the worker read them (SM_INPUT_FORMAT)."""
+    if settings.input_format == "mongo-connector":
+        from stream_migrator.transform.formats import decode_connector_event
+
+        return functools.partial(decode_connector_event, ns=settings.source)
+    return events.decode
 
 
 def _position(text: str) -> str:
@@ -60,7 +71,11 @@ def _list(settings: Settings, quarantined: list[QuarantinedEvent]) -> int:
     return 0
 
 
-def _show(quarantined: list[QuarantinedEvent], position: str) -> int:
+def _show(
+    quarantined: list[QuarantinedEvent],
+    position: str,
+    decode: Callable[[bytes | None], events.ChangeEvent] = events.decode,
+) -> int:
     match = [e for e in quarantined if e.position == position]
     if not match:
         print(f"no quarantined event at {position}")
@@ -70,7 +85,7 @@ def _show(quarantined: list[QuarantinedEvent], position: str) -> int:
     for key, value in sorted(e.headers.items()):
         print(f"{key:22} {value}")
     try:
-        ev = events.decode(e.value)
+        ev = decode(e.value)
     except EnvelopeError as exc:
         print(f"envelope  undecodable: {exc}")
         print(f"raw       {e.value[:200]!r}")
@@ -105,7 +120,7 @@ def _replay(settings: Settings, quarantined: list[QuarantinedEvent], wanted: set
         sink = MongoSink(client[db][coll], guard)
         counts = {"applied": 0, "stale": 0, "failing": 0}
         for e in chosen:
-            outcome = _replay_one(e, spec, sink)
+            outcome = _replay_one(e, spec, sink, _decoder(settings))
             key = "failing" if outcome.startswith("still failing") else outcome.split()[0]
             counts[key] += 1
             print(f"{e.position:10} {e.doc_id()!s:26} {outcome}")
@@ -118,9 +133,14 @@ def _replay(settings: Settings, quarantined: list[QuarantinedEvent], wanted: set
     return 1 if counts["failing"] else 0
 
 
-def _replay_one(e: QuarantinedEvent, spec: Any, sink: Any) -> str:
+def _replay_one(
+    e: QuarantinedEvent,
+    spec: Any,
+    sink: Any,
+    decode: Callable[[bytes | None], events.ChangeEvent] = events.decode,
+) -> str:
     try:
-        ev = events.decode(e.value)
+        ev = decode(e.value)
     except EnvelopeError as exc:
         return f"still failing: {exc}"
     try:
