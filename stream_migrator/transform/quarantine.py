@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 import uuid
 from dataclasses import dataclass
@@ -62,10 +63,8 @@ class QuarantinedEvent:
 
     def doc_id(self) -> Any:
         """The document's _id from the Kafka key, or None if the key is not ours."""
-        try:
+        with contextlib.suppress(Exception):  # not our BSON key: try the connector's JSON
             return bson.decode(self.key).get("_id")
-        except Exception:  # noqa: BLE001 - not our BSON key: try the connector's JSON key
-            pass
         try:
             key = json_util.loads(self.key)
         except Exception:  # noqa: BLE001 - a foreign key is shown as absent, not fatal
