@@ -45,8 +45,10 @@ def full_compare(
     in quarantine, not silently missing.
     """
     report = CompareReport()
-    src = source.find({}).sort("_id", 1)
-    tgt = target.find({}).sort("_id", 1)
+    # Explicit batches: mongo-java-server otherwise answers one getMore with the whole
+    # rest of the collection, which passes the 48 MB message limit at ~200,000 documents.
+    src = source.find({}).sort("_id", 1).batch_size(2_000)
+    tgt = target.find({}).sort("_id", 1).batch_size(2_000)
     s_doc = next(src, None)
     t_doc = next(tgt, None)
     while s_doc is not None or t_doc is not None:
