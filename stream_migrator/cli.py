@@ -147,6 +147,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         bad_docs=args.bad_docs,
         keep_stack=args.keep_stack,
         timeout_s=args.timeout,
+        rollout=args.rollout,
     )
     report = run_demo(options)
     return 0 if report.ok else 1
@@ -227,6 +228,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--keep-stack", action="store_true", help="leave Kafka and MongoDB running")
     p.add_argument("--timeout", type=float, default=600.0, help="give up after this many seconds")
+    p.add_argument(
+        "--rollout",
+        action="store_true",
+        help="then stage a rollout: advance, breach a fence (halt + revert), roll back",
+    )
     p.set_defaults(func=_cmd_demo)
     return parser
 

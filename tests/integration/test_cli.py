@@ -54,6 +54,40 @@ def test_demo_runs_small(backend: backends.Backend) -> None:
     assert re.search(r"\[\s*\d+\.\ds\] captured\s+\d+\s+applied", out.stdout)  # progress
 
 
+def test_demo_rollout_halts_on_breach_and_rolls_back(backend: backends.Backend) -> None:
+    """`demo --rollout` advances to canary, halts + reverts on a lag breach, rolls back."""
+    env = {"SM_KAFKA_BOOTSTRAP": backend.kafka_bootstrap, "SM_MONGO_URI": backend.mongo_uri}
+    out = cli(
+        "demo",
+        "--docs",
+        "1000",
+        "--live-seconds",
+        "2",
+        "--live-rate",
+        "50",
+        "--bad-docs",
+        "2",
+        "--rollout",
+        env=env,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    text = out.stdout
+    assert "-> canary 10% +1 tenants (tier 1)" in text
+    assert re.search(r"HALTED after [\d.]+ s: fence breached: lag_events \d+ > 200", text)
+    assert "exposure reverted to the last safe tier: canary 0% +1 tenants (tier 0)" in text
+    assert re.search(r"rolled_back .*, 2 mismatches \(2 seeded bad documents.*read path old", text)
+    actions = [line.split()[2] for line in text.splitlines() if re.match(r"20\d\d-.*  demo ", line)]
+    assert actions == [
+        "init",
+        *["advance"] * 4,
+        "fence_breach",
+        "rollback_start",
+        "rollback",
+    ]
+    assert "RESULT                OK: target matches source" in text
+
+
 def test_transform_command_logs_json_and_stops_on_sigterm(
     settings_kwargs: dict[str, Any], tmp_path: Path
 ) -> None:

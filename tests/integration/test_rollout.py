@@ -20,9 +20,11 @@ from stream_migrator.rollout.reverse import (
     drain_and_verify,
     run_reverse_capture,
     run_reverse_transform,
+    start_position,
 )
 from stream_migrator.rollout.stages import Stage
 from stream_migrator.router import Router, stamp
+from stream_migrator.runtime import StopFlag
 from stream_migrator.settings import Settings, load_settings
 from stream_migrator.spec import get_spec
 from tests.integration.helpers import (
@@ -57,8 +59,8 @@ spec = "orders.v1_to_v2"
 source = "{source}"
 target = "{target}"
 [migration.fences]
-max_lag_events = 100000
-max_divergence_ratio = 0.05
+max_lag_events = {max_lag_events}
+max_divergence_ratio = {max_divergence}
 max_error_rate = 0.5
 """
 
@@ -74,7 +76,13 @@ def _order(i: int) -> dict[str, Any]:
 
 
 def _plan_file(
-    tmp_path: Path, s: Settings, *, advance_every: float = 0, retention: float = 0
+    tmp_path: Path,
+    s: Settings,
+    *,
+    advance_every: float = 0,
+    retention: float = 0,
+    max_lag_events: int = 100_000,
+    max_divergence: float = 0.05,
 ) -> Path:
     path = tmp_path / "plan.toml"
     path.write_text(
@@ -84,6 +92,8 @@ def _plan_file(
             target=s.target,
             advance_every=advance_every,
             retention=retention,
+            max_lag_events=max_lag_events,
+            max_divergence=max_divergence,
         )
     )
     return path
@@ -100,6 +110,32 @@ def migrated(settings_kwargs: dict[str, Any]) -> Iterator[tuple[Settings, Any]]:
         wait_until_match(s, stages=stages)
         yield s, src
     client.close()
+
+
+@pytest.fixture
+def running(
+    settings_kwargs: dict[str, Any],
+) -> Iterator[tuple[Settings, Any, dict[str, StageThread]]]:
+    """Like ``migrated`` but also yields the pipeline's stage threads (to stop one)."""
+    s = load_settings(**settings_kwargs)
+    client = client_for(s)
+    src = client[s.split_ns(s.source)[0]][s.split_ns(s.source)[1]]
+    src.insert_many([_order(i) for i in range(40)])
+    with pipeline(s) as stages:
+        wait_until_match(s, stages=stages)
+        yield s, src, stages
+    client.close()
+
+
+def _halt_loop(c: Controller, name: str, timeout: float = 30) -> float | None:
+    """Run ``tick`` every evaluation interval until halted; the monotonic time it halted."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        c.tick()
+        if c.status(name).halted:
+            return time.monotonic()
+        time.sleep(c.plan.evaluation_interval_s)
+    return None
 
 
 def _controller(s: Settings, plan_path: Path, **kw: Any) -> Controller:
@@ -268,6 +304,7 @@ def test_rollback_from_canary_keeps_writes_made_on_new(
     plan = _plan_file(tmp_path, s)
     c = _controller(s, plan, drainer=lambda st: drain_and_verify(st, timeout_s=60))
     c.ensure_states()
+    start_position(s)  # before any write on new, as `rollout reverse` does at its start
     reverse = [StageThread(run_reverse_capture, s), StageThread(run_reverse_transform, s)]
     for t in reverse:
         t.start()
@@ -301,5 +338,209 @@ def test_rollback_from_canary_keeps_writes_made_on_new(
         assert last["details"]["mismatches"] == 0
         client.close()
     finally:
+        for t in reverse:
+            t.stop()
+
+
+def test_injected_lag_halts_and_reverts_within_one_interval(
+    running: tuple[Settings, Any, dict[str, StageThread]], tmp_path: Path
+) -> None:
+    """Transform stopped while capture produces: the lag fence halts and reverts exposure."""
+    s, src, stages = running
+    plan = _plan_file(tmp_path, s, max_lag_events=20, max_divergence=1.0)
+    c = _controller(s, plan)
+    c.ensure_states()
+    for _ in range(5):
+        c.advance(s.migration)  # shadow, verify, internal, 10%, 50%
+    assert c.status(s.migration).percentage == 50
+    stages["transform"].stop()
+    src.insert_many([_order(100 + i) for i in range(60)])
+    injected = time.monotonic()
+    halted_at = _halt_loop(c, s.migration)
+    assert halted_at is not None, "the controller did not halt on lag"
+    state = c.status(s.migration)
+    assert state.percentage == 10  # back to the last safe tier
+    assert state.stage == Stage.CANARY
+    assert "lag_events" in (state.halt_reason or "")
+    # the capture needs a moment to publish; then one evaluation (settle 3 s + compare)
+    assert halted_at - injected < 15
+    trail = audit.entries(c.client, s.metadata_db, s.migration)
+    assert trail[-1]["action"] == "fence_breach"
+    breach = trail[-1]["details"]["breaches"][0]
+    assert breach["fence"] == "lag_events"
+    assert breach["value"] > 20
+    with pytest.raises(RolloutError, match="halted"):
+        c.advance(s.migration)
+
+
+def test_rollback_from_cutover_keeps_writes_made_on_new(
+    migrated: tuple[Settings, Any], tmp_path: Path
+) -> None:
+    """Updates, an insert and a delete made on new at cutover all reach old; reverse compare 0."""
+    s, src = migrated
+    plan = _plan_file(tmp_path, s)
+    c = _controller(s, plan, drainer=lambda st: drain_and_verify(st, timeout_s=60))
+    c.ensure_states()
+    start_position(s)  # before any write on new, as `rollout reverse` does at its start
+    reverse = [StageThread(run_reverse_capture, s), StageThread(run_reverse_transform, s)]
+    for t in reverse:
+        t.start()
+    client = client_for(s)
+    try:
+        for _ in range(7):
+            c.advance(s.migration)  # shadow, verify, internal, 10%, 50%, 100%, cutover
+        assert c.status(s.migration).stage == Stage.CUTOVER
+        new = client[s.split_ns(s.target)[0]][s.split_ns(s.target)[1]]
+        ids = [d["_id"] for d in src.find({}, {"_id": 1})]
+        with Router(client, s.migration, metadata_db=s.metadata_db, background=False) as router:
+            for _id in ids[1:]:
+                tgt = router.write_target(_id)
+                assert tgt.side == "new"  # cutover: every key writes new
+                coll = client[tgt.db][tgt.collection]
+                doc = coll.find_one({"_id": _id})
+                assert doc is not None
+                doc["customer"]["name"] = f"cutover-{_id}"
+                coll.replace_one({"_id": _id}, stamp(doc))
+            fresh = _order(999)
+            tgt = router.write_target(fresh["_id"])
+            client[tgt.db][tgt.collection].insert_one(stamp(get_spec(s.spec).transform(fresh)))
+            gone = router.write_target(ids[0])
+            client[gone.db][gone.collection].delete_one({"_id": ids[0]})
+        state = c.rollback(s.migration, "test")
+        assert state.stage == Stage.ROLLED_BACK
+        assert state.read_path == "old"
+        names = {d["_id"]: d["cust_name"] for d in src.find({"_id": {"$in": ids[1:]}})}
+        assert names == {_id: f"cutover-{_id}" for _id in ids[1:]}
+        assert src.find_one({"_id": fresh["_id"]}) is not None
+        assert src.find_one({"_id": ids[0]}) is None
+        assert new.count_documents({}) == src.count_documents({})
+        last = audit.entries(client, s.metadata_db, s.migration)[-1]
+        assert last["action"] == "rollback"
+        assert last["details"]["from_stage"] == "cutover"
+        assert last["details"]["mismatches"] == 0
+        assert last["details"]["compared"] == len(ids)  # 40 - 1 deleted + 1 inserted
+    finally:
+        client.close()
+        for t in reverse:
+            t.stop()
+
+
+class _App(threading.Thread):
+    """An application: each write asks the router for the key's side and writes there."""
+
+    def __init__(self, s: Settings, ids: list[Any]) -> None:
+        super().__init__(daemon=True, name="app")
+        self.s = s
+        self.ids = list(ids)
+        self.client = client_for(s)
+        self.router = Router(
+            self.client, s.migration, metadata_db=s.metadata_db, poll_interval_s=0.2
+        )
+        self.expected: dict[Any, str] = {}  # _id -> the last name written
+        self.sides: dict[str, int] = {"old": 0, "new": 0}
+        self.problems: list[str] = []
+        self.halt = threading.Event()
+
+    def run(self) -> None:
+        try:
+            self._traffic()
+        except Exception as exc:  # noqa: BLE001 - surfaced by the test through problems
+            self.problems.append(f"app crashed: {exc!r}")
+
+    def _traffic(self) -> None:
+        spec = get_spec(self.s.spec)
+        n = 0
+        while not self.halt.is_set():
+            n += 1
+            name = f"w{n}"
+            if n % 10 == 0:  # an insert now and then
+                doc = _order(1000 + n)
+                doc["cust_name"] = name
+                key = doc["_id"]
+                t = self.router.write_target(key)
+                coll = self.client[t.db][t.collection]
+                coll.insert_one(stamp(spec.transform(doc)) if t.side == "new" else doc)
+                self.ids.append(key)
+            else:
+                key = self.ids[n % len(self.ids)]
+                t = self.router.write_target(key)
+                coll = self.client[t.db][t.collection]
+                if t.side == "new":
+                    current = coll.find_one({"_id": key})
+                    if current is None:
+                        self.problems.append(f"{key} missing on new at write #{n}")
+                        continue
+                    current["customer"]["name"] = name
+                    coll.replace_one({"_id": key}, stamp(current))
+                else:
+                    coll.update_one({"_id": key}, {"$set": {"cust_name": name}})
+            self.expected[key] = name
+            self.sides[t.side] += 1
+            read = self.router.read_target(key)
+            got = self.client[read.db][read.collection].find_one({"_id": key})
+            seen = None if got is None else (got.get("cust_name") or got["customer"]["name"])
+            if seen != name:
+                self.problems.append(f"read-your-write of {key} on {read.side}: {seen} != {name}")
+            # bursts with quiet gaps, so the gate's compare can find a settled moment
+            self.halt.wait(1.0 if n % 4 == 0 else 0.1)
+
+    def stop(self) -> None:
+        self.halt.set()
+        self.join(30)
+        self.router.close()
+        self.client.close()
+
+
+def test_full_run_planned_to_complete_with_live_traffic_loses_nothing(
+    migrated: tuple[Settings, Any], tmp_path: Path
+) -> None:
+    """`run` advances every stage under routed live writes; at the end nothing is lost."""
+    s, src = migrated
+    plan = _plan_file(tmp_path, s, advance_every=0.5, retention=0.5, max_divergence=0.5)
+    c = _controller(s, plan, drainer=lambda st: drain_and_verify(st, timeout_s=60))
+    start_position(s)  # before any write on new, as `rollout reverse` does at its start
+    reverse = [StageThread(run_reverse_capture, s), StageThread(run_reverse_transform, s)]
+    for t in reverse:
+        t.start()
+    # The state document exists before the app starts: a router that never saw one
+    # answers "old" without a namespace (it cannot know the plan's collections).
+    c.ensure_states()
+    app = _App(s, [d["_id"] for d in src.find({}, {"_id": 1})])
+    app.router.refresh()
+    app.start()
+    stop = StopFlag()
+    controller = threading.Thread(target=c.run, args=(stop,), daemon=True)
+    controller.start()
+    try:
+        deadline = time.monotonic() + 60
+        while c.status(s.migration).stage != Stage.CUTOVER and time.monotonic() < deadline:
+            time.sleep(0.2)
+        stop.set("test")
+        controller.join(30)
+        assert c.status(s.migration).stage == Stage.CUTOVER, c.status(s.migration)
+        time.sleep(1)  # traffic on all-new for a moment
+        app.stop()
+        state = c.complete(s.migration, "test done")
+        assert state.stage == Stage.COMPLETE
+        assert not app.problems, app.problems[:5]
+        assert app.sides["old"] > 0, app.sides
+        assert app.sides["new"] > 0, app.sides
+        wait_until_match(s, timeout=30)  # new == transform(old)
+        ok, details = drain_and_verify(s, timeout_s=30)  # old == inverse(new)
+        assert ok, details
+        new = client_for(s)[s.split_ns(s.target)[0]][s.split_ns(s.target)[1]]
+        for key, name in app.expected.items():
+            old_doc = src.find_one({"_id": key})
+            new_doc = new.find_one({"_id": key})
+            assert old_doc is not None, key
+            assert old_doc["cust_name"] == name, (key, old_doc)
+            assert new_doc is not None, key
+            assert new_doc["customer"]["name"] == name, (key, new_doc)
+        trail = [e["action"] for e in audit.entries(c.client, s.metadata_db, s.migration)]
+        assert trail == ["init", *["advance"] * 7, "complete"], trail
+    finally:
+        stop.set("test")
+        if app.is_alive():
+            app.stop()
         for t in reverse:
             t.stop()
