@@ -23,12 +23,16 @@ def connect(uri: str, *, app: str, timeout_ms: int = 10_000) -> MongoClient[dict
     )
 
 
-def cluster_time_now(client: MongoClient[dict[str, Any]]) -> Timestamp:
+def cluster_time_now(client: MongoClient[dict[str, Any]], *, after_past: bool = False) -> Timestamp:
     """A cluster time no later than any operation that starts after this call returns.
 
     Real replica sets gossip ``$clusterTime`` in every reply. mongo-java-server
     sends none; its oplog clock is ``Timestamp(wall-clock seconds, increment)``
     on this same host, so ``Timestamp(now_seconds, 0)`` is a safe lower bound.
+    With ``after_past`` (for stream start positions) that fallback instead waits
+    for the next whole second and returns it, so the position is also later than
+    every operation made before the call: a stream opened there does not replay
+    this second's earlier changes (e.g. the drop that a --resnapshot answers).
     """
     try:
         reply = client.admin.command("ping")
@@ -39,4 +43,9 @@ def cluster_time_now(client: MongoClient[dict[str, Any]]) -> Timestamp:
     cluster = reply.get("$clusterTime", {}).get("clusterTime")
     if isinstance(cluster, Timestamp):
         return cluster
-    return Timestamp(int(time.time()), 0)
+    now = time.time()
+    if not after_past:
+        return Timestamp(int(now), 0)
+    following = int(now) + 1
+    time.sleep(following - now)
+    return Timestamp(following, 0)

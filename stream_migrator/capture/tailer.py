@@ -96,7 +96,7 @@ class Capture:
         if state is None:
             # Why before the snapshot: every change from here on is replayed after
             # the snapshot, so nothing that happens while we copy can be missed.
-            start = cluster_time_now(self._client)
+            start = cluster_time_now(self._client, after_past=True)
             self._checkpoints.save(
                 start_at=events.version_of(start),
                 source=self._s.source,
