@@ -70,8 +70,11 @@ class MongoSink:
     - ``read-check`` (servers that cannot use the _id index for a compound filter):
       one indexed ``$in`` read of the current versions, stale writes dropped, then
       inserts (a lost race still fails with 11000) and _id-only replaces/deletes.
-      The window between read and write is safe because one partition, and so one
-      _id, has exactly one owner in the consumer group at a time.
+      The window between read and write is safe only while the pipeline is the
+      target's sole writer (one partition, and so one _id, has one owner in the
+      group). Once applications write to the new collection (canary, cutover),
+      use ``filter``: an application write landing inside that window would be
+      overwritten.
     """
 
     def __init__(
