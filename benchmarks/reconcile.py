@@ -49,7 +49,7 @@ def run_once(docs: int, bucket: int) -> dict[str, float]:
     batch = []
     # A version after the seeding, as if the pipeline had applied every document.
     applied = Int64(version_of(Timestamp(int(time.time()) + 5, 0)))
-    for doc in src.find({}):
+    for doc in src.find({}).batch_size(2_000):  # the stand-in ignores the 16 MB batch cap
         try:
             batch.append({**spec.transform(doc), "_sm": {"v": applied}})
         except Exception:  # noqa: BLE001,S112 - untransformable seeds stay out of the target
