@@ -238,8 +238,8 @@ class LocalStack:
                 *classpath,
                 "kafka.tools.StorageTool",
                 "format",
-                "-t",
-                _cluster_id(),
+                # "=" form: a random id may start with "-", which argparse reads as a flag.
+                f"--cluster-id={_cluster_id()}",
                 "-c",
                 str(props),
                 "--standalone",
