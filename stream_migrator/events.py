@@ -113,3 +113,37 @@ def decode(value: bytes | None) -> ChangeEvent:
         raise
     except Exception as exc:  # any decoder failure means a corrupt message
         raise EnvelopeError(f"corrupt change envelope: {type(exc).__name__}: {exc}") from exc
+
+
+#: ``change_identity`` found no ``_id`` (only on mongo-java-server; see there).
+NO_ID: Any = object()
+
+
+def change_identity(change: dict[str, Any]) -> tuple[Any, dict[str, Any] | None]:
+    """The ``(_id, full document)`` of a MongoDB change event, whoever captured it.
+
+    MongoDB puts the id in ``documentKey._id`` and gives a null ``fullDocument``
+    when ``updateLookup`` finds the document gone. mongo-java-server puts the
+    update specification into ``documentKey`` of update events and hands back the
+    update delta (or ``{}``) as the full document of a vanished one. So: a full
+    document that is empty or has ``$`` keys is none; the id falls back to the full
+    document's; ``NO_ID`` means an update of a vanished document (nothing to write:
+    the delete that removed it follows). A delete without a key is an EnvelopeError.
+    """
+    op = change.get("operationType")
+    doc = change.get("fullDocument") if op != "delete" else None
+    if doc is not None and (
+        not isinstance(doc, dict) or not doc or any(k.startswith("$") for k in doc)
+    ):
+        doc = None
+    key = change.get("documentKey")
+    if isinstance(key, dict) and "_id" in key:
+        return key["_id"], doc
+    if doc is not None and "_id" in doc:
+        return doc["_id"], doc
+    if op == "delete":
+        raise EnvelopeError(
+            f"a delete event has no documentKey._id (token {change.get('_id')}): "
+            "the delete cannot be applied"
+        )
+    return NO_ID, None

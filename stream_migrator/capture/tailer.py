@@ -15,7 +15,7 @@ from pymongo.errors import OperationFailure, PyMongoError
 from stream_migrator import events
 from stream_migrator.capture.split_events import SplitEventAssembler
 from stream_migrator.capture.throttle import SnapshotThrottle
-from stream_migrator.errors import FatalError, RetryableError
+from stream_migrator.errors import EnvelopeError, FatalError, RetryableError
 from stream_migrator.interfaces import CheckpointStore
 from stream_migrator.kafka import AckedProducer
 from stream_migrator.mongo import cluster_time_now
@@ -195,16 +195,11 @@ class Capture:
         op = change.get("operationType")
         if op in _DATA_OPS:
             ts: Timestamp = change["clusterTime"]
-            doc = change.get("fullDocument") if op != "delete" else None
-            if doc is not None and (not doc or any(k.startswith("$") for k in doc)):
-                # mongo-java-server hands back the update delta (or {}) when updateLookup
-                # finds the document gone; MongoDB gives null. Either way: no document.
-                doc = None
-            doc_id = _document_id(change, doc)
-            if doc_id is _NO_ID:
-                # Only reachable on mongo-java-server, whose update events carry the
-                # update spec as documentKey: with the document already gone there is
-                # nothing to write, and the delete event that removed it follows.
+            try:
+                doc_id, doc = events.change_identity(change)
+            except EnvelopeError as exc:
+                raise FatalError(f"{exc}; refusing to continue rather than lose it") from exc
+            if doc_id is events.NO_ID:
                 log.warning("stream.update_without_key", token=str(change.get("_id")))
                 return
             self._emit(op, doc_id, doc, events.version_of(ts), change["_id"])
@@ -271,29 +266,6 @@ class Capture:
         self._checkpoints.save(**checkpoint)
         m.CHECKPOINTS.labels(self._s.migration).inc()
         self._health.beat("ok", captured=self.captured)
-
-
-_NO_ID: Any = object()
-
-
-def _document_id(change: dict[str, Any], doc: dict[str, Any] | None) -> Any:
-    """The changed document's _id.
-
-    MongoDB puts it in ``documentKey._id``. mongo-java-server puts the update
-    specification into ``documentKey`` of update events, so fall back to the
-    looked-up full document. A delete without a key cannot be applied safely.
-    """
-    key = change.get("documentKey") or {}
-    if "_id" in key:
-        return key["_id"]
-    if doc is not None and "_id" in doc:
-        return doc["_id"]
-    if change.get("operationType") == "delete":
-        raise FatalError(
-            f"a delete event has no documentKey._id (token {change.get('_id')}); refusing to "
-            "continue rather than lose the delete"
-        )
-    return _NO_ID
 
 
 def history_lost_error(exc: OperationFailure, source: str) -> FatalError | None:

@@ -26,7 +26,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import structlog
-from bson import Timestamp
 from confluent_kafka import Consumer
 
 from stream_migrator import events
@@ -103,14 +102,10 @@ def start_position(settings: Settings) -> bool:
         store = MongoCheckpointStore(client, rev.metadata_db, rev.migration)
         if store.load() is not None:
             return False
-        at = cluster_time_now(client)
-        if at.inc == 0:
-            # The stand-in's "start of this second" lower bound would replay this
-            # second's forward writes to new; echoed to old they overwrite newer
-            # application writes there. Only forward writes can be on new yet, so
-            # skipping them is safe: start at the next second, once it has begun.
-            time.sleep(max(0.0, at.time + 1 - time.time()))
-            at = Timestamp(at.time + 1, 0)
+        # after_past: a position later than every earlier change. On the stand-in a
+        # "start of this second" bound would replay this second's forward writes to
+        # new, and echoed to old they would overwrite newer application writes.
+        at = cluster_time_now(client, after_past=True)
         store.replace(
             resume_token=None,
             start_at=events.version_of(at),

@@ -29,7 +29,14 @@ from bson.int64 import Int64
 from bson.json_util import CANONICAL_JSON_OPTIONS, JSONOptions
 
 from stream_migrator.errors import EnvelopeError
-from stream_migrator.events import BSON_OPTIONS, ChangeEvent, Op, version_of
+from stream_migrator.events import (
+    BSON_OPTIONS,
+    NO_ID,
+    ChangeEvent,
+    Op,
+    change_identity,
+    version_of,
+)
 from stream_migrator.interfaces import TargetWrite
 from stream_migrator.spec import META_FIELD
 
@@ -41,7 +48,6 @@ _DATA_OPS: dict[str, Op] = {
     "replace": "replace",
     "delete": "delete",
 }
-_NO_ID: Any = object()
 
 
 def decode_connector_event(value: bytes | None, *, ns: str = "") -> ChangeEvent:
@@ -85,15 +91,8 @@ def decode_connector_event(value: bytes | None, *, ns: str = "") -> ChangeEvent:
             f"{op_name} event (token {token}) has no clusterTime: it cannot be ordered "
             "against other changes, so it is not applied"
         )
-    doc = change.get("fullDocument") if op != "delete" else None
-    if doc is not None and (
-        not isinstance(doc, dict) or not doc or any(k.startswith("$") for k in doc)
-    ):
-        # updateLookup found the document gone: MongoDB says null, mongo-java-server
-        # hands back the update delta (or {}). Either way there is no document.
-        doc = None
-    doc_id = _document_id(change, doc)
-    if doc_id is _NO_ID:
+    doc_id, doc = change_identity(change)
+    if doc_id is NO_ID:
         # Only on mongo-java-server (its update events carry the update spec as
         # documentKey) when the document is already gone: the worker skips an event
         # without a document, and the delete that removed it follows.
@@ -135,21 +134,6 @@ def _change_document(value: bytes) -> dict[str, Any]:
 def _looks_like_bson(value: bytes) -> bool:
     """A BSON document starts with its own length (int32 LE) and ends with 0x00."""
     return len(value) >= 5 and int.from_bytes(value[:4], "little") == len(value) and value[-1] == 0
-
-
-def _document_id(change: dict[str, Any], doc: dict[str, Any] | None) -> Any:
-    """``documentKey._id``; mongo-java-server's update events need the full document's."""
-    key = change.get("documentKey")
-    if isinstance(key, dict) and "_id" in key:
-        return key["_id"]
-    if doc is not None and "_id" in doc:
-        return doc["_id"]
-    if change.get("operationType") == "delete":
-        raise EnvelopeError(
-            f"delete event (token {change.get('_id')}) has no documentKey._id: "
-            "the delete cannot be applied"
-        )
-    return _NO_ID
 
 
 def _namespace(change: dict[str, Any]) -> str:
