@@ -29,7 +29,7 @@ demo: jars ## migrate a live shop.orders (20,000 docs + live writes) end to end 
 test: jars ops-tools ## run the whole test suite (unit, integration, chaos) on real servers
 	$(BIN)/pytest
 
-test-unit: $(STAMP) ## unit tests only (no servers)
+test-unit: ops-tools ## unit tests only (no servers)
 	$(BIN)/pytest tests/unit
 
 lint: $(STAMP) ## ruff and mypy --strict

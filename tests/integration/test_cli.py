@@ -191,16 +191,31 @@ def test_config_prints_masked_settings() -> None:
     assert data["mongo_uri"] == "mongodb://u:***@h:1/"
 
 
-def test_infra_status_reports_running_stack(backend: backends.Backend) -> None:
-    """`infra status` lists kafka and mongo as answering, with their addresses."""
-    if backend.kind != "local":
-        pytest.skip("the tests' servers are not the local stack")
-    out = cli("infra", "status", "--state-dir", str(backends.TEST_STACK_DIR))
-    assert out.returncode == 0, out.stdout + out.stderr
-    assert "kafka" in out.stdout
-    assert backend.kafka_bootstrap in out.stdout
-    assert "mongo" in out.stdout
-    assert "answering" in out.stdout
+def test_infra_up_status_down_on_a_fresh_state_dir(tmp_path: Path) -> None:
+    """`infra up` starts both servers, `status` says where they answer, `down` stops them."""
+    state = str(tmp_path / "stack")
+    up = cli("infra", "up", "--state-dir", state, timeout=180)
+    try:
+        assert up.returncode == 0, up.stdout + up.stderr
+        bootstrap = next(
+            line.split("=", 1)[1]
+            for line in up.stdout.splitlines()
+            if "SM_KAFKA_BOOTSTRAP=" in line
+        )
+        out = cli("infra", "status", "--state-dir", state)
+        assert out.returncode == 0, out.stdout + out.stderr
+        assert "kafka" in out.stdout
+        assert bootstrap in out.stdout
+        assert "mongo" in out.stdout
+        assert out.stdout.count("answering") == 2
+    finally:
+        down = cli("infra", "down", "--state-dir", state)
+    assert down.returncode == 0
+    assert "stopped: " in down.stdout
+    assert "mongo" in down.stdout
+    after = cli("infra", "status", "--state-dir", state)
+    assert after.returncode == 1
+    assert "no local stack recorded" in after.stdout
 
 
 def test_infra_status_without_stack(tmp_path: Path) -> None:

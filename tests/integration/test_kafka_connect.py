@@ -30,8 +30,8 @@ def connect(backend: backends.Backend) -> Iterator[ConnectWorker]:
     """One standalone Connect worker for this module, on the session's Kafka."""
     try:
         connect_jars(quiet=True)
-    except InfraError as exc:
-        pytest.skip(f"Kafka Connect jars cannot be resolved from Maven Central: {exc}")
+    except InfraError as exc:  # `make jars` resolves them before the tests: a failure
+        pytest.fail(f"Kafka Connect jars cannot be resolved from Maven Central: {exc}")
     # One fixed state directory, wiped at start: its connect.log survives a failed run.
     state = backends.REPO / ".sm" / "test-connect"
     shutil.rmtree(state, ignore_errors=True)
