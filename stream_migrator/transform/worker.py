@@ -229,7 +229,14 @@ class TransformWorker:
         if time.monotonic() - self._last_lag < _LAG_EVERY_S:
             return
         self._last_lag = time.monotonic()
-        lags = partition_lag(self._consumer)
+        try:
+            lags = partition_lag(self._consumer)
+        except KafkaException as exc:
+            # A measurement, not the work: a broker that is slow to answer (e.g. right
+            # after this process was paused) must not stop the worker. Keep the last
+            # figures and try again at the next interval.
+            log.warning("lag.unavailable", error=str(exc))
+            return
         self.lag = None if lags is None else sum(lags.values())
         if self.lag is not None:
             m.CONSUMER_LAG.labels(self._migration).set(self.lag)
