@@ -72,10 +72,11 @@ class Settings(BaseSettings):
         description="Seconds a delete's tombstone is kept to refuse late replayed inserts; "
         "keep it longer than the change topic's retention.",
     )
-    write_guard: Literal["auto", "filter", "read-check"] = Field(
+    write_guard: Literal["auto", "filter", "cas"] = Field(
         "auto",
-        description="How target writes enforce the version guard: filter (atomic, MongoDB), "
-        "read-check (for mongo-java-server), or auto (detect).",
+        description="How target writes enforce the version guard, both atomic per document: "
+        "filter (the version test in the write's filter; MongoDB), cas (compare-and-set on "
+        "the version read; mongo-java-server), or auto (detect).",
     )
     input_format: Literal["envelope", "mongo-connector"] = Field(
         "envelope",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from bson.int64 import Int64
@@ -13,8 +14,10 @@ from pymongo.errors import AutoReconnect, BulkWriteError, ExecutionTimeout, PyMo
 
 from stream_migrator.errors import FatalError, RetryableError
 from stream_migrator.interfaces import ApplyResult, TargetWrite
+from stream_migrator.observability import get_logger
 from stream_migrator.spec import META_FIELD
 
+log = get_logger("sink")
 _DUPLICATE_KEY = 11000
 TOMBSTONE_SUFFIX = "sm_tombstones"
 #: Write-error codes that a retry can fix (the rest are data problems -> quarantine).
@@ -45,36 +48,42 @@ def _hashable(value: Any) -> Any:
     return value
 
 
-GuardMode = Literal["filter", "read-check"]
+GuardMode = Literal["filter", "cas"]
+#: The index that lets mongo-java-server find ``{_id, _sm.v: <exact>}`` without a scan.
+CAS_INDEX = "sm_cas"
+#: Rounds of "read versions, compare-and-set" before a batch is handed back as retryable.
+_CAS_ROUNDS = 8
 
 
 def detect_guard_mode(client: MongoClient[dict[str, Any]]) -> GuardMode:
-    """``filter`` on MongoDB; ``read-check`` on mongo-java-server.
+    """``filter`` on MongoDB; ``cas`` on mongo-java-server.
 
-    mongo-java-server answers ``buildInfo`` without ``gitVersion`` and uses the
-    _id index only for a filter on _id alone, so the guarded filter scans the
-    whole collection for every write (measured: 500 guarded upserts into 20,000
-    documents take 3.6 s, against 0.011 s by _id alone).
+    mongo-java-server answers ``buildInfo`` without ``gitVersion`` and uses an index
+    only when the filter names exactly that index's fields with plain values, so
+    the guarded filter ``{_id, _sm.v: {$lt: v}}`` scans the whole collection for
+    every write (measured: 500 guarded upserts into 20,000 documents take 3.6 s,
+    against 0.011 s by _id alone).
     """
     info = client.admin.command("buildInfo")
-    return "filter" if "gitVersion" in info else "read-check"
+    return "filter" if "gitVersion" in info else "cas"
 
 
 class MongoSink:
     """Applies writes as one unordered ``bulk_write``; an older version never overwrites a newer.
 
-    Two ways to enforce the guard:
+    Two ways to enforce the guard, both atomic per document on the server:
 
-    - ``filter`` (MongoDB): the version test is part of each write's filter, so it
-      is atomic on the server even against a zombie worker.
-    - ``read-check`` (servers that cannot use the _id index for a compound filter):
-      one indexed ``$in`` read of the current versions, stale writes dropped, then
-      inserts (a lost race still fails with 11000) and _id-only replaces/deletes.
-      The window between read and write is safe only while the pipeline is the
-      target's sole writer (one partition, and so one _id, has one owner in the
-      group). Once applications write to the new collection (canary, cutover),
-      use ``filter``: an application write landing inside that window would be
-      overwritten.
+    - ``filter`` (MongoDB): the version test is part of each write's filter,
+      ``{_id, _sm.v: {$lt: v}}``; a miss on an upsert is duplicate key 11000 = stale.
+    - ``cas`` (mongo-java-server, which cannot use an index for that filter): one
+      indexed ``$in`` read of the current versions, stale writes dropped, then a
+      compare-and-set on the version that was read: ``{_id, _sm.v: <as read>}`` for
+      replaces and deletes (found through the unique index ``sm_cas`` on
+      ``(_id, _sm.v)``), a plain insert for an id that was absent. A write that
+      misses because someone (an application on the new path, a zombie worker)
+      changed the document in between is read and decided again, so an
+      application write landing between the read and the write is never
+      overwritten by an older version.
     """
 
     def __init__(
@@ -95,6 +104,7 @@ class MongoSink:
             f"{collection.name}.{TOMBSTONE_SUFFIX}"
         ]
         self.guard = guard
+        self._cas_index_ready = False
 
     def apply(self, writes: Sequence[TargetWrite]) -> ApplyResult:
         batch, coalesced = coalesce(writes)
@@ -113,8 +123,7 @@ class MongoSink:
             ops = [self._filter_guarded(w) for w in batch]
             self._bulk(ops, batch, result, guarded_deletes=sum(w.document is None for w in batch))
         else:
-            todo, ops = self._read_checked(batch, result)
-            self._bulk(ops, todo, result, guarded_deletes=0)
+            self._apply_cas(batch, result)
         return result
 
     def _drop_buried(self, batch: list[TargetWrite], result: ApplyResult) -> list[TargetWrite]:
@@ -186,38 +195,122 @@ class MongoSink:
             return DeleteOne(guard)
         return ReplaceOne(guard, _stamped(w), upsert=True)
 
-    def _read_checked(
-        self, batch: list[TargetWrite], result: ApplyResult
-    ) -> tuple[list[TargetWrite], list[Any]]:
-        current: dict[Any, int | None] = {}
-        same: set[Any] = set()
+    def _apply_cas(self, batch: list[TargetWrite], result: ApplyResult) -> None:
+        """Read versions, compare-and-set; the writes that lost a race are decided again."""
+        self._ensure_cas_index()
+        pending = batch
+        for _ in range(_CAS_ROUNDS):
+            current = self._current(pending)
+            todo: list[TargetWrite] = []
+            expected: list[Any] = []
+            for w in pending:
+                key = _hashable(w.doc_id)
+                present = key in current
+                version, same = current.get(key, (None, False))
+                if (
+                    (version is not None and version >= w.version)
+                    or (w.document is None and not present)
+                    or same
+                ):
+                    result.stale += 1
+                    continue
+                todo.append(w)
+                expected.append(_CasExpect(present, version))
+            if not todo:
+                return
+            pending = self._bulk_cas(todo, expected, result)
+            if not pending:
+                return
+            log.info("sink.cas_retry", lost=len(pending))
+        raise RetryableError(
+            f"{len(pending)} target documents changed under every compare-and-set "
+            f"in {_CAS_ROUNDS} rounds (is another writer rewriting them without a newer "
+            f"{META_FIELD}.v?)",
+            retry_after=1.0,
+        )
+
+    def _ensure_cas_index(self) -> None:
+        if self._cas_index_ready:
+            return
+        try:
+            self._coll.create_index(
+                [("_id", 1), (f"{META_FIELD}.v", 1)], unique=True, name=CAS_INDEX
+            )
+        except PyMongoError as exc:
+            raise _translate(exc) from exc
+        self._cas_index_ready = True
+
+    def _current(self, batch: list[TargetWrite]) -> dict[Any, tuple[int | None, bool]]:
+        """_id -> (its _sm.v or None, whether an upsert would leave it as it is)."""
         wanted = {_hashable(w.doc_id): w for w in batch}
         projection = None if self.skip_equal else {f"{META_FIELD}.v": 1}
-        for doc in self._coll.find({"_id": {"$in": [w.doc_id for w in batch]}}, projection):
-            current[_hashable(doc["_id"])] = (doc.get(META_FIELD) or {}).get("v")
-            if self.skip_equal and _same_content(doc, wanted.get(_hashable(doc["_id"]))):
-                same.add(_hashable(doc["_id"]))
-        todo: list[TargetWrite] = []
+        current: dict[Any, tuple[int | None, bool]] = {}
+        try:
+            for doc in self._coll.find({"_id": {"$in": [w.doc_id for w in batch]}}, projection):
+                key = _hashable(doc["_id"])
+                meta = doc.get(META_FIELD)
+                version = meta.get("v") if isinstance(meta, dict) else None
+                same = self.skip_equal and _same_content(doc, wanted.get(key))
+                current[key] = (version, same)
+        except PyMongoError as exc:
+            raise _translate(exc) from exc
+        return current
+
+    def _bulk_cas(
+        self, todo: list[TargetWrite], expected: list[_CasExpect], result: ApplyResult
+    ) -> list[TargetWrite]:
+        """One unordered bulk of compare-and-set writes; returns the writes that lost a race."""
         ops: list[Any] = []
-        for w in batch:
-            key = _hashable(w.doc_id)
-            present = key in current
-            version = current.get(key)
-            if (
-                (present and version is not None and version >= w.version)
-                or (w.document is None and not present)
-                or key in same
-            ):
-                result.stale += 1
+        for w, exp in zip(todo, expected, strict=True):
+            if not exp.present:
+                ops.append(InsertOne(_stamped(w)))  # 11000 if someone inserted first
                 continue
-            todo.append(w)
-            if w.document is None:
-                ops.append(DeleteOne({"_id": w.doc_id}))
-            elif not present:
-                ops.append(InsertOne(_stamped(w)))  # 11000 if someone else inserted first
-            else:
-                ops.append(ReplaceOne({"_id": w.doc_id}, _stamped(w), upsert=True))
-        return todo, ops
+            cas = {"_id": w.doc_id, f"{META_FIELD}.v": _bson_version(exp.version)}
+            ops.append(DeleteOne(cas) if w.document is None else ReplaceOne(cas, _stamped(w)))
+        errors: list[dict[str, Any]] = []
+        try:
+            outcome = self._coll.bulk_write(ops, ordered=False)
+            hits = outcome.matched_count + outcome.deleted_count
+        except BulkWriteError as exc:
+            errors = exc.details.get("writeErrors", [])
+            transient = [e for e in errors if e.get("code") in _TRANSIENT_CODES]
+            if transient:
+                raise RetryableError(
+                    f"target write failed transiently ({transient[0].get('errmsg')})",
+                    retry_after=1.0,
+                    code=transient[0].get("code"),
+                ) from exc
+            hits = int(exc.details.get("nMatched", 0)) + int(exc.details.get("nRemoved", 0))
+        except PyMongoError as exc:
+            raise _translate(exc) from exc
+        errored = {e["index"] for e in errors}
+        lost = [todo[e["index"]] for e in errors if e.get("code") == _DUPLICATE_KEY]
+        result.failed.extend(
+            (todo[e["index"]], f"code {e.get('code')}: {e.get('errmsg')}")
+            for e in errors
+            if e.get("code") != _DUPLICATE_KEY
+        )
+        conditional = [
+            w
+            for i, (w, exp) in enumerate(zip(todo, expected, strict=True))
+            if exp.present and i not in errored
+        ]
+        missed = self._missed(conditional) if hits < len(conditional) else []
+        result.written += len(ops) - len(errors) - len(missed)
+        return lost + missed
+
+    def _missed(self, conditional: list[TargetWrite]) -> list[TargetWrite]:
+        """Of these compare-and-sets, the ones whose effect the target does not show."""
+        now = self._current(conditional)
+        missed = []
+        for w in conditional:
+            version, _ = now.get(_hashable(w.doc_id), (None, False))
+            landed = (
+                (_hashable(w.doc_id) not in now) if w.document is None else version == w.version
+            )
+            if not landed:
+                missed.append(w)
+        return missed
 
     def _bulk(
         self, ops: list[Any], batch: list[TargetWrite], result: ApplyResult, guarded_deletes: int
@@ -276,6 +369,18 @@ def _translate(exc: PyMongoError) -> RetryableError | FatalError:
     if exc.has_error_label("RetryableWriteError") or code in _TRANSIENT_CODES:
         return RetryableError(f"target write failed: {exc}", code=code)
     return FatalError(f"target write failed: {exc}", code=code)
+
+
+@dataclass(frozen=True)
+class _CasExpect:
+    """What the compare-and-set expects: was the document there, and at which version."""
+
+    present: bool
+    version: int | None
+
+
+def _bson_version(version: int | None) -> Int64 | None:
+    return None if version is None else Int64(version)
 
 
 def _stamped(w: TargetWrite) -> dict[str, Any]:

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 from bson import ObjectId
+from bson.int64 import Int64
 from confluent_kafka import Consumer
 
 from stream_migrator.interfaces import TargetWrite
@@ -68,7 +69,7 @@ def test_replaying_topic_leaves_target_unchanged(settings_kwargs: dict[str, Any]
     client.close()
 
 
-@pytest.mark.parametrize("guard", ["filter", "read-check"])
+@pytest.mark.parametrize("guard", ["filter", "cas"])
 def test_older_event_never_overwrites_newer(settings_kwargs: dict[str, Any], guard: Any) -> None:
     """Both guard modes: an older upsert or delete after a newer write is stale."""
     s = load_settings(**settings_kwargs)
@@ -92,7 +93,7 @@ def test_older_event_never_overwrites_newer(settings_kwargs: dict[str, Any], gua
     client.close()
 
 
-@pytest.mark.parametrize("guard", ["filter", "read-check"])
+@pytest.mark.parametrize("guard", ["filter", "cas"])
 def test_late_insert_after_delete_does_not_resurrect(
     settings_kwargs: dict[str, Any], guard: Any
 ) -> None:
@@ -122,4 +123,61 @@ def test_late_insert_after_delete_does_not_resurrect(
     assert sink.purge_tombstones(retention_s=3600) == 0
     assert sink.purge_tombstones(retention_s=0) == 2
     assert sink.tombstones.count_documents({}) == 0
+    client.close()
+
+
+class _RacingSink(MongoSink):
+    """A cas sink with another writer landing between its version read and its write."""
+
+    def __init__(self, coll: Any, racer: Any) -> None:
+        super().__init__(coll, "cas")
+        self._racer = racer
+        self.reads = 0
+
+    def _current(self, batch: list[TargetWrite]) -> dict[Any, tuple[int | None, bool]]:
+        seen = super()._current(batch)
+        self.reads += 1
+        if self.reads == 1:
+            self._racer()
+        return seen
+
+
+@pytest.mark.parametrize("op", ["replace", "delete", "insert"])
+def test_cas_guard_keeps_a_newer_write_made_between_read_and_write(
+    settings_kwargs: dict[str, Any], op: str
+) -> None:
+    """An application write (newer version) inside the sink's read->write window survives."""
+    s = load_settings(**settings_kwargs)
+    client = client_for(s)
+    tgt = client[s.split_ns(s.target)[0]]["orders_v2"]
+    oid = ObjectId()
+    app_doc = {"_id": oid, "state": "app", "_sm": {"v": Int64((1 << 62) | 0xFFFFFFFF)}}
+    if op != "insert":
+        MongoSink(tgt, "cas").apply([TargetWrite(oid, 10, {"state": "v10"})])
+    sink = _RacingSink(tgt, lambda: tgt.replace_one({"_id": oid}, app_doc, upsert=True))
+    result = sink.apply([TargetWrite(oid, 20, None if op == "delete" else {"state": "v20"})])
+    assert tgt.find_one({"_id": oid}) == app_doc
+    assert (result.written, result.stale) == (0, 1)
+    assert sink.reads >= 2  # the lost compare-and-set was read and decided again
+    client.close()
+
+
+def test_cas_guard_writes_after_losing_a_race_to_an_older_writer(
+    settings_kwargs: dict[str, Any],
+) -> None:
+    """A zombie writing an older version in the window makes the sink retry, then win."""
+    s = load_settings(**settings_kwargs)
+    client = client_for(s)
+    tgt = client[s.split_ns(s.target)[0]]["orders_v2"]
+    oid = ObjectId()
+    MongoSink(tgt, "cas").apply([TargetWrite(oid, 10, {"state": "v10"})])
+    zombie = MongoSink(tgt, "cas")
+    sink = _RacingSink(tgt, lambda: zombie.apply([TargetWrite(oid, 15, {"state": "v15"})]))
+    result = sink.apply([TargetWrite(oid, 20, {"state": "v20"})])
+    doc = tgt.find_one({"_id": oid})
+    assert doc is not None
+    assert (doc["state"], doc["_sm"]["v"]) == ("v20", 20)
+    assert (result.written, result.stale) == (1, 0)
+    assert sink.reads >= 2  # lost the first compare-and-set, decided again
+    assert "sm_cas" in tgt.index_information()
     client.close()
