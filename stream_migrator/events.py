@@ -45,6 +45,30 @@ def timestamp_of(version: int) -> Timestamp:
     return Timestamp(version >> 32, version & 0xFFFFFFFF)
 
 
+#: The increment of an application's version (``router.stamp``): all ones, so it is
+#: later than every change of its second and no cluster time ever carries it.
+APP_INCREMENT = 0xFFFFFFFF
+
+
+def app_version(seconds: int) -> int:
+    """The version an application stamps on a write made in second ``seconds``."""
+    return (seconds << 32) | APP_INCREMENT
+
+
+def is_app_version(version: int) -> bool:
+    """True for a version stamped by an application, False for a pipeline's cluster time."""
+    return (version & APP_INCREMENT) == APP_INCREMENT
+
+
+def hashable_id(value: Any) -> Any:
+    """An ``_id`` usable as a dict key (documents and lists by their repr)."""
+    try:
+        hash(value)
+    except TypeError:
+        return repr(value)
+    return value
+
+
 def key_bytes(doc_id: Any) -> bytes:
     """Canonical Kafka key of a document: BSON of ``{_id: id}`` (same id, same bytes)."""
     return bson.encode({"_id": doc_id})

@@ -15,6 +15,9 @@ class TargetWrite:
     version: int
     document: dict[str, Any] | None
     tag: Any = None  # caller's handle (e.g. the Kafka message), returned with failures
+    # A write the pipeline itself caused on the collection it reads (a forward write
+    # seen by the reverse stream): the reverse sink carries back only non-echoes.
+    echo: bool = False
 
 
 @dataclass
@@ -22,6 +25,7 @@ class ApplyResult:
     written: int = 0
     stale: int = 0
     coalesced: int = 0
+    echoes: int = 0  # forward writes the reverse stream did not carry back
     failed: list[tuple[TargetWrite, str]] = field(default_factory=list)
 
 

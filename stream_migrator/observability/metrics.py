@@ -17,7 +17,8 @@ CAPTURE_LAG = Gauge(
 )
 EVENTS_APPLIED = Counter(
     "sm_events_applied_total",
-    "Events whose target write was acknowledged (outcome: written, stale, coalesced).",
+    "Events whose target write was acknowledged or deliberately not made (outcome: written, "
+    "stale, coalesced, echo = a forward write the reverse stream does not carry back).",
     ["migration", "outcome"],
 )
 EVENTS_QUARANTINED = Counter(

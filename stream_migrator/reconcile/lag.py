@@ -189,17 +189,9 @@ def latest_change_versions(
         for entry in cursor:
             doc_id = (entry.get("o2") or {}).get("_id", (entry.get("o") or {}).get("_id"))
             version = events.version_of(entry["ts"])
-            key = _hashable(doc_id)
+            key = events.hashable_id(doc_id)
             if version > out.get(key, -1):
                 out[key] = version
         return out
     except PyMongoError:
         return None
-
-
-def _hashable(value: Any) -> Any:
-    try:
-        hash(value)
-    except TypeError:
-        return repr(value)
-    return value

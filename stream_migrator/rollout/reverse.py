@@ -7,30 +7,41 @@ backwards: capture tails the NEW collection under the migration name
 ``<m>-reverse`` (its own topics, group and checkpoint), and a transform worker
 applies ``spec.inverse`` to the OLD collection through the version-guarded sink.
 
-Loop breaking: the forward stream captures the reverse writer's writes to old
-and writes them to new again, and so on. The reverse writer uses
-``MongoSink(skip_equal=True)``: a write whose target already holds the same
-content (``_sm`` ignored) is skipped, so the echo makes no change event and the
-ping-pong stops after one round.
+Only writes made on the new path travel back. Every document the forward sink
+writes carries ``_sm.v`` = the old-side cluster time of its change; an
+application write on the new path carries ``router.stamp``'s version (increment
+all ones, which no cluster time has) or no ``_sm`` at all. A forward delete
+leaves a tombstone in ``<new>.sm_tombstones`` just before it lands. The reverse
+sink decides per document, after coalescing a batch, and drops forward echoes.
+Why: old documents written by applications on the old path carry no version, so
+an echo of an older forward write that arrived after a newer old-path write
+would overwrite it; and the reverse writer never touches old documents that only
+the forward pipeline wrote. ``skip_equal`` stays as a second line: an upsert of
+content old already holds is skipped, so no ping-pong can start.
 
-Consequence: documents the reverse writer touched in the old collection carry
-the ``_sm`` field (the version guard needs it). Readers of the old collection
-should ignore ``_sm`` (the forward spec drops it on the way to new).
+Consequence: old documents that a new-path write reached carry the ``_sm``
+field (the version guard needs it). Readers of the old collection should ignore
+``_sm`` (the forward spec drops it on the way to new).
 """
 
 from __future__ import annotations
 
 import contextlib
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import structlog
 from confluent_kafka import Consumer
+from pymongo.collection import Collection
+from pymongo.errors import PyMongoError
 
 from stream_migrator import events
 from stream_migrator.app import run_capture
 from stream_migrator.capture import MongoCheckpointStore
+from stream_migrator.errors import RetryableError
+from stream_migrator.interfaces import ApplyResult, TargetWrite
 from stream_migrator.kafka import (
     AckedProducer,
     consumer_config,
@@ -43,13 +54,81 @@ from stream_migrator.observability import HealthServer, HealthState, get_logger
 from stream_migrator.reconcile import full_compare
 from stream_migrator.runtime import StopFlag
 from stream_migrator.settings import Settings
-from stream_migrator.spec import MigrationSpec, get_spec
+from stream_migrator.spec import META_FIELD, MigrationSpec, get_spec
 from stream_migrator.transform import MongoSink, TransformWorker
 from stream_migrator.transform.quarantine import Quarantine
-from stream_migrator.transform.sink import detect_guard_mode
+from stream_migrator.transform.sink import (
+    TOMBSTONE_SUFFIX,
+    GuardMode,
+    coalesce,
+    detect_guard_mode,
+)
 
 log = get_logger("reverse")
 REVERSE_SUFFIX = "-reverse"
+#: A delete on new within this many seconds of a forward tombstone for its _id is
+#: the forward delete itself (the sink buries, then deletes, in one batch).
+ECHO_WINDOW_S = 30.0
+
+
+def is_forward_echo(event: events.ChangeEvent) -> bool:
+    """True when a change of the new collection was written by the forward sink.
+
+    Pure: upserts are decided by their document's ``_sm.v`` (a cluster time = the
+    pipeline, an application increment or none = an application). Deletes carry no
+    document; :class:`ReverseSink` decides them by the forward tombstones.
+    """
+    if event.op == "delete" or event.document is None:
+        return False
+    meta = event.document.get(META_FIELD)
+    version = meta.get("v") if isinstance(meta, dict) else None
+    return isinstance(version, int) and not events.is_app_version(version)
+
+
+class ReverseSink(MongoSink):
+    """The old collection's sink: writes what applications did on new, drops forward echoes."""
+
+    def __init__(
+        self,
+        old: Collection[dict[str, Any]],
+        guard: GuardMode,
+        forward_tombstones: Collection[dict[str, Any]],
+        *,
+        echo_window_s: float = ECHO_WINDOW_S,
+    ) -> None:
+        super().__init__(old, guard, skip_equal=True)
+        self._forward_tombstones = forward_tombstones
+        self._echo_window_s = echo_window_s
+
+    def apply(self, writes: Sequence[TargetWrite]) -> ApplyResult:
+        # Coalesce first: the newest change of a document decides whether it is an echo.
+        batch, coalesced = coalesce(writes)
+        echo_deletes = self._forward_deletes([w for w in batch if w.document is None])
+        mine = [w for w in batch if not w.echo and events.hashable_id(w.doc_id) not in echo_deletes]
+        result = super().apply(mine)
+        result.coalesced += coalesced
+        result.echoes += len(batch) - len(mine)
+        return result
+
+    def _forward_deletes(self, deletes: list[TargetWrite]) -> set[Any]:
+        """The deletes (by _id) that the forward sink made: a fresh tombstone is beside them."""
+        if not deletes:
+            return set()
+        try:
+            buried = {
+                events.hashable_id(t["_id"]): t["at"]
+                for t in self._forward_tombstones.find(
+                    {"_id": {"$in": [w.doc_id for w in deletes]}}, {"at": 1}
+                )
+            }
+        except PyMongoError as exc:
+            raise RetryableError(f"reading the forward tombstones failed: {exc}") from exc
+        echoes = set()
+        for w in deletes:
+            at = buried.get(events.hashable_id(w.doc_id))
+            if at is not None and abs((w.version >> 32) - at.timestamp()) <= self._echo_window_s:
+                echoes.add(events.hashable_id(w.doc_id))
+        return echoes
 
 
 def reverse_settings(settings: Settings) -> Settings:
@@ -140,6 +219,8 @@ def run_reverse_transform(settings: Settings, stop: StopFlag) -> TransformWorker
         stack.callback(client.close)
         db, coll = rev.split_ns(rev.target)
         guard = detect_guard_mode(client) if rev.write_guard == "auto" else rev.write_guard
+        new_db, new_coll = settings.split_ns(settings.target)
+        forward_tombstones = client[new_db][f"{new_coll}.{TOMBSTONE_SUFFIX}"]
         producer = AckedProducer(producer_config(rev.kafka_bootstrap, "sm-reverse-quarantine"))
         stack.callback(producer.close)
         consumer = Consumer(consumer_config(rev.kafka_bootstrap, rev.consumer_group, "sm-reverse"))
@@ -148,12 +229,13 @@ def run_reverse_transform(settings: Settings, stop: StopFlag) -> TransformWorker
             rev.changes_topic,
             consumer,
             spec,
-            MongoSink(client[db][coll], guard, skip_equal=True),
+            ReverseSink(client[db][coll], guard, forward_tombstones),
             Quarantine(producer, rev.quarantine_topic),
             stop,
             batch_size=rev.batch_size,
             batch_timeout_s=rev.batch_timeout_s,
             health=health,
+            is_echo=is_forward_echo,
         )
         health.beat("ok")
         worker.run()

@@ -13,6 +13,7 @@ from pymongo.collection import Collection
 from pymongo.errors import AutoReconnect, BulkWriteError, ExecutionTimeout, PyMongoError
 
 from stream_migrator.errors import FatalError, RetryableError
+from stream_migrator.events import hashable_id
 from stream_migrator.interfaces import ApplyResult, TargetWrite
 from stream_migrator.observability import get_logger
 from stream_migrator.spec import META_FIELD
@@ -33,19 +34,11 @@ def coalesce(writes: Sequence[TargetWrite]) -> tuple[list[TargetWrite], int]:
     """
     newest: dict[Any, TargetWrite] = {}
     for w in writes:
-        key = _hashable(w.doc_id)
+        key = hashable_id(w.doc_id)
         current = newest.get(key)
         if current is None or w.version >= current.version:
             newest[key] = w
     return list(newest.values()), len(writes) - len(newest)
-
-
-def _hashable(value: Any) -> Any:
-    try:
-        hash(value)
-    except TypeError:
-        return repr(value)
-    return value
 
 
 GuardMode = Literal["filter", "cas"]
@@ -132,14 +125,14 @@ class MongoSink:
             return batch
         try:
             buried = {
-                _hashable(t["_id"]): t.get("v", 0)
+                hashable_id(t["_id"]): t.get("v", 0)
                 for t in self.tombstones.find({"_id": {"$in": [w.doc_id for w in batch]}})
             }
         except PyMongoError as exc:
             raise _translate(exc) from exc
         if not buried:
             return batch
-        alive = [w for w in batch if buried.get(_hashable(w.doc_id), -1) < w.version]
+        alive = [w for w in batch if buried.get(hashable_id(w.doc_id), -1) < w.version]
         result.stale += len(batch) - len(alive)
         return alive
 
@@ -172,19 +165,19 @@ class MongoSink:
 
     def _drop_equal(self, batch: list[TargetWrite], result: ApplyResult) -> list[TargetWrite]:
         """Filter mode with skip_equal: one ``$in`` read, upserts of identical content dropped."""
-        upserts = {_hashable(w.doc_id): w for w in batch if w.document is not None}
+        upserts = {hashable_id(w.doc_id): w for w in batch if w.document is not None}
         if not upserts:
             return batch
         try:
             same = {
-                _hashable(doc["_id"])
+                hashable_id(doc["_id"])
                 for doc in self._coll.find({"_id": {"$in": [w.doc_id for w in upserts.values()]}})
-                if _same_content(doc, upserts.get(_hashable(doc["_id"])))
+                if _same_content(doc, upserts.get(hashable_id(doc["_id"])))
             }
         except PyMongoError as exc:
             raise _translate(exc) from exc
         result.stale += len(same)
-        return [w for w in batch if w.document is None or _hashable(w.doc_id) not in same]
+        return [w for w in batch if w.document is None or hashable_id(w.doc_id) not in same]
 
     def _filter_guarded(self, w: TargetWrite) -> Any:
         # The guard: match only a target document older than this event. If a newer
@@ -204,7 +197,7 @@ class MongoSink:
             todo: list[TargetWrite] = []
             expected: list[Any] = []
             for w in pending:
-                key = _hashable(w.doc_id)
+                key = hashable_id(w.doc_id)
                 present = key in current
                 version, same = current.get(key, (None, False))
                 if (
@@ -242,12 +235,12 @@ class MongoSink:
 
     def _current(self, batch: list[TargetWrite]) -> dict[Any, tuple[int | None, bool]]:
         """_id -> (its _sm.v or None, whether an upsert would leave it as it is)."""
-        wanted = {_hashable(w.doc_id): w for w in batch}
+        wanted = {hashable_id(w.doc_id): w for w in batch}
         projection = None if self.skip_equal else {f"{META_FIELD}.v": 1}
         current: dict[Any, tuple[int | None, bool]] = {}
         try:
             for doc in self._coll.find({"_id": {"$in": [w.doc_id for w in batch]}}, projection):
-                key = _hashable(doc["_id"])
+                key = hashable_id(doc["_id"])
                 meta = doc.get(META_FIELD)
                 version = meta.get("v") if isinstance(meta, dict) else None
                 same = self.skip_equal and _same_content(doc, wanted.get(key))
@@ -304,9 +297,9 @@ class MongoSink:
         now = self._current(conditional)
         missed = []
         for w in conditional:
-            version, _ = now.get(_hashable(w.doc_id), (None, False))
+            version, _ = now.get(hashable_id(w.doc_id), (None, False))
             landed = (
-                (_hashable(w.doc_id) not in now) if w.document is None else version == w.version
+                (hashable_id(w.doc_id) not in now) if w.document is None else version == w.version
             )
             if not landed:
                 missed.append(w)

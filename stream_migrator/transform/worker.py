@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import time
 from collections.abc import Callable
 
@@ -48,6 +49,7 @@ class TransformWorker:
         maintenance: Callable[[], None] | None = None,
         maintenance_every_s: float = 3600.0,
         decode: Callable[[bytes | None], events.ChangeEvent] = events.decode,
+        is_echo: Callable[[events.ChangeEvent], bool] | None = None,
     ) -> None:
         self._migration = migration
         self._topic = topic
@@ -64,6 +66,9 @@ class TransformWorker:
         self._maintenance_every_s = maintenance_every_s
         # Kafka value -> ChangeEvent: our envelope, or a Kafka Connect source format.
         self._decode = decode
+        # is_echo: marks writes the pipeline itself made (the reverse stream's sink
+        # decides, after coalescing, not to carry them back).
+        self._is_echo = is_echo
         self._last_maintenance = 0.0
         self.applied = 0
         self.stale = 0
@@ -120,6 +125,8 @@ class TransformWorker:
         m.EVENTS_APPLIED.labels(self._migration, "written").inc(result.written)
         m.EVENTS_APPLIED.labels(self._migration, "stale").inc(result.stale)
         m.EVENTS_APPLIED.labels(self._migration, "coalesced").inc(result.coalesced)
+        if result.echoes:
+            m.EVENTS_APPLIED.labels(self._migration, "echo").inc(result.echoes)
         m.BATCH_EVENTS.labels(self._migration).observe(len(batch))
         m.BATCH_SECONDS.labels(self._migration).observe(time.monotonic() - started)
 
@@ -130,10 +137,13 @@ class TransformWorker:
             self._quarantine_msg(msg, "decode", str(exc))
             return None
         try:
-            return to_target_write(event, self._transformer, msg)
+            write = to_target_write(event, self._transformer, msg)
         except TransformError as exc:
             self._quarantine_msg(msg, "transform", str(exc))
             return None
+        if write is not None and self._is_echo is not None and self._is_echo(event):
+            write = dataclasses.replace(write, echo=True)
+        return write
 
     def _apply_with_backpressure(self, writes: list[TargetWrite]) -> ApplyResult | None:
         """Retry transient target failures with backoff, partitions paused; never crash-loop."""

@@ -10,7 +10,11 @@ from typing import Any
 
 import pytest
 from bson import ObjectId
+from confluent_kafka import Consumer
+from prometheus_client import REGISTRY
 
+from stream_migrator.app import run_capture, run_transform
+from stream_migrator.kafka import consumer_config, group_lag
 from stream_migrator.rollout import audit
 from stream_migrator.rollout.controller import Controller
 from stream_migrator.rollout.errors import RolloutError, VersionConflictError
@@ -18,6 +22,7 @@ from stream_migrator.rollout.gate import compare_gate
 from stream_migrator.rollout.plan import load_plan
 from stream_migrator.rollout.reverse import (
     drain_and_verify,
+    reverse_settings,
     run_reverse_capture,
     run_reverse_transform,
     start_position,
@@ -425,6 +430,136 @@ def test_rollback_from_cutover_keeps_writes_made_on_new(
             t.stop()
 
 
+def _reverse_lag(s: Settings) -> int | None:
+    rev = reverse_settings(s)
+    consumer = Consumer(consumer_config(rev.kafka_bootstrap, rev.consumer_group, "test-lag"))
+    try:
+        return group_lag(consumer, rev.changes_topic)
+    finally:
+        consumer.close()
+
+
+def _wait(what: str, check: Any, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.2)
+
+
+def _name_on_new(new: Any, key: Any) -> str | None:
+    doc = new.find_one({"_id": key})
+    return None if doc is None else doc["customer"]["name"]
+
+
+def _echoes(s: Settings) -> float:
+    sample = REGISTRY.get_sample_value(
+        "sm_events_applied_total",
+        {"migration": reverse_settings(s).migration, "outcome": "echo"},
+    )
+    return sample or 0.0
+
+
+def test_reverse_stream_carries_back_only_new_path_writes(
+    migrated: tuple[Settings, Any],
+) -> None:
+    """Old-path writes are not echoed back; stamped, unstamped inserts and deletes on new are."""
+    s, src = migrated
+    client = client_for(s)
+    new = client[s.split_ns(s.target)[0]][s.split_ns(s.target)[1]]
+    spec = get_spec(s.spec)
+    start_position(s)
+    reverse = [StageThread(run_reverse_capture, s), StageThread(run_reverse_transform, s)]
+    for t in reverse:
+        t.start()
+    try:
+        ids = [d["_id"] for d in src.find({}, {"_id": 1}).sort("_id", 1)]
+        # The old path: updates, a delete and an insert, carried forward to new.
+        for _id in ids[:10]:
+            src.update_one({"_id": _id}, {"$set": {"cust_name": "old-path"}})
+        src.delete_one({"_id": ids[10]})
+        src.insert_one(_order(500))
+        wait_until_match(s, timeout=60)
+        # The new path: a stamped update, a stamped insert, an unstamped insert, a delete.
+        doc = new.find_one({"_id": ids[20]})
+        assert doc is not None
+        doc["customer"]["name"] = "new-path"
+        new.replace_one({"_id": ids[20]}, stamp(doc))
+        stamped, bare = _order(600), _order(601)
+        new.insert_one(stamp(spec.transform(stamped)))
+        new.insert_one(spec.transform(bare))
+        new.delete_one({"_id": ids[21]})
+        ok, details = drain_and_verify(s, timeout_s=60)
+        assert ok, details
+        got = src.find_one({"_id": ids[20]})
+        assert got is not None
+        assert got["cust_name"] == "new-path"
+        assert src.find_one({"_id": stamped["_id"]}) is not None
+        assert src.find_one({"_id": bare["_id"]}) is not None
+        assert src.find_one({"_id": ids[21]}) is None
+        # Nothing the forward pipeline wrote came back: old-path documents are untouched.
+        touched = {d["_id"] for d in src.find({"_sm": {"$exists": True}}, {"_id": 1})}
+        assert touched == {ids[20], stamped["_id"], bare["_id"]}
+        assert _echoes(s) >= 12  # 10 updates + an insert + a delete, each seen once on new
+    finally:
+        client.close()
+        for t in reverse:
+            t.stop()
+
+
+def test_echo_of_an_older_forward_write_never_overwrites_a_newer_old_path_write(
+    settings_kwargs: dict[str, Any],
+) -> None:
+    """The echo window: a forward write's echo reaching old after a newer old-path write.
+
+    Forward carries v1 to new; the reverse worker is held back and forward capture
+    is stopped while the application writes v2 on old; then the reverse worker sees
+    v1's echo. It must not bring v1 back over v2 (and so v2 survives on both sides).
+    """
+    s = load_settings(**settings_kwargs)
+    client = client_for(s)
+    src = client[s.split_ns(s.source)[0]][s.split_ns(s.source)[1]]
+    new = client[s.split_ns(s.target)[0]][s.split_ns(s.target)[1]]
+    order = _order(1)
+    src.insert_one(order)
+    key = order["_id"]
+    capture = StageThread(run_capture, s)
+    transform = StageThread(run_transform, s)
+    reverse_capture = StageThread(run_reverse_capture, s)
+    reverse_transform = StageThread(run_reverse_transform, s)
+    threads = [capture, transform, reverse_capture, reverse_transform]
+    try:
+        capture.start()
+        transform.start()
+        wait_until_match(s, timeout=60)
+        start_position(s)
+        reverse_capture.start()
+        src.update_one({"_id": key}, {"$set": {"cust_name": "v1"}})
+        _wait(
+            "v1 on new",
+            lambda: (new.find_one({"_id": key}) or {}).get("customer", {}).get("name") == "v1",
+        )
+        _wait("v1's echo in the reverse topic", lambda: (_reverse_lag(s) or 0) >= 1)
+        capture.stop()
+        src.update_one({"_id": key}, {"$set": {"cust_name": "v2"}})
+        reverse_transform.start()
+        _wait("the reverse worker to drain", lambda: _reverse_lag(s) == 0)
+        got = src.find_one({"_id": key})
+        assert got is not None
+        assert got["cust_name"] == "v2", got
+        capture = StageThread(run_capture, s)
+        threads.append(capture)
+        capture.start()
+        wait_until_match(s, timeout=60)
+        doc = new.find_one({"_id": key})
+        assert doc is not None
+        assert doc["customer"]["name"] == "v2"
+    finally:
+        client.close()
+        for t in threads:
+            if t.is_alive():
+                t.stop()
+
+
 class _App(threading.Thread):
     """An application: each write asks the router for the key's side and writes there."""
 
@@ -491,12 +626,6 @@ class _App(threading.Thread):
         self.client.close()
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="known race on mongo-java-server: its read-check write guard is not atomic, so a "
-    "forward write in flight can overwrite an application write on the new collection "
-    "(README, Known limits); passes on most runs",
-)
 def test_full_run_planned_to_complete_with_live_traffic_loses_nothing(
     migrated: tuple[Settings, Any], tmp_path: Path
 ) -> None:

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
+from bson.timestamp import Timestamp
 
+from stream_migrator import events
 from stream_migrator.rollout.errors import PlanError
 from stream_migrator.rollout.fences import Measurements, _quantile, evaluate
 from stream_migrator.rollout.plan import Fences, load_plan, parse_plan, render, run_order, validate
-from stream_migrator.rollout.router import bucket, side_for
+from stream_migrator.rollout.reverse import is_forward_echo
+from stream_migrator.rollout.router import bucket, side_for, stamp
 from stream_migrator.rollout.stages import Stage
 from stream_migrator.rollout.state import RolloutState
 
@@ -172,3 +176,27 @@ def test_paths_follow_stage() -> None:
         assert RolloutState("m", "o", "n", stage=stage, percentage=50).read_path == "old"
     assert RolloutState("m", "o", "n", stage=Stage.CUTOVER).write_path == "new"
     assert RolloutState("m", "o", "n", stage=Stage.CANARY, percentage=5).read_path == "split"
+
+
+def test_app_versions_are_later_than_every_change_of_their_second() -> None:
+    second = 1_800_000_000
+    assert events.is_app_version(events.app_version(second))
+    latest_cluster_time = events.version_of(Timestamp(second, 0xFFFFFFFE))
+    assert not events.is_app_version(latest_cluster_time)
+    assert events.app_version(second) > latest_cluster_time
+    assert events.app_version(second) < events.version_of(Timestamp(second + 1, 0))
+
+
+def _change(op: str, document: dict[str, Any] | None) -> events.ChangeEvent:
+    return events.ChangeEvent(op, "db.orders_v2", 1, document, 7 << 32, 0)  # type: ignore[arg-type]
+
+
+def test_reverse_stream_tells_forward_echoes_from_new_path_writes() -> None:
+    forward = {"_id": 1, "_sm": {"v": events.version_of(Timestamp(1_800_000_000, 3))}}
+    assert is_forward_echo(_change("update", forward))
+    assert is_forward_echo(_change("insert", forward))
+    assert not is_forward_echo(_change("update", stamp({"_id": 1})))  # the router's stamp
+    assert not is_forward_echo(_change("insert", {"_id": 1}))  # an unstamped app insert
+    assert not is_forward_echo(_change("update", {"_id": 1, "_sm": "odd"}))
+    # Deletes carry no document: the reverse sink decides them by forward tombstones.
+    assert not is_forward_echo(_change("delete", None))
