@@ -390,6 +390,7 @@ def run_rollout_demo(
     from stream_migrator.rollout.gate import compare_gate
     from stream_migrator.rollout.plan import load_plan
     from stream_migrator.rollout.reverse import (
+        reverse_stream_problem,
         run_reverse_capture,
         run_reverse_transform,
         start_position,
@@ -420,6 +421,7 @@ def run_rollout_demo(
             compare_gate,
             "demo",
             drainer=_demo_drainer,
+            reverse_probe=reverse_stream_problem,
         )
         try:
             c.ensure_states()
@@ -428,7 +430,8 @@ def run_rollout_demo(
                 t = threading.Thread(target=fn, args=(s, stop), daemon=True, name=fn.__name__)
                 t.start()
                 threads.append(t)
-            print("reverse stream running (new -> inverse -> old)", flush=True)
+            if not _wait_for_reverse_stream(s):
+                return False
             for _ in range(4):  # shadow, verify, canary internal, canary 10%
                 before = _label(c.status(migration))
                 t0 = time.monotonic()
@@ -468,6 +471,20 @@ def run_rollout_demo(
             for t in threads:
                 t.join(60)
             client.close()
+
+
+def _wait_for_reverse_stream(s: Any, timeout_s: float = 60.0) -> bool:
+    """Until the reverse worker has joined its group (the controller asks before canary)."""
+    from stream_migrator.rollout.reverse import reverse_stream_problem
+
+    deadline = time.monotonic() + timeout_s
+    while (problem := reverse_stream_problem(s)) is not None:
+        if time.monotonic() > deadline:
+            print(f"[rollout] the reverse stream did not start: {problem}", flush=True)
+            return False
+        time.sleep(0.5)
+    print("reverse stream running (new -> inverse -> old)", flush=True)
+    return True
 
 
 def _demo_drainer(s: Any) -> tuple[bool, dict[str, Any]]:

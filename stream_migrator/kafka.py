@@ -123,6 +123,16 @@ class AckedProducer:
         self._producer.flush(30)
 
 
+def group_members(bootstrap: str, group: str, timeout: float = 10.0) -> int | None:
+    """How many consumers are in ``group`` right now (None if Kafka did not answer)."""
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    try:
+        future = admin.describe_consumer_groups([group], request_timeout=timeout)[group]
+        return len(future.result(timeout=timeout).members)
+    except KafkaException:
+        return None
+
+
 def group_lag(consumer: Consumer, topic: str, timeout: float = 5.0) -> int | None:
     """Events in ``topic`` not yet committed by ``consumer``'s group (None if unknown).
 

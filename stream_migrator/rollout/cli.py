@@ -80,7 +80,7 @@ def _cmd_rollout(args: argparse.Namespace, base: Settings) -> int:
     from stream_migrator.rollout.audit import operator_identity
     from stream_migrator.rollout.controller import Controller, migration_settings
     from stream_migrator.rollout.gate import DEFAULT_GATE
-    from stream_migrator.rollout.reverse import drain_and_verify
+    from stream_migrator.rollout.reverse import drain_and_verify, reverse_stream_problem
     from stream_migrator.rollout.settings import RolloutSettings
     from stream_migrator.runtime import StopFlag
 
@@ -97,6 +97,7 @@ def _cmd_rollout(args: argparse.Namespace, base: Settings) -> int:
         DEFAULT_GATE,
         operator,
         drainer=lambda s: drain_and_verify(s, timeout_s=timeout),
+        reverse_probe=reverse_stream_problem,
     )
     try:
         if args.action == "run":

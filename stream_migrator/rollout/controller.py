@@ -44,6 +44,8 @@ log = get_logger("rollout")
 
 #: Drains the reverse stream and verifies the old side; returns (ok, details) for the audit.
 Drainer = Callable[[Settings], tuple[bool, dict[str, Any]]]
+#: Why the reverse stream is not ready to carry new-path writes back (None = ready).
+ReverseProbe = Callable[[Settings], str | None]
 
 
 @dataclass(frozen=True)
@@ -76,6 +78,7 @@ class Controller:
         operator: str,
         *,
         drainer: Drainer | None = None,
+        reverse_probe: ReverseProbe | None = None,
     ) -> None:
         self.plan = plan
         self.client = client
@@ -84,6 +87,10 @@ class Controller:
         self.gate = gate
         self.operator = operator
         self.drainer = drainer
+        # Asked before the first step that lets applications write to new: with
+        # rollback required, writes on new need a running reverse stream from the
+        # first one on, or a rollback could not bring them back.
+        self.reverse_probe = reverse_probe
         self._breaches_in_row: dict[str, int] = {}
 
     # -- state ------------------------------------------------------------------
@@ -168,6 +175,7 @@ class Controller:
                     f"{name} not advanced: the reconciler gate is not READY "
                     f"({'; '.join(ev.verdict.reasons)})"
                 )
+        self._check_reverse_stream(m, before)
         changes = self._next_step(m, before)
         after = self.store.swap(before, self.operator, **changes)
         self._audit(name, "advance", _label(before), _label(after), reason, details)
@@ -207,6 +215,18 @@ class Controller:
             "percentage": tier.percent,
             "tenants_allow": tuple(tenants),
         }
+
+    def _check_reverse_stream(self, m: MigrationPlan, s: RolloutState) -> None:
+        """Refuse the step into canary while writes on new could not be carried back."""
+        if s.stage != Stage.VERIFY or not m.rollback_required or self.reverse_probe is None:
+            return
+        problem = self.reverse_probe(migration_settings(self.settings, m))
+        if problem is not None:
+            raise RolloutError(
+                f"{m.name} not advanced to canary: rollback is required and the reverse "
+                f"stream is not ready ({problem}); start `stream-migrator rollout reverse "
+                f"PLAN {m.name}` first"
+            )
 
     def _check_dependencies(self, m: MigrationPlan) -> None:
         for dep in m.depends_on:
@@ -387,6 +407,7 @@ class Controller:
         self._advance_evaluated(m, state, ev)
 
     def _advance_evaluated(self, m: MigrationPlan, state: RolloutState, ev: Evaluation) -> None:
+        self._check_reverse_stream(m, state)
         changes = self._next_step(m, state)
         after = self.store.swap(state, self.operator, **changes)
         details = {"measured": vars(ev.measured), "gate": ev.verdict.reasons}

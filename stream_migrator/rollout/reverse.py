@@ -47,6 +47,7 @@ from stream_migrator.kafka import (
     consumer_config,
     ensure_topic,
     group_lag,
+    group_members,
     producer_config,
 )
 from stream_migrator.mongo import cluster_time_now, connect
@@ -195,6 +196,28 @@ def start_position(settings: Settings) -> bool:
         return True
     finally:
         client.close()
+
+
+def reverse_stream_problem(settings: Settings) -> str | None:
+    """Why the reverse stream cannot carry new-path writes back yet, or None when it can.
+
+    Ready means: the reverse capture has a start position (``rollout reverse``
+    set it before any write on new) and the reverse worker's consumer group has a
+    member. Both run in the ``rollout reverse`` process, so a member means it is up.
+    """
+    rev = reverse_settings(settings)
+    client = connect(rev.mongo_uri.get_secret_value(), app="reverse-probe")
+    try:
+        if MongoCheckpointStore(client, rev.metadata_db, rev.migration).load() is None:
+            return f"the reverse capture {rev.migration!r} has no start position"
+    finally:
+        client.close()
+    members = group_members(rev.kafka_bootstrap, rev.consumer_group)
+    if members is None:
+        return f"Kafka did not describe consumer group {rev.consumer_group!r}"
+    if members == 0:
+        return f"consumer group {rev.consumer_group!r} has no member (no reverse worker running)"
+    return None
 
 
 def run_reverse_capture(settings: Settings, stop: StopFlag) -> Any:

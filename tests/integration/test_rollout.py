@@ -156,7 +156,32 @@ def test_stages_advance_with_audit_and_cli(migrated: tuple[Settings, Any], tmp_p
     assert out.returncode == 0, out.stderr
     assert "planned" in out.stdout
     seen = []
-    for _ in range(7):
+    for _ in range(2):
+        out = cli("rollout", "advance", str(plan), "--reason", "go", env=env)
+        assert out.returncode == 0, out.stderr
+        seen.append(out.stdout.split("stage")[1].split()[0])
+    # Rollback is required: no step into canary (writes on new) without a reverse stream.
+    refused = cli("rollout", "advance", str(plan), env=env)
+    assert refused.returncode == 1
+    assert "reverse stream is not ready" in refused.stderr, refused.stderr
+    assert "rollout reverse" in refused.stderr
+    reverse = [StageThread(run_reverse_capture, s), StageThread(run_reverse_transform, s)]
+    for t in reverse:
+        t.start()
+    try:
+        deadline = time.monotonic() + 60
+        while True:  # the reverse worker joins its consumer group within seconds
+            out = cli("rollout", "advance", str(plan), "--reason", "go", env=env)
+            if out.returncode == 0 or time.monotonic() > deadline:
+                break
+            assert "reverse stream is not ready" in out.stderr, out.stderr
+            time.sleep(1)
+        assert out.returncode == 0, out.stderr
+        seen.append(out.stdout.split("stage")[1].split()[0])
+    finally:
+        for t in reverse:
+            t.stop()
+    for _ in range(4):  # past canary the reverse stream is not asked again
         out = cli("rollout", "advance", str(plan), "--reason", "go", env=env)
         assert out.returncode == 0, out.stderr
         seen.append(out.stdout.split("stage")[1].split()[0])
