@@ -15,3 +15,7 @@ class VersionConflictError(RolloutError):
 
 class PlanError(ConfigError):
     """The plan file is invalid; nothing was changed."""
+
+
+class NoRolloutStateError(RolloutError):
+    """The router knows no rollout state for its migration and has no fallback namespace."""

@@ -4,7 +4,7 @@ Application code::
 
     from stream_migrator.router import Router
 
-    router = Router(mongo_uri, "orders-v2")          # metadata_db defaults to stream_migrator
+    router = Router(mongo_uri, "orders-v2", fallback_namespace="shop.orders")
     target = router.read_target(order_id, tenant="acme")
     orders = db.client[target.db][target.collection]
     cache.get(router.cache_key("order", order_id))  # never shares old and new shapes
@@ -18,8 +18,12 @@ State comes from the rollout state document, cached locally. A background thread
 follows the metadata collection's change stream and also re-reads the document
 every ``poll_interval_s`` (mongo-java-server's getMore returns at once and its
 change stream needs an explicit start position, so the poll is the fallback).
-When MongoDB is unreachable the router keeps serving the last state it knew; if
-it never knew one it serves ``old`` (the safe side before any rollout).
+When MongoDB is unreachable the router keeps serving the last state it knew.
+Until it knows one (no state document yet, or MongoDB unreachable since the
+router started) it answers ``Target("old", fallback_namespace, "unknown")`` -
+old is the safe side before any rollout - and without a ``fallback_namespace``
+it raises :class:`NoRolloutStateError`: it cannot know the old collection's name
+on its own, and an empty namespace is no answer an application can use.
 """
 
 from __future__ import annotations
@@ -35,8 +39,10 @@ from pymongo import MongoClient
 from pymongo.errors import PyMongoError
 
 from stream_migrator import events
+from stream_migrator.errors import ConfigError
 from stream_migrator.mongo import cluster_time_now
 from stream_migrator.observability import get_logger
+from stream_migrator.rollout.errors import NoRolloutStateError
 from stream_migrator.rollout.stages import Stage
 from stream_migrator.rollout.state import STATE_COLLECTION, RolloutState
 from stream_migrator.spec import META_FIELD
@@ -86,13 +92,21 @@ def side_for(state: RolloutState, key: Any, tenant: str | None = None) -> Side:
 
 
 def version_now() -> int:
-    """A version for a write made on the new path: later than any change of this second.
+    """A version for an application write: later than any change of this second.
 
-    Stamp documents written to the new collection with it (``stamp``): a forward
-    event still in flight from before the key moved is then refused as stale
-    instead of overwriting the application's newer write.
+    Stamp every write made on the new path with it (``stamp``, ``stamp_update``): a
+    forward event still in flight from before the key moved is then refused as
+    stale instead of overwriting the application's newer write, and the reverse
+    stream knows the write as the application's (it carries only those back).
+    Stamping old-path writes too lets the guard order them after a new-path write
+    of the same key that the reverse stream delivers late (after a halt).
     """
-    return (int(time.time()) << 32) | 0xFFFFFFFF
+    return events.app_version(int(time.time()))
+
+
+def stamp_update(update: dict[str, Any]) -> dict[str, Any]:
+    """An update-operator document with ``_sm.v = version_now()`` added to its ``$set``."""
+    return {**update, "$set": {**update.get("$set", {}), f"{META_FIELD}.v": Int64(version_now())}}
 
 
 def stamp(document: dict[str, Any]) -> dict[str, Any]:
@@ -101,7 +115,12 @@ def stamp(document: dict[str, Any]) -> dict[str, Any]:
 
 
 class Router:
-    """Answers read/write targets from a locally cached rollout state."""
+    """Answers read/write targets from a locally cached rollout state.
+
+    ``fallback_namespace`` (``"db.collection"``, the old collection) is what the
+    router answers before it knows a state; without it, asking for a target then
+    raises :class:`NoRolloutStateError`.
+    """
 
     def __init__(
         self,
@@ -112,8 +131,18 @@ class Router:
         poll_interval_s: float = 1.0,
         background: bool = True,
         timeout_ms: int = 2_000,
+        fallback_namespace: str | None = None,
     ) -> None:
+        if fallback_namespace is not None:
+            db, dot, coll = fallback_namespace.partition(".")
+            if not (db and dot and coll):
+                raise ConfigError(
+                    f"router for migration {migration!r}: fallback_namespace "
+                    f"{fallback_namespace!r} is not 'db.collection'; pass the old "
+                    "collection's namespace, e.g. 'shop.orders'"
+                )
         self.migration = migration
+        self._fallback_namespace = fallback_namespace
         self._own_client = not isinstance(mongo_uri, MongoClient)
         self._client: MongoClient[dict[str, Any]] = (
             MongoClient(
@@ -121,6 +150,9 @@ class Router:
                 tz_aware=True,
                 serverSelectionTimeoutMS=timeout_ms,
                 connectTimeoutMS=timeout_ms,
+                # A network that silently drops packets must not block refresh()
+                # forever; the change stream waits up to poll_interval_s per getMore.
+                socketTimeoutMS=timeout_ms + int(2_000 * poll_interval_s),
                 appname="stream-migrator-router",
             )
             if isinstance(mongo_uri, str)
@@ -130,6 +162,8 @@ class Router:
         self._poll_interval_s = poll_interval_s
         self._lock = threading.Lock()
         self._state: RolloutState | None = None
+        self._reached = False  # has a refresh ever succeeded?
+        self._last_error: str | None = None
         self._stop = threading.Event()
         self.last_refresh: float | None = None
         self.refresh()
@@ -145,9 +179,11 @@ class Router:
             return self._state
 
     def read_target(self, key: Any, tenant: str | None = None) -> Target:
+        """The collection to read ``key`` from (before a state is known: see the class)."""
         return self._target(key, tenant)
 
     def write_target(self, key: Any, tenant: str | None = None) -> Target:
+        """The collection to write ``key`` to: the same rule and errors as ``read_target``."""
         # Same rule as reads: a key lives on exactly one side at a time.
         return self._target(key, tenant)
 
@@ -158,11 +194,28 @@ class Router:
     def _target(self, key: Any, tenant: str | None) -> Target:
         state = self.state
         if state is None:
-            return Target("old", "", "unknown")
+            if self._fallback_namespace is not None:
+                return Target("old", self._fallback_namespace, "unknown")
+            raise self._no_state_error()
         side = side_for(state, key, tenant)
         if side == "new":
             return Target("new", state.new_ns, state.new_schema)
         return Target("old", state.old_ns, state.old_schema)
+
+    def _no_state_error(self) -> NoRolloutStateError:
+        with self._lock:
+            reached, last_error = self._reached, self._last_error
+        if reached:
+            why = f"{self._coll.full_name} has no document with _id {self.migration!r}"
+        else:
+            why = f"MongoDB has not answered since the router started ({last_error})"
+        return NoRolloutStateError(
+            f"router for migration {self.migration!r} knows no rollout state: {why}. "
+            "Create the state with `stream-migrator rollout run PLAN` (any `rollout` "
+            "command on the plan creates it), or pass Router(..., "
+            "fallback_namespace='<db>.<old collection>') to use the old collection "
+            "until a state is known"
+        )
 
     # -- refresh ----------------------------------------------------------------
     def refresh(self) -> bool:
@@ -171,9 +224,13 @@ class Router:
             doc = self._coll.find_one({"_id": self.migration})
         except PyMongoError as exc:
             log.warning("router.refresh_failed", migration=self.migration, error=str(exc))
+            with self._lock:
+                self._last_error = str(exc)
             return False
         with self._lock:
             self._state = RolloutState.from_doc(doc) if doc is not None else None
+            self._reached = True
+            self._last_error = None
         self.last_refresh = time.monotonic()
         return True
 
@@ -215,4 +272,14 @@ class Router:
         self.close()
 
 
-__all__ = ["Router", "Stage", "Target", "bucket", "side_for", "stamp", "version_now"]
+__all__ = [
+    "NoRolloutStateError",
+    "Router",
+    "Stage",
+    "Target",
+    "bucket",
+    "side_for",
+    "stamp",
+    "stamp_update",
+    "version_now",
+]

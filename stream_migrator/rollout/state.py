@@ -105,7 +105,7 @@ class StateStore:
         if state is None:
             raise RolloutError(
                 f"migration {migration!r} has no rollout state in {self.coll.full_name}; "
-                "create it with `stream-migrator rollout init PLAN` (or `rollout run PLAN`)"
+                "any `stream-migrator rollout ACTION PLAN` creates it (e.g. `rollout status PLAN`)"
             )
         return state
 

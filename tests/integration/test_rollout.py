@@ -28,7 +28,7 @@ from stream_migrator.rollout.reverse import (
     start_position,
 )
 from stream_migrator.rollout.stages import Stage
-from stream_migrator.router import Router, stamp
+from stream_migrator.router import Router, stamp, stamp_update
 from stream_migrator.runtime import StopFlag
 from stream_migrator.settings import Settings, load_settings
 from stream_migrator.spec import get_spec
@@ -487,7 +487,7 @@ def _echoes(s: Settings) -> float:
 def test_reverse_stream_carries_back_only_new_path_writes(
     migrated: tuple[Settings, Any],
 ) -> None:
-    """Old-path writes are not echoed back; stamped, unstamped inserts and deletes on new are."""
+    """Old-path writes are not echoed back; stamped writes, bare inserts and deletes on new are."""
     s, src = migrated
     client = client_for(s)
     new = client[s.split_ns(s.target)[0]][s.split_ns(s.target)[1]]
@@ -513,6 +513,7 @@ def test_reverse_stream_carries_back_only_new_path_writes(
         new.insert_one(stamp(spec.transform(stamped)))
         new.insert_one(spec.transform(bare))
         new.delete_one({"_id": ids[21]})
+        new.update_one({"_id": ids[22]}, stamp_update({"$set": {"customer.name": "set-on-new"}}))
         ok, details = drain_and_verify(s, timeout_s=60)
         assert ok, details
         got = src.find_one({"_id": ids[20]})
@@ -521,9 +522,10 @@ def test_reverse_stream_carries_back_only_new_path_writes(
         assert src.find_one({"_id": stamped["_id"]}) is not None
         assert src.find_one({"_id": bare["_id"]}) is not None
         assert src.find_one({"_id": ids[21]}) is None
+        assert (src.find_one({"_id": ids[22]}) or {}).get("cust_name") == "set-on-new"
         # Nothing the forward pipeline wrote came back: old-path documents are untouched.
         touched = {d["_id"] for d in src.find({"_sm": {"$exists": True}}, {"_id": 1})}
-        assert touched == {ids[20], stamped["_id"], bare["_id"]}
+        assert touched == {ids[20], ids[22], stamped["_id"], bare["_id"]}
         assert _echoes(s) >= 12  # 10 updates + an insert + a delete, each seen once on new
     finally:
         client.close()
@@ -662,8 +664,8 @@ def test_full_run_planned_to_complete_with_live_traffic_loses_nothing(
     reverse = [StageThread(run_reverse_capture, s), StageThread(run_reverse_transform, s)]
     for t in reverse:
         t.start()
-    # The state document exists before the app starts: a router that never saw one
-    # answers "old" without a namespace (it cannot know the plan's collections).
+    # The state document exists before the app starts (before it, a router without
+    # fallback_namespace refuses to answer: it cannot know the plan's collections).
     c.ensure_states()
     app = _App(s, [d["_id"] for d in src.find({}, {"_id": 1})])
     app.router.refresh()

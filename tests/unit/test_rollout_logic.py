@@ -9,11 +9,12 @@ import pytest
 from bson.timestamp import Timestamp
 
 from stream_migrator import events
+from stream_migrator.errors import ConfigError
 from stream_migrator.rollout.errors import PlanError
 from stream_migrator.rollout.fences import Measurements, _quantile, evaluate
 from stream_migrator.rollout.plan import Fences, load_plan, parse_plan, render, run_order, validate
 from stream_migrator.rollout.reverse import is_forward_echo
-from stream_migrator.rollout.router import bucket, side_for, stamp
+from stream_migrator.rollout.router import Router, bucket, side_for, stamp, stamp_update
 from stream_migrator.rollout.stages import Stage
 from stream_migrator.rollout.state import RolloutState
 
@@ -170,6 +171,13 @@ def test_side_for_honours_tenants_and_monotone_percentage() -> None:
     assert side_for(partial, 1) == "old"
 
 
+@pytest.mark.parametrize("namespace", ["", "orders", ".orders", "shop."])
+def test_router_refuses_fallback_namespace_without_db_and_collection(namespace: str) -> None:
+    """A fallback namespace must be 'db.collection'; the error says so before any connect."""
+    with pytest.raises(ConfigError, match=r"is not 'db\.collection'"):
+        Router("mongodb://127.0.0.1:1", "m", background=False, fallback_namespace=namespace)
+
+
 def test_paths_follow_stage() -> None:
     """Before canary everything reads old; cutover reads and writes new."""
     for stage in (Stage.PLANNED, Stage.SHADOW, Stage.VERIFY, Stage.ROLLED_BACK):
@@ -200,3 +208,12 @@ def test_reverse_stream_tells_forward_echoes_from_new_path_writes() -> None:
     assert not is_forward_echo(_change("update", {"_id": 1, "_sm": "odd"}))
     # Deletes carry no document: the reverse sink decides them by forward tombstones.
     assert not is_forward_echo(_change("delete", None))
+
+
+def test_stamp_update_adds_an_application_version_to_set() -> None:
+    update = stamp_update({"$set": {"status": "paid"}, "$inc": {"n": 1}})
+    assert update["$inc"] == {"n": 1}
+    assert update["$set"]["status"] == "paid"
+    assert events.is_app_version(update["$set"]["_sm.v"])
+    assert events.is_app_version(stamp_update({})["$set"]["_sm.v"])
+    assert events.is_app_version(stamp({"_id": 1})["_sm"]["v"])
