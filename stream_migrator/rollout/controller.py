@@ -434,8 +434,11 @@ class Controller:
             except (PyMongoError, RetryableError) as exc:
                 log.warning("rollout.tick_failed", error=str(exc))
                 if health is not None:
-                    health.beat("degraded", error=str(exc))
+                    # Alive but not ready (/healthz 200, /readyz 503): a liveness restart
+                    # during a MongoDB outage would turn this back-off into a crash loop.
+                    health.beat("backpressure", error=str(exc))
             stop.wait(max(0.0, self.plan.evaluation_interval_s - (time.monotonic() - started)))
+        log.info("rollout.stopped", reason=stop.reason)
 
     # -- helpers ----------------------------------------------------------------
     def _audit(

@@ -1,0 +1,441 @@
+"""`rollout run` and `rollout reverse` as real processes: /healthz, /metrics, SIGTERM, logs."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from bson import ObjectId
+from prometheus_client.parser import text_string_to_metric_families
+from pymongo.uri_parser import parse_uri
+
+from stream_migrator.infra import free_port
+from stream_migrator.rollout.reverse import reverse_settings, reverse_stream_problem
+from stream_migrator.rollout.state import StateStore
+from stream_migrator.router import stamp
+from stream_migrator.settings import Settings, load_settings
+from stream_migrator.spec import get_spec
+from tests.integration.helpers import REPO, client_for, pipeline, settings_env, wait_until_match
+
+pytestmark = pytest.mark.integration
+
+_PLAN = """
+[plan]
+evaluation_interval_s = 0.5
+advance_every_s = {advance_every}
+retention_s = 0
+tiers = [
+  {{ name = "internal", tenants = ["staff"] }},
+  {{ name = "10%", percent = 10 }},
+]
+[collections."{source}"]
+fields = []
+[collections."{target}"]
+fields = []
+[[migration]]
+name = "{name}"
+spec = "orders.v1_to_v2"
+source = "{source}"
+target = "{target}"
+[migration.fences]
+max_lag_events = 100000
+max_divergence_ratio = 0.05
+max_error_rate = 0.5
+"""
+
+
+def _plan_file(tmp_path: Path, s: Settings, *, advance_every: float = 0) -> Path:
+    path = tmp_path / "plan.toml"
+    path.write_text(
+        _PLAN.format(
+            name=s.migration, source=s.source, target=s.target, advance_every=advance_every
+        )
+    )
+    return path
+
+
+def _order(i: int) -> dict[str, Any]:
+    return {
+        "_id": ObjectId(),
+        "cust_name": f"c{i}",
+        "address": f"{i} Main St, Town, 1000{i % 10}",
+        "total": i + 0.25,
+        "status": "paid",
+    }
+
+
+class _Proc:
+    """One `stream-migrator` child process, its combined stdout/stderr in a log file."""
+
+    def __init__(self, args: list[str], env: dict[str, str], log: Path) -> None:
+        self.log = log
+        with log.open("wb") as fh:
+            self.popen = subprocess.Popen(
+                [sys.executable, "-m", "stream_migrator", *args],
+                cwd=REPO,
+                env={**os.environ, **env},
+                stdout=fh,
+                stderr=subprocess.STDOUT,
+            )
+
+    def text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def assert_running(self) -> None:
+        code = self.popen.poll()
+        assert code is None, f"exited with {code}:\n{self.text()[-4000:]}"
+
+    def terminate(self, timeout: float = 45) -> int:
+        """SIGTERM, then the exit code (fails if it does not exit within ``timeout``)."""
+        self.popen.send_signal(signal.SIGTERM)
+        try:
+            return self.popen.wait(timeout)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(
+                f"no exit within {timeout}s of SIGTERM:\n{self.text()[-4000:]}"
+            ) from None
+
+    def events(self) -> list[dict[str, Any]]:
+        """The structured JSON log lines (librdkafka's own lines are not JSON)."""
+        return [json.loads(line) for line in self.text().splitlines() if line.startswith("{")]
+
+
+@pytest.fixture
+def procs() -> Iterator[list[_Proc]]:
+    """Children started by a test; any still running at the end are killed."""
+    started: list[_Proc] = []
+    yield started
+    for p in started:
+        if p.popen.poll() is None:
+            p.popen.kill()
+            p.popen.wait(10)
+
+
+def _wait(what: str, cond: Callable[[], bool], timeout: float = 30, *, proc: _Proc) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        proc.assert_running()
+        if cond():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}:\n{proc.text()[-4000:]}")
+
+
+def _get(port: int, path: str) -> tuple[int, str]:
+    """(status, body) of GET http://127.0.0.1:port/path; (0, error) when nothing answers."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=3) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+    except OSError as exc:
+        return 0, str(exc)
+
+
+def _health(port: int, path: str = "/healthz") -> tuple[int, dict[str, Any]]:
+    status, body = _get(port, path)
+    return status, (json.loads(body) if status else {})
+
+
+def _metric(port: int, name: str, **labels: str) -> float | None:
+    """The sum of the samples of ``name`` with ``labels`` on /metrics (None if none)."""
+    status, body = _get(port, "/metrics")
+    if status != 200:
+        return None
+    found = [
+        sample.value
+        for family in text_string_to_metric_families(body)
+        for sample in family.samples
+        if sample.name == name and labels.items() <= sample.labels.items()
+    ]
+    return sum(found) if found else None
+
+
+@pytest.fixture
+def migrated(settings_kwargs: dict[str, Any]) -> Iterator[Settings]:
+    """40 orders migrated by a forward pipeline that keeps running (threads)."""
+    s = load_settings(**settings_kwargs)
+    client = client_for(s)
+    db, coll = s.split_ns(s.source)
+    client[db][coll].insert_many([_order(i) for i in range(40)])
+    with pipeline(s) as stages:
+        wait_until_match(s, stages=stages)
+        yield s
+    client.close()
+
+
+def test_rollout_run_serves_health_and_metrics_and_stops_on_sigterm(
+    migrated: Settings, tmp_path: Path, procs: list[_Proc]
+) -> None:
+    """`rollout run` answers /healthz, exports its stage and fences, exits 0 on SIGTERM."""
+    s = migrated
+    port = free_port()
+    plan = _plan_file(tmp_path, s, advance_every=0.5)
+    env = {**settings_env(s), "SM_METRICS_PORT": str(port), "SM_OPERATOR": "ctl"}
+    run = _Proc(["rollout", "run", str(plan)], env, tmp_path / "run.log")
+    procs.append(run)
+    m = s.migration
+
+    _wait("/healthz to answer 200", lambda: _health(port)[0] == 200, proc=run)
+    assert _health(port)[1]["component"] == "rollout"
+    # The schedule moves planned -> shadow -> verify (fences hold, the gate is READY);
+    # the step into canary is refused: rollback is required and no reverse stream runs.
+    _wait(
+        "the controller to reach verify",
+        lambda: _metric(port, "sm_rollout_stage", migration=m) == 2,
+        proc=run,
+    )
+    _wait(
+        "the refused step into canary",
+        lambda: any(
+            e["event"] == "rollout.not_advanced" and "reverse stream is not ready" in e["reason"]
+            for e in run.events()
+        ),
+        proc=run,
+    )
+    assert _metric(port, "sm_rollout_transitions_total", migration=m, action="advance") == 2
+    assert _metric(port, "sm_rollout_halted", migration=m) == 0
+    assert _metric(port, "sm_rollout_exposure_percent", migration=m) == 0
+    assert _metric(port, "sm_rollout_fence_value", migration=m, fence="lag_events") == 0
+    assert _metric(port, "sm_rollout_fence_value", migration=m, fence="divergence_ratio") == 0
+    assert _metric(port, "sm_rollout_fence_breaches_total", migration=m) is None
+    assert _health(port, "/readyz")[0] == 200
+    client = client_for(s)
+    try:
+        state = StateStore(client, s.metadata_db).get(m)
+    finally:
+        client.close()
+    assert str(state.stage) == "verify"
+    assert state.updated_by == "ctl"
+
+    assert run.terminate() == 0, run.text()[-4000:]
+    assert _get(port, "/healthz")[0] == 0  # the HTTP server is closed with the process
+    events = run.events()
+    names = [e["event"] for e in events]
+    assert names[0] == "rollout.start"
+    assert names[-1] == "rollout.stopped", names[-5:]
+    assert events[-1]["reason"] == "SIGTERM"
+    assert events[0]["settings"]["migration"] == s.migration
+    listening = next(e for e in events if e["event"] == "http.listening")
+    assert listening["port"] == port
+    assert [e["to"] for e in events if e["event"] == "rollout.advanced"] == ["shadow", "verify"]
+
+
+def test_rollout_reverse_carries_new_path_writes_to_old_and_stops_on_sigterm(
+    settings_kwargs: dict[str, Any], tmp_path: Path, procs: list[_Proc]
+) -> None:
+    """`rollout reverse` on a fixed port: /healthz, both stages' metrics, writes on new
+    reach old in the old shape, SIGTERM stops both stages and exits 0."""
+    s = load_settings(**settings_kwargs)
+    spec = get_spec(s.spec)
+    client = client_for(s)
+    old = client[s.split_ns(s.source)[0]][s.split_ns(s.source)[1]]
+    new = client[s.split_ns(s.target)[0]][s.split_ns(s.target)[1]]
+    docs = [_order(i) for i in range(10)]
+    old.insert_many(docs)
+    new.insert_many([spec.transform(d) for d in docs])  # as migrated: both sides agree
+    port = free_port()
+    plan = _plan_file(tmp_path, s)
+    env = {**settings_env(s), "SM_METRICS_PORT": str(port)}
+    rev = _Proc(["rollout", "reverse", str(plan), s.migration], env, tmp_path / "reverse.log")
+    procs.append(rev)
+    r = reverse_settings(s).migration
+
+    _wait("/healthz to answer 200", lambda: _health(port)[0] == 200, proc=rev)
+    assert _health(port)[1]["component"] == "reverse-transform"
+    # What the controller asks before canary: a start position and a worker in the group.
+    _wait("the reverse stream to be ready", lambda: reverse_stream_problem(s) is None, proc=rev)
+    # The capture half runs in the same process; its metrics are on the same port.
+    _wait(
+        "the reverse capture's metrics",
+        lambda: _metric(port, "sm_ready", migration=r, component="capture") == 1,
+        proc=rev,
+    )
+
+    # Application writes on the new path: a stamped update, a stamped insert, a delete.
+    moved = new.find_one({"_id": docs[3]["_id"]})
+    assert moved is not None
+    moved["customer"]["name"] = "written-on-new"
+    new.replace_one({"_id": docs[3]["_id"]}, stamp(moved))
+    fresh = _order(99)
+    new.insert_one(stamp(spec.transform(fresh)))
+    new.delete_one({"_id": docs[7]["_id"]})
+
+    def arrived() -> bool:
+        updated = old.find_one({"_id": docs[3]["_id"]}) or {}
+        return (
+            updated.get("cust_name") == "written-on-new"
+            and old.find_one({"_id": fresh["_id"]}) is not None
+            and old.find_one({"_id": docs[7]["_id"]}) is None
+        )
+
+    _wait("the writes on new to reach old", arrived, proc=rev)
+    updated = old.find_one({"_id": docs[3]["_id"]}, {"_sm": 0})
+    assert updated == {**docs[3], "cust_name": "written-on-new"}  # the old shape, nothing else
+    inserted = old.find_one({"_id": fresh["_id"]}, {"_sm": 0})
+    assert inserted == fresh
+    assert isinstance(inserted["total"], float)
+    assert "_sm" in (old.find_one({"_id": fresh["_id"]}) or {})  # the version guard's field
+    assert old.count_documents({}) == 10  # 10 - 1 deleted + 1 inserted
+    assert _metric(port, "sm_events_captured_total", migration=r) == 3
+    assert _metric(port, "sm_events_applied_total", migration=r, outcome="written") == 3
+    _wait(  # offsets are committed after the writes, and the gauge follows
+        "the reverse worker's lag gauge to reach 0",
+        lambda: _metric(port, "sm_consumer_lag_events", migration=r) == 0,
+        proc=rev,
+    )
+
+    assert rev.terminate() == 0, rev.text()[-4000:]
+    events = rev.events()
+    stops = {e["event"]: e for e in events if e["event"].endswith(".stopped")}
+    assert set(stops) == {"capture.stopped", "transform.stopped", "reverse.stopped"}
+    assert {e["reason"] for e in stops.values()} == {"SIGTERM"}
+    assert stops["capture.stopped"]["migration"] == r
+    assert stops["transform.stopped"]["applied"] == 3
+    assert stops["reverse.stopped"]["failed"] is False
+    assert not [e for e in events if e["level"] == "error"]
+    listening = {e["process"]: e["port"] for e in events if e["event"] == "http.listening"}
+    assert listening["reverse-transform"] == port
+    assert listening["capture"] != port
+    client.close()
+
+
+def test_rollout_reverse_exits_nonzero_when_a_stage_fails(
+    settings_kwargs: dict[str, Any], tmp_path: Path, procs: list[_Proc]
+) -> None:
+    """A reverse stage that dies (its metrics port taken) stops the process with exit 1."""
+    s = load_settings(**settings_kwargs)
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        env = {**settings_env(s), "SM_METRICS_PORT": str(port)}
+        rev = _Proc(
+            ["rollout", "reverse", str(_plan_file(tmp_path, s)), s.migration],
+            env,
+            tmp_path / "reverse.log",
+        )
+        procs.append(rev)
+        try:
+            code = rev.popen.wait(45)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"still running:\n{rev.text()[-4000:]}") from None
+    assert code == 1, rev.text()[-4000:]
+    events = rev.events()
+    failed = next(e for e in events if e["event"] == "reverse.stage_failed")
+    assert failed["stage"] == "run_reverse_transform"
+    assert "Address already in use" in failed["exception"]
+    stopped = events[-1]
+    assert stopped["event"] == "reverse.stopped"
+    assert stopped["failed"] is True
+    assert stopped["reason"] == "a reverse stage ended: run_reverse_transform"
+    # The surviving capture stage was stopped cleanly, not abandoned.
+    assert any(e["event"] == "capture.stopped" for e in events), rev.text()[-4000:]
+
+
+class _Proxy:
+    """A TCP proxy on loopback to MongoDB: ``cut()`` is an outage, ``restore()`` ends it."""
+
+    def __init__(self, upstream: tuple[str, int]) -> None:
+        self._upstream = upstream
+        self._lock = threading.Lock()
+        self._listener: socket.socket | None = None
+        self._live: list[socket.socket] = []
+        self.port = 0
+        self.restore()
+
+    def restore(self) -> None:
+        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", self.port))
+        listener.listen(16)
+        self.port = listener.getsockname()[1]
+        self._listener = listener
+        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
+
+    def cut(self) -> None:
+        with self._lock:
+            listener, self._listener = self._listener, None
+            live, self._live = self._live, []
+        for sock in [listener, *live]:
+            if sock is not None:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+                sock.close()
+
+    def _accept(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                down, _ = listener.accept()
+                up = socket.create_connection(self._upstream, timeout=5)
+            except OSError:
+                return
+            up.settimeout(None)
+            with self._lock:
+                self._live += [down, up]
+            for a, b in ((down, up), (up, down)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pump(src: socket.socket, dst: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := src.recv(65536):
+                dst.sendall(data)
+        for sock in (src, dst):
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+
+def test_rollout_run_stays_alive_but_unready_while_mongodb_is_unreachable(
+    settings_kwargs: dict[str, Any], tmp_path: Path, procs: list[_Proc]
+) -> None:
+    """A MongoDB outage makes the controller unready (/readyz 503), never dead (/healthz 200);
+    it recovers when MongoDB is back and still exits 0 on SIGTERM."""
+    s = load_settings(**settings_kwargs)
+    proxy = _Proxy(parse_uri(s.mongo_uri.get_secret_value())["nodelist"][0])
+    port = free_port()
+    env = {
+        **settings_env(s),
+        "SM_MONGO_URI": f"mongodb://127.0.0.1:{proxy.port}/?directConnection=true",
+        "SM_METRICS_PORT": str(port),
+    }
+    run = _Proc(["rollout", "run", str(_plan_file(tmp_path, s))], env, tmp_path / "run.log")
+    procs.append(run)
+    try:
+        _wait("/readyz to answer 200", lambda: _health(port, "/readyz")[0] == 200, proc=run)
+        proxy.cut()
+        _wait(
+            "/readyz to answer 503",
+            lambda: _health(port, "/readyz")[0] == 503,
+            timeout=40,
+            proc=run,
+        )
+        status, body = _health(port)
+        assert status == 200, body  # alive: a liveness restart here would be a crash loop
+        assert body["status"] == "backpressure"
+        assert any(e["event"] == "rollout.tick_failed" for e in run.events())
+        proxy.restore()
+        _wait(
+            "/readyz to answer 200 again",
+            lambda: _health(port, "/readyz")[0] == 200,
+            timeout=40,
+            proc=run,
+        )
+        assert run.terminate() == 0, run.text()[-4000:]
+    finally:
+        proxy.cut()
+    last = run.events()[-1]
+    assert (last["event"], last["reason"]) == ("rollout.stopped", "SIGTERM")
