@@ -108,7 +108,9 @@ def _cmd_rollout(args: argparse.Namespace, base: Settings) -> int:
             stop.install_signal_handlers()
             structlog.contextvars.bind_contextvars(process="rollout")
             log.info("rollout.start", plan=args.plan_file, settings=settings.masked())
-            health = HealthState("rollout", stale_after_s=max(30.0, 3 * plan.evaluation_interval_s))
+            # A tick may wait for a rollback's drain: liveness must outlast that wait.
+            stale_after = max(30.0, 3 * plan.evaluation_interval_s, timeout + 30.0)
+            health = HealthState("rollout", stale_after_s=stale_after)
             with HealthServer(health, settings.metrics_host, settings.metrics_port) as server:
                 paths = ["/metrics", "/healthz", "/readyz"]
                 log.info("http.listening", port=server.port, paths=paths)

@@ -283,13 +283,15 @@ class Controller:
         self._export(after)
         return after
 
-    def rollback(self, name: str, reason: str) -> RolloutState:
+    def rollback(self, name: str, reason: str, *, audit_blocked: bool = True) -> RolloutState:
         """Halt, drain the reverse stream, verify old in reverse, switch flags, record it.
 
         Readers stay where they are until the old side is proven current: moving
         them first would let them read old documents that miss writes still in
         the reverse stream. If the drain or the verification fails the migration
-        stays in ``rolling_back`` (halted) and the command can simply be re-run.
+        stays in ``rolling_back`` (halted) and the command can simply be re-run;
+        a running controller retries it every evaluation (``audit_blocked=False``:
+        one ``rollback_blocked`` entry per attempt, not one per retry).
         """
         before = self.store.get(name)
         if not can_roll_back(before.stage):
@@ -316,7 +318,10 @@ class Controller:
             ok, drained = self.drainer(migration_settings(self.settings, self.plan.migration(name)))
             details.update(drained)
             if not ok:
-                self._audit(name, "rollback_blocked", _label(state), _label(state), reason, details)
+                if audit_blocked:
+                    self._audit(
+                        name, "rollback_blocked", _label(state), _label(state), reason, details
+                    )
                 raise RolloutError(
                     f"{name} stays in rolling_back: the old side is not verified yet ({drained}); "
                     "is the reverse stream running? re-run `rollout rollback` when it has drained"
@@ -380,7 +385,14 @@ class Controller:
     def _tick_one(self, m: MigrationPlan) -> None:
         state = self.store.get(m.name)
         self._export(state)
-        if state.stage in TERMINAL or state.stage == Stage.ROLLING_BACK:
+        if state.stage == Stage.ROLLING_BACK:
+            # A rollback blocked on the drain (streams behind, reverse compare not yet
+            # clean) is retried every evaluation until it completes: one that started
+            # by itself after fence breaches must also finish by itself.
+            reason = (state.halt_reason or "rollback").removeprefix("rollback: ")
+            self.rollback(m.name, reason, audit_blocked=False)
+            return
+        if state.stage in TERMINAL:
             return
         if state.stage == Stage.PLANNED:
             if self._due(state):
