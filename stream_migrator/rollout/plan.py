@@ -1,9 +1,11 @@
-"""The migration plan: a TOML file listing migrations, what they touch, tiers and fences.
+"""The migration plan: a TOML (or YAML) file listing migrations, what they touch, tiers, fences.
 
 ``stream-migrator plan validate PLAN`` reports every problem at once (cycles,
 unknown collections or fields, a spec without inverse where rollback is
 required); ``plan show PLAN`` prints the migration matrix and the run order.
-An example lives in ``stream_migrator/rollout/examples/plan.toml``.
+An example lives in ``stream_migrator/rollout/examples/plan.toml``. A file
+ending in ``.yaml``/``.yml`` is read as YAML with the same structure (the spec
+files are YAML, so a team may keep both in one format).
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 from stream_migrator.errors import ConfigError
 from stream_migrator.rollout.errors import PlanError
@@ -93,14 +97,29 @@ def load_plan(path: str | Path) -> Plan:
     return plan
 
 
-def parse_plan(path: str | Path) -> Plan:
-    """Read the TOML into a Plan without the semantic checks (see :func:`validate`)."""
+def _read_plan_file(path: Path) -> dict[str, Any]:
+    """TOML, or YAML for a ``.yaml``/``.yml`` file; a clear PlanError for anything else."""
     try:
-        raw = tomllib.loads(Path(path).read_text())
+        text = path.read_text()
     except FileNotFoundError:
         raise PlanError(f"plan file {path} does not exist") from None
+    if path.suffix.lower() in {".yaml", ".yml"}:
+        try:
+            raw = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise PlanError(f"plan file {path} is not valid YAML: {exc}") from None
+        if not isinstance(raw, dict):
+            raise PlanError(f"plan file {path}: the top level must be a mapping, not {raw!r:.40}")
+        return raw
+    try:
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise PlanError(f"plan file {path} is not valid TOML: {exc}") from None
+
+
+def parse_plan(path: str | Path) -> Plan:
+    """Read the file into a Plan without the semantic checks (see :func:`validate`)."""
+    raw = _read_plan_file(Path(path))
     try:
         head = raw.get("plan", {})
         default_tiers = tuple(_tier(t) for t in head.get("tiers", []))

@@ -217,3 +217,34 @@ def test_stamp_update_adds_an_application_version_to_set() -> None:
     assert events.is_app_version(update["$set"]["_sm.v"])
     assert events.is_app_version(stamp_update({})["$set"]["_sm.v"])
     assert events.is_app_version(stamp({"_id": 1})["_sm"]["v"])
+
+
+def test_a_yaml_plan_reads_like_the_toml_one(tmp_path: Path) -> None:
+    """Same structure in YAML gives the same plan (specs are YAML; plans may be too)."""
+    import tomllib
+
+    import yaml
+
+    raw = tomllib.loads(EXAMPLE.read_text())
+    as_yaml = tmp_path / "plan.yaml"
+    as_yaml.write_text(yaml.safe_dump(raw))
+    assert parse_plan(as_yaml) == parse_plan(EXAMPLE)
+    assert validate(parse_plan(as_yaml)) == []
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "message"),
+    [
+        ("bad.yaml", "plan: [unclosed", "is not valid YAML"),
+        ("list.yml", "- a\n- b\n", "top level must be a mapping"),
+        ("bad.toml", "[plan\n", "is not valid TOML"),
+    ],
+)
+def test_unreadable_plan_files_name_the_file_and_the_problem(
+    tmp_path: Path, name: str, text: str, message: str
+) -> None:
+    path = tmp_path / name
+    path.write_text(text)
+    with pytest.raises(PlanError, match=message) as err:
+        parse_plan(path)
+    assert str(path) in str(err.value)
