@@ -66,7 +66,7 @@ class Capture:
         while not self._stop.is_set():
             try:
                 self._run_once()
-                return
+                break
             except RetryableError as exc:
                 log.warning("capture.retry", error=str(exc), retry_after=exc.retry_after)
                 self._stop.wait(exc.retry_after)
@@ -81,6 +81,9 @@ class Capture:
                 log.warning("capture.mongo_unavailable", error=str(exc), retry_after=backoff)
                 self._stop.wait(backoff)
                 backoff = min(backoff * 2, 30.0)
+        # Every way out but an error says so: stopped while tailing, mid-snapshot,
+        # while backing off, or before it even started.
+        log.info("capture.stopped", reason=self._stop.reason, captured=self.captured)
 
     # -- internals --------------------------------------------------------------
     def _run_once(self) -> None:
@@ -189,7 +192,6 @@ class Capture:
                 self._health.beat("ok", captured=self.captured)
         # Graceful stop: everything read is produced; make it durable, then record it.
         self._commit(resume_token=stream.resume_token)
-        log.info("capture.stopped", reason=self._stop.reason, captured=self.captured)
 
     def _handle(self, change: dict[str, Any], stream: ChangeStream[Any]) -> None:
         op = change.get("operationType")

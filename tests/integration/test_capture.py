@@ -8,11 +8,13 @@ import time
 from typing import Any
 
 import pytest
+import structlog.testing
 from bson import ObjectId, Timestamp
 
 from stream_migrator.app import apply_capture_action, run_capture
 from stream_migrator.errors import FatalError
 from stream_migrator.reconcile import full_compare
+from stream_migrator.runtime import StopFlag
 from stream_migrator.settings import Settings, load_settings
 from stream_migrator.spec import get_spec
 from stream_migrator.transform.quarantine import read_quarantine
@@ -211,3 +213,17 @@ def test_oversize_event_is_quarantined_and_capture_continues(
     assert "over the limit of 64000" in oversize[0].reason
     assert tgt.find_one({"_id": big}) is None
     client.close()
+
+
+def test_capture_stopped_before_it_tails_still_logs_its_stop(
+    settings_kwargs: dict[str, Any],
+) -> None:
+    """A stop that arrives during start-up (e.g. the other half of `rollout reverse` died)."""
+    s = load_settings(**settings_kwargs)
+    stop = StopFlag()
+    stop.set("test stop")
+    with structlog.testing.capture_logs() as logs:
+        capture = run_capture(s, stop)
+    assert capture.captured == 0
+    stopped = [e for e in logs if e["event"] == "capture.stopped"]
+    assert [e["reason"] for e in stopped] == ["test stop"], logs
