@@ -133,6 +133,10 @@ def _cmd_rollout(args: argparse.Namespace, base: Settings) -> int:
             state = controller.complete(name, reason)
         else:
             state = controller.status(name)
+            if plan.migration(name).rollback_required:
+                problem = reverse_stream_problem(migration_settings(settings, plan.migration(name)))
+                _print_state(state, reverse=f"not ready: {problem}" if problem else "ready")
+                return 0
     finally:
         client.close()
     _print_state(state)
@@ -180,7 +184,7 @@ def _run_reverse(s: Settings) -> int:
     return 1 if failed or stuck else 0
 
 
-def _print_state(s: Any) -> None:
+def _print_state(s: Any, *, reverse: str | None = None) -> None:
     rows = [
         ("migration", s.migration),
         ("stage", str(s.stage) + ("  [HALTED: " + str(s.halt_reason) + "]" if s.halted else "")),
@@ -193,6 +197,8 @@ def _print_state(s: Any) -> None:
         ("old / new", f"{s.old_ns} ({s.old_schema}) / {s.new_ns} ({s.new_schema})"),
         ("updated", f"{s.updated_at} by {s.updated_by} (version {s.version})"),
     ]
+    if reverse is not None:
+        rows.append(("reverse stream", reverse))
     for key, value in rows:
         print(f"{key:16} {value}")
 

@@ -159,6 +159,7 @@ def test_stages_advance_with_audit_and_cli(migrated: tuple[Settings, Any], tmp_p
     out = cli("rollout", "status", str(plan), env=env)
     assert out.returncode == 0, out.stderr
     assert "planned" in out.stdout
+    assert "reverse stream   not ready: the reverse capture" in out.stdout, out.stdout
     seen = []
     for _ in range(2):
         out = cli("rollout", "advance", str(plan), "--reason", "go", env=env)
@@ -182,6 +183,8 @@ def test_stages_advance_with_audit_and_cli(migrated: tuple[Settings, Any], tmp_p
             time.sleep(1)
         assert out.returncode == 0, out.stderr
         seen.append(out.stdout.split("stage")[1].split()[0])
+        status = cli("rollout", "status", str(plan), env=env)
+        assert "reverse stream   ready" in status.stdout, status.stdout
     finally:
         for t in reverse:
             t.stop()
