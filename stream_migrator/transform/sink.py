@@ -265,14 +265,7 @@ class MongoSink:
             outcome = self._coll.bulk_write(ops, ordered=False)
             hits = outcome.matched_count + outcome.deleted_count
         except BulkWriteError as exc:
-            errors = exc.details.get("writeErrors", [])
-            transient = [e for e in errors if e.get("code") in _TRANSIENT_CODES]
-            if transient:
-                raise RetryableError(
-                    f"target write failed transiently ({transient[0].get('errmsg')})",
-                    retry_after=1.0,
-                    code=transient[0].get("code"),
-                ) from exc
+            errors = _write_errors(exc)
             hits = int(exc.details.get("nMatched", 0)) + int(exc.details.get("nRemoved", 0))
         except PyMongoError as exc:
             raise _translate(exc) from exc
@@ -317,14 +310,7 @@ class MongoSink:
             result.stale += stale_deletes
             result.written += len(ops) - stale_deletes
         except BulkWriteError as exc:
-            errors = exc.details.get("writeErrors", [])
-            transient = [e for e in errors if e.get("code") in _TRANSIENT_CODES]
-            if transient:
-                raise RetryableError(
-                    f"target write failed transiently ({transient[0].get('errmsg')})",
-                    retry_after=1.0,
-                    code=transient[0].get("code"),
-                ) from exc
+            errors = _write_errors(exc)
             for err in errors:
                 if err.get("code") == _DUPLICATE_KEY:
                     result.stale += 1
@@ -338,6 +324,19 @@ class MongoSink:
             result.written += len(ops) - len(errors) - stale_deletes
         except PyMongoError as exc:
             raise _translate(exc) from exc
+
+
+def _write_errors(exc: BulkWriteError) -> list[dict[str, Any]]:
+    """The bulk's per-write errors; raises RetryableError if any of them a retry can fix."""
+    errors: list[dict[str, Any]] = exc.details.get("writeErrors", [])
+    transient = [e for e in errors if e.get("code") in _TRANSIENT_CODES]
+    if transient:
+        raise RetryableError(
+            f"target write failed transiently ({transient[0].get('errmsg')})",
+            retry_after=1.0,
+            code=transient[0].get("code"),
+        ) from exc
+    return errors
 
 
 def _same_content(current: dict[str, Any], w: TargetWrite | None) -> bool:

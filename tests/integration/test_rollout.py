@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from bson import ObjectId
 from confluent_kafka import Consumer
 from prometheus_client import REGISTRY
 
@@ -40,72 +39,9 @@ from tests.integration.helpers import (
     settings_env,
     wait_until_match,
 )
+from tests.integration.rollout_plans import order, plan_file
 
 pytestmark = pytest.mark.integration
-
-_PLAN = """
-[plan]
-evaluation_interval_s = 0.5
-advance_every_s = {advance_every}
-retention_s = {retention}
-tiers = [
-  {{ name = "internal", tenants = ["staff"] }},
-  {{ name = "10%", percent = 10 }},
-  {{ name = "50%", percent = 50 }},
-  {{ name = "100%", percent = 100 }},
-]
-[collections."{source}"]
-fields = []
-[collections."{target}"]
-fields = []
-[[migration]]
-name = "{name}"
-spec = "orders.v1_to_v2"
-source = "{source}"
-target = "{target}"
-[migration.fences]
-max_lag_events = {max_lag_events}
-max_divergence_ratio = {max_divergence}
-max_error_rate = 0.5
-[migration.rollback]
-after_breaches = {after_breaches}
-"""
-
-
-def _order(i: int) -> dict[str, Any]:
-    return {
-        "_id": ObjectId(),
-        "cust_name": f"c{i}",
-        "address": f"{i} Main St, Town, 1000{i % 10}",
-        "total": i + 0.25,
-        "status": "paid",
-    }
-
-
-def _plan_file(
-    tmp_path: Path,
-    s: Settings,
-    *,
-    advance_every: float = 0,
-    retention: float = 0,
-    max_lag_events: int = 100_000,
-    max_divergence: float = 0.05,
-    after_breaches: int = 0,
-) -> Path:
-    path = tmp_path / "plan.toml"
-    path.write_text(
-        _PLAN.format(
-            name=s.migration,
-            source=s.source,
-            target=s.target,
-            advance_every=advance_every,
-            retention=retention,
-            max_lag_events=max_lag_events,
-            max_divergence=max_divergence,
-            after_breaches=after_breaches,
-        )
-    )
-    return path
 
 
 @pytest.fixture
@@ -114,7 +50,7 @@ def migrated(settings_kwargs: dict[str, Any]) -> Iterator[tuple[Settings, Any]]:
     s = load_settings(**settings_kwargs)
     client = client_for(s)
     src = client[s.split_ns(s.source)[0]][s.split_ns(s.source)[1]]
-    src.insert_many([_order(i) for i in range(40)])
+    src.insert_many([order(i) for i in range(40)])
     with pipeline(s) as stages:
         wait_until_match(s, stages=stages)
         yield s, src
@@ -129,7 +65,7 @@ def running(
     s = load_settings(**settings_kwargs)
     client = client_for(s)
     src = client[s.split_ns(s.source)[0]][s.split_ns(s.source)[1]]
-    src.insert_many([_order(i) for i in range(40)])
+    src.insert_many([order(i) for i in range(40)])
     with pipeline(s) as stages:
         wait_until_match(s, stages=stages)
         yield s, src, stages
@@ -154,7 +90,7 @@ def _controller(s: Settings, plan_path: Path, gate: Any = compare_gate, **kw: An
 def test_stages_advance_with_audit_and_cli(migrated: tuple[Settings, Any], tmp_path: Path) -> None:
     """advance walks planned->...->cutover, halt/resume work, complete waits for retention."""
     s, _src = migrated
-    plan = _plan_file(tmp_path, s, retention=1)
+    plan = plan_file(tmp_path, s, retention=1)
     env = {**settings_env(s), "SM_OPERATOR": "alice"}
     out = cli("rollout", "status", str(plan), env=env)
     assert out.returncode == 0, out.stderr
@@ -216,7 +152,7 @@ def test_two_controllers_cannot_both_advance(
 ) -> None:
     """Two controllers reading the same version: exactly one advance wins, one audit entry."""
     s, _src = migrated
-    plan = _plan_file(tmp_path, s)
+    plan = plan_file(tmp_path, s)
     first = _controller(s, plan)
     first.ensure_states()
     for _ in range(2):
@@ -257,7 +193,7 @@ def test_injected_divergence_halts_and_reverts_within_one_interval(
 ) -> None:
     """A divergence fence breach halts the run loop and puts exposure back to the safe tier."""
     s, _src = migrated
-    plan = _plan_file(tmp_path, s)
+    plan = plan_file(tmp_path, s)
     c = _controller(s, plan)
     c.ensure_states()
     for _ in range(5):
@@ -303,7 +239,7 @@ def test_router_routes_ten_percent_of_100k_keys_sticky(
 ) -> None:
     """At 10% the router sends 10% +- 1% of 100,000 keys to new, the same keys every time."""
     s, _src = migrated
-    plan = _plan_file(tmp_path, s)
+    plan = plan_file(tmp_path, s)
     c = _controller(s, plan)
     c.ensure_states()
     with Router(
@@ -338,7 +274,7 @@ def test_rollback_from_canary_keeps_writes_made_on_new(
 ) -> None:
     """Writes on the new path during canary reach old through the reverse stream; none lost."""
     s, src = migrated
-    plan = _plan_file(tmp_path, s)
+    plan = plan_file(tmp_path, s)
     c = _controller(s, plan, drainer=lambda st: drain_and_verify(st, timeout_s=60))
     c.ensure_states()
     start_position(s)  # before any write on new, as `rollout reverse` does at its start
@@ -360,7 +296,7 @@ def test_rollback_from_canary_keeps_writes_made_on_new(
                     new.replace_one({"_id": doc["_id"]}, stamp(target))
                     moved.append(doc["_id"])
         assert moved
-        fresh = _order(999)
+        fresh = order(999)
         new.insert_one(stamp(get_spec(s.spec).transform(fresh)))
         state = c.rollback(s.migration, "test")
         assert state.stage == Stage.ROLLED_BACK
@@ -384,14 +320,14 @@ def test_injected_lag_halts_and_reverts_within_one_interval(
 ) -> None:
     """Transform stopped while capture produces: the lag fence halts and reverts exposure."""
     s, src, stages = running
-    plan = _plan_file(tmp_path, s, max_lag_events=20, max_divergence=1.0)
+    plan = plan_file(tmp_path, s, max_lag_events=20, max_divergence=1.0)
     c = _controller(s, plan)
     c.ensure_states()
     for _ in range(5):
         c.advance(s.migration)  # shadow, verify, internal, 10%, 50%
     assert c.status(s.migration).percentage == 50
     stages["transform"].stop()
-    src.insert_many([_order(100 + i) for i in range(60)])
+    src.insert_many([order(100 + i) for i in range(60)])
     injected = time.monotonic()
     halted_at = _halt_loop(c, s.migration)
     assert halted_at is not None, "the controller did not halt on lag"
@@ -415,7 +351,7 @@ def test_rollback_after_breaches_finishes_by_itself_once_the_streams_drain(
 ) -> None:
     """`after_breaches = 2`: lag halts, then rolls back; blocked while behind, done once drained."""
     s, src, stages = running
-    plan = _plan_file(tmp_path, s, max_lag_events=50, after_breaches=2)
+    plan = plan_file(tmp_path, s, max_lag_events=50, after_breaches=2)
     c = _controller(s, plan, drainer=lambda st: drain_and_verify(st, timeout_s=2))
     c.ensure_states()
     start_position(s)
@@ -427,7 +363,7 @@ def test_rollback_after_breaches_finishes_by_itself_once_the_streams_drain(
         for _ in range(4):
             c.advance(s.migration)  # shadow, verify, internal, 10%
         stages["transform"].stop()  # the forward worker is down: lag grows
-        src.insert_many([_order(2000 + i) for i in range(300)])
+        src.insert_many([order(2000 + i) for i in range(300)])
         _wait("a rollback that blocks on the drain", lambda: _tick_until(c, s, Stage.ROLLING_BACK))
         actions = [e["action"] for e in audit.entries(c.client, s.metadata_db, s.migration)]
         assert actions[-3:] == ["fence_breach", "rollback_start", "rollback_blocked"], actions
@@ -459,7 +395,7 @@ def test_rollback_from_cutover_keeps_writes_made_on_new(
 ) -> None:
     """Updates, an insert and a delete made on new at cutover all reach old; reverse compare 0."""
     s, src = migrated
-    plan = _plan_file(tmp_path, s)
+    plan = plan_file(tmp_path, s)
     c = _controller(s, plan, drainer=lambda st: drain_and_verify(st, timeout_s=60))
     c.ensure_states()
     start_position(s)  # before any write on new, as `rollout reverse` does at its start
@@ -482,7 +418,7 @@ def test_rollback_from_cutover_keeps_writes_made_on_new(
                 assert doc is not None
                 doc["customer"]["name"] = f"cutover-{_id}"
                 coll.replace_one({"_id": _id}, stamp(doc))
-            fresh = _order(999)
+            fresh = order(999)
             tgt = router.write_target(fresh["_id"])
             client[tgt.db][tgt.collection].insert_one(stamp(get_spec(s.spec).transform(fresh)))
             gone = router.write_target(ids[0])
@@ -553,14 +489,14 @@ def test_reverse_stream_carries_back_only_new_path_writes(
         for _id in ids[:10]:
             src.update_one({"_id": _id}, {"$set": {"cust_name": "old-path"}})
         src.delete_one({"_id": ids[10]})
-        src.insert_one(_order(500))
+        src.insert_one(order(500))
         wait_until_match(s, timeout=60)
         # The new path: a stamped update, a stamped insert, an unstamped insert, a delete.
         doc = new.find_one({"_id": ids[20]})
         assert doc is not None
         doc["customer"]["name"] = "new-path"
         new.replace_one({"_id": ids[20]}, stamp(doc))
-        stamped, bare = _order(600), _order(601)
+        stamped, bare = order(600), order(601)
         new.insert_one(stamp(spec.transform(stamped)))
         new.insert_one(spec.transform(bare))
         new.delete_one({"_id": ids[21]})
@@ -597,9 +533,9 @@ def test_echo_of_an_older_forward_write_never_overwrites_a_newer_old_path_write(
     client = client_for(s)
     src = client[s.split_ns(s.source)[0]][s.split_ns(s.source)[1]]
     new = client[s.split_ns(s.target)[0]][s.split_ns(s.target)[1]]
-    order = _order(1)
-    src.insert_one(order)
-    key = order["_id"]
+    first = order(1)
+    src.insert_one(first)
+    key = first["_id"]
     capture = StageThread(run_capture, s)
     transform = StageThread(run_transform, s)
     reverse_capture = StageThread(run_reverse_capture, s)
@@ -668,7 +604,7 @@ class _App(threading.Thread):
             n += 1
             name = f"w{n}"
             if n % 10 == 0:  # an insert now and then
-                doc = _order(1000 + n)
+                doc = order(1000 + n)
                 doc["cust_name"] = name
                 key = doc["_id"]
                 t = self.router.write_target(key)
@@ -714,7 +650,7 @@ def test_full_run_planned_to_complete_with_live_traffic_loses_nothing(
 ) -> None:
     """`run` advances every stage under routed live writes; at the end nothing is lost."""
     s, src = migrated
-    plan = _plan_file(tmp_path, s, advance_every=0.5, retention=0.5, max_divergence=0.5)
+    plan = plan_file(tmp_path, s, advance_every=0.5, retention=0.5, max_divergence=0.5)
     # The reconciler's gate (the one `rollout run` uses): it rechecks documents that
     # were in flight during its scan, so continuous traffic does not keep it NOT READY.
     c = _controller(

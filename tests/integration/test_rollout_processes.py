@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -18,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from bson import ObjectId
 from prometheus_client.parser import text_string_to_metric_families
 from pymongo.uri_parser import parse_uri
 
@@ -29,52 +26,10 @@ from stream_migrator.router import stamp
 from stream_migrator.settings import Settings, load_settings
 from stream_migrator.spec import get_spec
 from tests.integration.helpers import REPO, client_for, pipeline, settings_env, wait_until_match
+from tests.integration.proxy import TcpProxy
+from tests.integration.rollout_plans import order, plan_file
 
 pytestmark = pytest.mark.integration
-
-_PLAN = """
-[plan]
-evaluation_interval_s = 0.5
-advance_every_s = {advance_every}
-retention_s = 0
-tiers = [
-  {{ name = "internal", tenants = ["staff"] }},
-  {{ name = "10%", percent = 10 }},
-]
-[collections."{source}"]
-fields = []
-[collections."{target}"]
-fields = []
-[[migration]]
-name = "{name}"
-spec = "orders.v1_to_v2"
-source = "{source}"
-target = "{target}"
-[migration.fences]
-max_lag_events = 100000
-max_divergence_ratio = 0.05
-max_error_rate = 0.5
-"""
-
-
-def _plan_file(tmp_path: Path, s: Settings, *, advance_every: float = 0) -> Path:
-    path = tmp_path / "plan.toml"
-    path.write_text(
-        _PLAN.format(
-            name=s.migration, source=s.source, target=s.target, advance_every=advance_every
-        )
-    )
-    return path
-
-
-def _order(i: int) -> dict[str, Any]:
-    return {
-        "_id": ObjectId(),
-        "cust_name": f"c{i}",
-        "address": f"{i} Main St, Town, 1000{i % 10}",
-        "total": i + 0.25,
-        "status": "paid",
-    }
 
 
 class _Proc:
@@ -170,7 +125,7 @@ def migrated(settings_kwargs: dict[str, Any]) -> Iterator[Settings]:
     s = load_settings(**settings_kwargs)
     client = client_for(s)
     db, coll = s.split_ns(s.source)
-    client[db][coll].insert_many([_order(i) for i in range(40)])
+    client[db][coll].insert_many([order(i) for i in range(40)])
     with pipeline(s) as stages:
         wait_until_match(s, stages=stages)
         yield s
@@ -183,7 +138,7 @@ def test_rollout_run_serves_health_and_metrics_and_stops_on_sigterm(
     """`rollout run` answers /healthz, exports its stage and fences, exits 0 on SIGTERM."""
     s = migrated
     port = free_port()
-    plan = _plan_file(tmp_path, s, advance_every=0.5)
+    plan = plan_file(tmp_path, s, advance_every=0.5)
     env = {**settings_env(s), "SM_METRICS_PORT": str(port), "SM_OPERATOR": "ctl"}
     run = _Proc(["rollout", "run", str(plan)], env, tmp_path / "run.log")
     procs.append(run)
@@ -244,11 +199,11 @@ def test_rollout_reverse_carries_new_path_writes_to_old_and_stops_on_sigterm(
     client = client_for(s)
     old = client[s.split_ns(s.source)[0]][s.split_ns(s.source)[1]]
     new = client[s.split_ns(s.target)[0]][s.split_ns(s.target)[1]]
-    docs = [_order(i) for i in range(10)]
+    docs = [order(i) for i in range(10)]
     old.insert_many(docs)
     new.insert_many([spec.transform(d) for d in docs])  # as migrated: both sides agree
     port = free_port()
-    plan = _plan_file(tmp_path, s)
+    plan = plan_file(tmp_path, s)
     env = {**settings_env(s), "SM_METRICS_PORT": str(port)}
     rev = _Proc(["rollout", "reverse", str(plan), s.migration], env, tmp_path / "reverse.log")
     procs.append(rev)
@@ -270,7 +225,7 @@ def test_rollout_reverse_carries_new_path_writes_to_old_and_stops_on_sigterm(
     assert moved is not None
     moved["customer"]["name"] = "written-on-new"
     new.replace_one({"_id": docs[3]["_id"]}, stamp(moved))
-    fresh = _order(99)
+    fresh = order(99)
     new.insert_one(stamp(spec.transform(fresh)))
     new.delete_one({"_id": docs[7]["_id"]})
 
@@ -324,7 +279,7 @@ def test_rollout_reverse_exits_nonzero_when_a_stage_fails(
         port = taken.getsockname()[1]
         env = {**settings_env(s), "SM_METRICS_PORT": str(port)}
         rev = _Proc(
-            ["rollout", "reverse", str(_plan_file(tmp_path, s)), s.migration],
+            ["rollout", "reverse", str(plan_file(tmp_path, s)), s.migration],
             env,
             tmp_path / "reverse.log",
         )
@@ -346,73 +301,20 @@ def test_rollout_reverse_exits_nonzero_when_a_stage_fails(
     assert any(e["event"] == "capture.stopped" for e in events), rev.text()[-4000:]
 
 
-class _Proxy:
-    """A TCP proxy on loopback to MongoDB: ``cut()`` is an outage, ``restore()`` ends it."""
-
-    def __init__(self, upstream: tuple[str, int]) -> None:
-        self._upstream = upstream
-        self._lock = threading.Lock()
-        self._listener: socket.socket | None = None
-        self._live: list[socket.socket] = []
-        self.port = 0
-        self.restore()
-
-    def restore(self) -> None:
-        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        listener.bind(("127.0.0.1", self.port))
-        listener.listen(16)
-        self.port = listener.getsockname()[1]
-        self._listener = listener
-        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
-
-    def cut(self) -> None:
-        with self._lock:
-            listener, self._listener = self._listener, None
-            live, self._live = self._live, []
-        for sock in [listener, *live]:
-            if sock is not None:
-                with contextlib.suppress(OSError):
-                    sock.shutdown(socket.SHUT_RDWR)
-                sock.close()
-
-    def _accept(self, listener: socket.socket) -> None:
-        while True:
-            try:
-                down, _ = listener.accept()
-                up = socket.create_connection(self._upstream, timeout=5)
-            except OSError:
-                return
-            up.settimeout(None)
-            with self._lock:
-                self._live += [down, up]
-            for a, b in ((down, up), (up, down)):
-                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
-
-    @staticmethod
-    def _pump(src: socket.socket, dst: socket.socket) -> None:
-        with contextlib.suppress(OSError):
-            while data := src.recv(65536):
-                dst.sendall(data)
-        for sock in (src, dst):
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
-
-
 def test_rollout_run_stays_alive_but_unready_while_mongodb_is_unreachable(
     settings_kwargs: dict[str, Any], tmp_path: Path, procs: list[_Proc]
 ) -> None:
     """A MongoDB outage makes the controller unready (/readyz 503), never dead (/healthz 200);
     it recovers when MongoDB is back and still exits 0 on SIGTERM."""
     s = load_settings(**settings_kwargs)
-    proxy = _Proxy(parse_uri(s.mongo_uri.get_secret_value())["nodelist"][0])
+    proxy = TcpProxy(parse_uri(s.mongo_uri.get_secret_value())["nodelist"][0])
     port = free_port()
     env = {
         **settings_env(s),
-        "SM_MONGO_URI": f"mongodb://127.0.0.1:{proxy.port}/?directConnection=true",
+        "SM_MONGO_URI": proxy.uri,
         "SM_METRICS_PORT": str(port),
     }
-    run = _Proc(["rollout", "run", str(_plan_file(tmp_path, s))], env, tmp_path / "run.log")
+    run = _Proc(["rollout", "run", str(plan_file(tmp_path, s))], env, tmp_path / "run.log")
     procs.append(run)
     try:
         _wait("/readyz to answer 200", lambda: _health(port, "/readyz")[0] == 200, proc=run)
