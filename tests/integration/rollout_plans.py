@@ -7,7 +7,13 @@ from typing import Any
 
 from bson import ObjectId
 
+from stream_migrator.rollout.reverse import (
+    run_reverse_capture,
+    run_reverse_transform,
+    start_position,
+)
 from stream_migrator.settings import Settings
+from tests.integration.helpers import StageThread
 
 PLAN = """
 [plan]
@@ -72,3 +78,17 @@ def plan_file(
         )
     )
     return path
+
+
+def start_reverse_stream(s: Settings) -> list[StageThread]:
+    """Position the reverse capture at "now", then start it and the reverse worker."""
+    start_position(s)
+    threads = [StageThread(run_reverse_capture, s), StageThread(run_reverse_transform, s)]
+    for t in threads:
+        t.start()
+    return threads
+
+
+def stop_all(threads: list[StageThread]) -> None:
+    for t in threads:
+        t.stop()

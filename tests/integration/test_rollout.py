@@ -39,7 +39,7 @@ from tests.integration.helpers import (
     settings_env,
     wait_until_match,
 )
-from tests.integration.rollout_plans import order, plan_file
+from tests.integration.rollout_plans import order, plan_file, start_reverse_stream, stop_all
 
 pytestmark = pytest.mark.integration
 
@@ -106,9 +106,7 @@ def test_stages_advance_with_audit_and_cli(migrated: tuple[Settings, Any], tmp_p
     assert refused.returncode == 1
     assert "reverse stream is not ready" in refused.stderr, refused.stderr
     assert "rollout reverse" in refused.stderr
-    reverse = [StageThread(run_reverse_capture, s), StageThread(run_reverse_transform, s)]
-    for t in reverse:
-        t.start()
+    reverse = start_reverse_stream(s)  # as `rollout reverse` does, before writes on new
     try:
         deadline = time.monotonic() + 60
         while True:  # the reverse worker joins its consumer group within seconds
@@ -122,8 +120,7 @@ def test_stages_advance_with_audit_and_cli(migrated: tuple[Settings, Any], tmp_p
         status = cli("rollout", "status", str(plan), env=env)
         assert "reverse stream   ready" in status.stdout, status.stdout
     finally:
-        for t in reverse:
-            t.stop()
+        stop_all(reverse)
     for _ in range(4):  # past canary the reverse stream is not asked again
         out = cli("rollout", "advance", str(plan), "--reason", "go", env=env)
         assert out.returncode == 0, out.stderr
@@ -277,10 +274,7 @@ def test_rollback_from_canary_keeps_writes_made_on_new(
     plan = plan_file(tmp_path, s)
     c = _controller(s, plan, drainer=lambda st: drain_and_verify(st, timeout_s=60))
     c.ensure_states()
-    start_position(s)  # before any write on new, as `rollout reverse` does at its start
-    reverse = [StageThread(run_reverse_capture, s), StageThread(run_reverse_transform, s)]
-    for t in reverse:
-        t.start()
+    reverse = start_reverse_stream(s)  # as `rollout reverse` does, before writes on new
     try:
         for _ in range(5):
             c.advance(s.migration)  # ... 50%
@@ -311,8 +305,7 @@ def test_rollback_from_canary_keeps_writes_made_on_new(
         assert last["details"]["mismatches"] == 0
         client.close()
     finally:
-        for t in reverse:
-            t.stop()
+        stop_all(reverse)
 
 
 def test_injected_lag_halts_and_reverts_within_one_interval(
@@ -354,10 +347,7 @@ def test_rollback_after_breaches_finishes_by_itself_once_the_streams_drain(
     plan = plan_file(tmp_path, s, max_lag_events=50, after_breaches=2)
     c = _controller(s, plan, drainer=lambda st: drain_and_verify(st, timeout_s=2))
     c.ensure_states()
-    start_position(s)
-    reverse = [StageThread(run_reverse_capture, s), StageThread(run_reverse_transform, s)]
-    for t in reverse:
-        t.start()
+    reverse = start_reverse_stream(s)  # as `rollout reverse` does, before writes on new
     transform = None
     try:
         for _ in range(4):
@@ -381,8 +371,7 @@ def test_rollback_after_breaches_finishes_by_itself_once_the_streams_drain(
     finally:
         if transform is not None:
             transform.stop()
-        for t in reverse:
-            t.stop()
+        stop_all(reverse)
 
 
 def _tick_until(c: Controller, s: Settings, stage: Stage) -> bool:
@@ -398,10 +387,7 @@ def test_rollback_from_cutover_keeps_writes_made_on_new(
     plan = plan_file(tmp_path, s)
     c = _controller(s, plan, drainer=lambda st: drain_and_verify(st, timeout_s=60))
     c.ensure_states()
-    start_position(s)  # before any write on new, as `rollout reverse` does at its start
-    reverse = [StageThread(run_reverse_capture, s), StageThread(run_reverse_transform, s)]
-    for t in reverse:
-        t.start()
+    reverse = start_reverse_stream(s)  # as `rollout reverse` does, before writes on new
     client = client_for(s)
     try:
         for _ in range(7):
@@ -438,8 +424,7 @@ def test_rollback_from_cutover_keeps_writes_made_on_new(
         assert last["details"]["compared"] == len(ids)  # 40 - 1 deleted + 1 inserted
     finally:
         client.close()
-        for t in reverse:
-            t.stop()
+        stop_all(reverse)
 
 
 def _reverse_lag(s: Settings) -> int | None:
@@ -479,10 +464,7 @@ def test_reverse_stream_carries_back_only_new_path_writes(
     client = client_for(s)
     new = client[s.split_ns(s.target)[0]][s.split_ns(s.target)[1]]
     spec = get_spec(s.spec)
-    start_position(s)
-    reverse = [StageThread(run_reverse_capture, s), StageThread(run_reverse_transform, s)]
-    for t in reverse:
-        t.start()
+    reverse = start_reverse_stream(s)  # as `rollout reverse` does, before writes on new
     try:
         ids = [d["_id"] for d in src.find({}, {"_id": 1}).sort("_id", 1)]
         # The old path: updates, a delete and an insert, carried forward to new.
@@ -516,8 +498,7 @@ def test_reverse_stream_carries_back_only_new_path_writes(
         assert _echoes(s) >= 12  # 10 updates + an insert + a delete, each seen once on new
     finally:
         client.close()
-        for t in reverse:
-            t.stop()
+        stop_all(reverse)
 
 
 def test_echo_of_an_older_forward_write_never_overwrites_a_newer_old_path_write(
@@ -656,10 +637,7 @@ def test_full_run_planned_to_complete_with_live_traffic_loses_nothing(
     c = _controller(
         s, plan, gate=DEFAULT_GATE, drainer=lambda st: drain_and_verify(st, timeout_s=60)
     )
-    start_position(s)  # before any write on new, as `rollout reverse` does at its start
-    reverse = [StageThread(run_reverse_capture, s), StageThread(run_reverse_transform, s)]
-    for t in reverse:
-        t.start()
+    reverse = start_reverse_stream(s)  # as `rollout reverse` does, before writes on new
     # The state document exists before the app starts (before it, a router without
     # fallback_namespace refuses to answer: it cannot know the plan's collections).
     c.ensure_states()
@@ -700,5 +678,4 @@ def test_full_run_planned_to_complete_with_live_traffic_loses_nothing(
         stop.set("test")
         if app.is_alive():
             app.stop()
-        for t in reverse:
-            t.stop()
+        stop_all(reverse)
