@@ -34,7 +34,7 @@ from stream_migrator.transform import MongoSink, TransformWorker
 from stream_migrator.transform.formats import decode_connector_event
 from stream_migrator.transform.kafka_sink import KafkaTopicSink, default_sink_topic
 from stream_migrator.transform.quarantine import Quarantine
-from stream_migrator.transform.sink import detect_guard_mode
+from stream_migrator.transform.sink import detect_guard_mode, is_marked_echo
 
 log = get_logger("app")
 
@@ -154,6 +154,9 @@ def run_transform(settings: Settings, stop: StopFlag) -> TransformWorker:
             health=health,
             maintenance=purge,
             decode=_transform_decoder(settings),
+            # During a rollout the reverse stream writes to the source; what it wrote,
+            # unchanged since, is its echo and must not travel forward again.
+            is_echo=lambda event: is_marked_echo(event.document),
         )
         health.beat("ok")
         worker.run()

@@ -27,6 +27,7 @@ field (the version guard needs it). Readers of the old collection should ignore
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -97,7 +98,9 @@ class ReverseSink(MongoSink):
         *,
         echo_window_s: float = ECHO_WINDOW_S,
     ) -> None:
-        super().__init__(old, guard, skip_equal=True)
+        # mark_echoes: the forward stream sees these writes again on old and must know
+        # them (is_marked_echo) from later application writes there.
+        super().__init__(old, guard, skip_equal=True, mark_echoes=True)
         self._forward_tombstones = forward_tombstones
         self._echo_window_s = echo_window_s
 
@@ -105,10 +108,14 @@ class ReverseSink(MongoSink):
         # Coalesce first: the newest change of a document decides whether it is an echo.
         batch, coalesced = coalesce(writes)
         echo_deletes = self._forward_deletes([w for w in batch if w.document is None])
-        mine = [w for w in batch if not w.echo and events.hashable_id(w.doc_id) not in echo_deletes]
-        result = super().apply(mine)
+        marked = [
+            dataclasses.replace(w, echo=True)
+            if w.document is None and events.hashable_id(w.doc_id) in echo_deletes
+            else w
+            for w in batch
+        ]
+        result = super().apply(marked)  # drops the echoes and counts them
         result.coalesced += coalesced
-        result.echoes += len(batch) - len(mine)
         return result
 
     def _forward_deletes(self, deletes: list[TargetWrite]) -> set[Any]:

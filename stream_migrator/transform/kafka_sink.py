@@ -53,7 +53,9 @@ class KafkaTopicSink:
         # Newest write per _id only: fewer records, and the same batch semantics as
         # MongoSink (a batch's older versions of a document are "coalesced").
         batch, coalesced = coalesce(writes)
-        result = ApplyResult(coalesced=coalesced)
+        mine = [w for w in batch if not w.echo]  # as in MongoSink: echoes are not written
+        result = ApplyResult(coalesced=coalesced, echoes=len(batch) - len(mine))
+        batch = mine
         if not batch:
             return result
         errors: list[tuple[TargetWrite, KafkaError]] = []

@@ -16,6 +16,7 @@ from stream_migrator.errors import FatalError, RetryableError
 from stream_migrator.events import hashable_id
 from stream_migrator.interfaces import ApplyResult, TargetWrite
 from stream_migrator.observability import get_logger
+from stream_migrator.reconcile.canonical import doc_hash
 from stream_migrator.spec import META_FIELD
 
 log = get_logger("sink")
@@ -85,8 +86,13 @@ class MongoSink:
         guard: GuardMode = "filter",
         *,
         skip_equal: bool = False,
+        mark_echoes: bool = False,
     ) -> None:
         self._coll = collection
+        # mark_echoes: each document written carries _sm.echo = the hash of its content,
+        # so the stream that captures this collection can tell "exactly what this sink
+        # wrote" (an echo, not carried back) from a later change by an application.
+        self.mark_echoes = mark_echoes
         # skip_equal: an upsert whose target already holds the same content (ignoring
         # _sm) is skipped and counted stale. Why: with a forward and a reverse stream
         # both running, an echo then causes no change event, so ping-pong stops.
@@ -101,7 +107,11 @@ class MongoSink:
 
     def apply(self, writes: Sequence[TargetWrite]) -> ApplyResult:
         batch, coalesced = coalesce(writes)
-        result = ApplyResult(coalesced=coalesced)
+        # After coalescing, so the newest change of a document decides: an echo (the
+        # other stream's own write seen again) is not written back.
+        mine = [w for w in batch if not w.echo]
+        result = ApplyResult(coalesced=coalesced, echoes=len(batch) - len(mine))
+        batch = mine
         batch = self._drop_buried(batch, result)
         if not batch:
             return result
@@ -186,7 +196,7 @@ class MongoSink:
         guard = {"_id": w.doc_id, f"{META_FIELD}.v": {"$lt": Int64(w.version)}}
         if w.document is None:
             return DeleteOne(guard)
-        return ReplaceOne(guard, _stamped(w), upsert=True)
+        return ReplaceOne(guard, _stamped(w, mark=self.mark_echoes), upsert=True)
 
     def _apply_cas(self, batch: list[TargetWrite], result: ApplyResult) -> None:
         """Read versions, compare-and-set; the writes that lost a race are decided again."""
@@ -256,10 +266,16 @@ class MongoSink:
         ops: list[Any] = []
         for w, exp in zip(todo, expected, strict=True):
             if not exp.present:
-                ops.append(InsertOne(_stamped(w)))  # 11000 if someone inserted first
+                ops.append(
+                    InsertOne(_stamped(w, mark=self.mark_echoes))
+                )  # 11000 if someone inserted first
                 continue
             cas = {"_id": w.doc_id, f"{META_FIELD}.v": _bson_version(exp.version)}
-            ops.append(DeleteOne(cas) if w.document is None else ReplaceOne(cas, _stamped(w)))
+            ops.append(
+                DeleteOne(cas)
+                if w.document is None
+                else ReplaceOne(cas, _stamped(w, mark=self.mark_echoes))
+            )
         errors: list[dict[str, Any]] = []
         try:
             outcome = self._coll.bulk_write(ops, ordered=False)
@@ -375,8 +391,23 @@ def _bson_version(version: int | None) -> Int64 | None:
     return None if version is None else Int64(version)
 
 
-def _stamped(w: TargetWrite) -> dict[str, Any]:
+def _stamped(w: TargetWrite, *, mark: bool = False) -> dict[str, Any]:
     doc = dict(w.document or {})
     doc["_id"] = w.doc_id
-    doc[META_FIELD] = {"v": Int64(w.version)}
+    meta: dict[str, Any] = {"v": Int64(w.version)}
+    if mark:
+        meta["echo"] = echo_mark(doc)
+    doc[META_FIELD] = meta
     return doc
+
+
+def echo_mark(doc: dict[str, Any]) -> bytes:
+    """The content hash a marking sink stores in ``_sm.echo`` (``_sm`` and key order ignored)."""
+    return doc_hash(doc)
+
+
+def is_marked_echo(doc: dict[str, Any] | None) -> bool:
+    """True when ``doc`` is exactly what a marking sink wrote (nobody changed it since)."""
+    meta = (doc or {}).get(META_FIELD)
+    mark = meta.get("echo") if isinstance(meta, dict) else None
+    return isinstance(mark, bytes) and doc is not None and mark == echo_mark(doc)

@@ -12,6 +12,7 @@ import pytest
 from confluent_kafka import Consumer
 from prometheus_client import REGISTRY
 
+from stream_migrator import events
 from stream_migrator.app import run_capture, run_transform
 from stream_migrator.kafka import consumer_config, group_lag
 from stream_migrator.rollout import audit
@@ -448,10 +449,9 @@ def _name_on_new(new: Any, key: Any) -> str | None:
     return None if doc is None else doc["customer"]["name"]
 
 
-def _echoes(s: Settings) -> float:
+def _echoes(migration: str) -> float:
     sample = REGISTRY.get_sample_value(
-        "sm_events_applied_total",
-        {"migration": reverse_settings(s).migration, "outcome": "echo"},
+        "sm_events_applied_total", {"migration": migration, "outcome": "echo"}
     )
     return sample or 0.0
 
@@ -495,7 +495,18 @@ def test_reverse_stream_carries_back_only_new_path_writes(
         # Nothing the forward pipeline wrote came back: old-path documents are untouched.
         touched = {d["_id"] for d in src.find({"_sm": {"$exists": True}}, {"_id": 1})}
         assert touched == {ids[20], ids[22], stamped["_id"], bare["_id"]}
-        assert _echoes(s) >= 12  # 10 updates + an insert + a delete, each seen once on new
+        # 10 updates + an insert + a delete, each seen once on new:
+        assert _echoes(reverse_settings(s).migration) >= 12
+        # ... and the other way: what the reverse writer put in old is not written to new
+        # again (that echo would replace the application's stamped version on new).
+        moved = [ids[20], ids[22], stamped["_id"], bare["_id"]]
+        assert _echoes(s.migration) >= len(moved)
+        for doc in new.find({"_id": {"$in": moved[:3]}}):
+            assert events.is_app_version(doc["_sm"]["v"]), doc
+        # An old-path write to a document the reverse writer wrote is a real change.
+        src.update_one({"_id": ids[20]}, {"$set": {"cust_name": "old-path-again"}})
+        wait_until_match(s, timeout=60)
+        assert (new.find_one({"_id": ids[20]}) or {})["customer"]["name"] == "old-path-again"
     finally:
         client.close()
         stop_all(reverse)

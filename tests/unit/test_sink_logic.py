@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from stream_migrator.interfaces import TargetWrite
-from stream_migrator.transform.sink import coalesce
+from stream_migrator.transform.sink import coalesce, echo_mark, is_marked_echo
 
 
 def test_coalesce_keeps_newest_per_document() -> None:
@@ -34,3 +34,16 @@ def test_coalesce_unhashable_ids() -> None:
     kept, dropped = coalesce([TargetWrite({"k": 1}, 1, {}), TargetWrite({"k": 1}, 2, None)])
     assert dropped == 1
     assert kept[0].version == 2
+
+
+def test_a_marked_echo_is_recognised_until_its_content_changes() -> None:
+    written = {"cust_name": "a", "address": {"city": "T", "zip": "1"}, "_id": 7}
+    mark = echo_mark(written)
+    # Read back: _id first, keys in another order, the _sm field beside the content.
+    read_back = {"_id": 7, "address": {"zip": "1", "city": "T"}, "cust_name": "a"}
+    read_back["_sm"] = {"v": 5, "echo": mark}
+    assert is_marked_echo(read_back)
+    assert not is_marked_echo({**read_back, "cust_name": "changed by the app"})
+    assert not is_marked_echo({"_id": 7, "cust_name": "a", "_sm": {"v": 5}})  # never marked
+    assert not is_marked_echo({"_id": 7, "cust_name": "a"})
+    assert not is_marked_echo(None)
