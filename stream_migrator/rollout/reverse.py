@@ -16,8 +16,11 @@ sink decides per document, after coalescing a batch, and drops forward echoes.
 Why: old documents written by applications on the old path carry no version, so
 an echo of an older forward write that arrived after a newer old-path write
 would overwrite it; and the reverse writer never touches old documents that only
-the forward pipeline wrote. ``skip_equal`` stays as a second line: an upsert of
-content old already holds is skipped, so no ping-pong can start.
+the forward pipeline wrote. The other way round, each document the reverse
+writer puts in old carries ``_sm.echo`` (a hash of its content): the forward
+worker skips a change that still matches it, so the reverse writer's copy never
+goes back to new over a newer stamped write. ``skip_equal`` stays as a third
+line: an upsert of content old already holds is skipped.
 
 Consequence: old documents that a new-path write reached carry the ``_sm``
 field (the version guard needs it). Readers of the old collection should ignore
