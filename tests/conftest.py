@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from tests import backends
+from tests.integration import processes
 
 _KIND: str | None = None
 
@@ -61,3 +62,14 @@ def settings_kwargs(kafka_bootstrap: str, mongo_uri: str, unique: str) -> dict[s
         "checkpoint_interval_s": 0.2,
         "batch_timeout_s": 0.2,
     }
+
+
+@pytest.fixture
+def procs() -> Iterator[list[processes.Proc]]:
+    """Children started by a test; any still running at the end are killed."""
+    started: list[processes.Proc] = []
+    yield started
+    for p in started:
+        if p.popen.poll() is None:
+            p.popen.kill()
+            p.popen.wait(10)

@@ -69,21 +69,34 @@ class Capture:
                 break
             except RetryableError as exc:
                 log.warning("capture.retry", error=str(exc), retry_after=exc.retry_after)
-                self._stop.wait(exc.retry_after)
+                self._back_off(exc.retry_after, str(exc))
             except OperationFailure as exc:
                 lost = history_lost_error(exc, self._s.source)
                 if lost is not None:
                     raise lost from exc
                 log.warning("capture.mongo_error", code=exc.code, error=str(exc))
-                self._stop.wait(backoff)
+                self._back_off(backoff, str(exc))
                 backoff = min(backoff * 2, 30.0)
             except PyMongoError as exc:
                 log.warning("capture.mongo_unavailable", error=str(exc), retry_after=backoff)
-                self._stop.wait(backoff)
+                self._back_off(backoff, str(exc))
                 backoff = min(backoff * 2, 30.0)
         # Every way out but an error says so: stopped while tailing, mid-snapshot,
         # while backing off, or before it even started.
         log.info("capture.stopped", reason=self._stop.reason, captured=self.captured)
+
+    def _back_off(self, seconds: float, error: str) -> None:
+        """Wait out a failure while beating ``backpressure``: alive (/healthz 200), not ready.
+
+        Without the beats a MongoDB outage longer than the health window made
+        /healthz 503, and a liveness probe would restart capture in a loop.
+        """
+        deadline = time.monotonic() + seconds
+        while True:
+            self._health.beat("backpressure", error=error[:300])
+            left = deadline - time.monotonic()
+            if left <= 0 or self._stop.wait(min(5.0, left)):
+                return
 
     # -- internals --------------------------------------------------------------
     def _run_once(self) -> None:

@@ -52,6 +52,8 @@ class HealthState:
         with self._lock:
             self._last_progress = time.monotonic()
             self._status = status
+            if status in _READY:
+                self._detail.pop("error", None)  # recovered: the last failure is history
             self._detail.update(detail)
         if self.migration is not None:
             # Metrics let Prometheus see a stuck loop even when nobody polls /healthz.

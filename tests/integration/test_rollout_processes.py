@@ -2,21 +2,13 @@
 
 from __future__ import annotations
 
-import json
-import os
-import signal
 import socket
 import subprocess
-import sys
-import time
-import urllib.error
-import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 from pymongo.uri_parser import parse_uri
 
 from stream_migrator.infra import free_port
@@ -25,98 +17,12 @@ from stream_migrator.rollout.state import StateStore
 from stream_migrator.router import stamp
 from stream_migrator.settings import Settings, load_settings
 from stream_migrator.spec import get_spec
-from tests.integration.helpers import REPO, client_for, pipeline, settings_env, wait_until_match
+from tests.integration.helpers import client_for, pipeline, settings_env, wait_until_match
+from tests.integration.processes import Proc, health, http_get, metric, wait_for
 from tests.integration.proxy import TcpProxy
 from tests.integration.rollout_plans import order, plan_file
 
 pytestmark = pytest.mark.integration
-
-
-class _Proc:
-    """One `stream-migrator` child process, its combined stdout/stderr in a log file."""
-
-    def __init__(self, args: list[str], env: dict[str, str], log: Path) -> None:
-        self.log = log
-        with log.open("wb") as fh:
-            self.popen = subprocess.Popen(
-                [sys.executable, "-m", "stream_migrator", *args],
-                cwd=REPO,
-                env={**os.environ, **env},
-                stdout=fh,
-                stderr=subprocess.STDOUT,
-            )
-
-    def text(self) -> str:
-        return self.log.read_text(errors="replace")
-
-    def assert_running(self) -> None:
-        code = self.popen.poll()
-        assert code is None, f"exited with {code}:\n{self.text()[-4000:]}"
-
-    def terminate(self, timeout: float = 45) -> int:
-        """SIGTERM, then the exit code (fails if it does not exit within ``timeout``)."""
-        self.popen.send_signal(signal.SIGTERM)
-        try:
-            return self.popen.wait(timeout)
-        except subprocess.TimeoutExpired:
-            raise AssertionError(
-                f"no exit within {timeout}s of SIGTERM:\n{self.text()[-4000:]}"
-            ) from None
-
-    def events(self) -> list[dict[str, Any]]:
-        """The structured JSON log lines (librdkafka's own lines are not JSON)."""
-        return [json.loads(line) for line in self.text().splitlines() if line.startswith("{")]
-
-
-@pytest.fixture
-def procs() -> Iterator[list[_Proc]]:
-    """Children started by a test; any still running at the end are killed."""
-    started: list[_Proc] = []
-    yield started
-    for p in started:
-        if p.popen.poll() is None:
-            p.popen.kill()
-            p.popen.wait(10)
-
-
-def _wait(what: str, cond: Callable[[], bool], timeout: float = 30, *, proc: _Proc) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        proc.assert_running()
-        if cond():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}:\n{proc.text()[-4000:]}")
-
-
-def _get(port: int, path: str) -> tuple[int, str]:
-    """(status, body) of GET http://127.0.0.1:port/path; (0, error) when nothing answers."""
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=3) as r:
-            return r.status, r.read().decode()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode()
-    except OSError as exc:
-        return 0, str(exc)
-
-
-def _health(port: int, path: str = "/healthz") -> tuple[int, dict[str, Any]]:
-    status, body = _get(port, path)
-    return status, (json.loads(body) if status else {})
-
-
-def _metric(port: int, name: str, **labels: str) -> float | None:
-    """The sum of the samples of ``name`` with ``labels`` on /metrics (None if none)."""
-    status, body = _get(port, "/metrics")
-    if status != 200:
-        return None
-    found = [
-        sample.value
-        for family in text_string_to_metric_families(body)
-        for sample in family.samples
-        if sample.name == name and labels.items() <= sample.labels.items()
-    ]
-    return sum(found) if found else None
 
 
 @pytest.fixture
@@ -133,27 +39,27 @@ def migrated(settings_kwargs: dict[str, Any]) -> Iterator[Settings]:
 
 
 def test_rollout_run_serves_health_and_metrics_and_stops_on_sigterm(
-    migrated: Settings, tmp_path: Path, procs: list[_Proc]
+    migrated: Settings, tmp_path: Path, procs: list[Proc]
 ) -> None:
     """`rollout run` answers /healthz, exports its stage and fences, exits 0 on SIGTERM."""
     s = migrated
     port = free_port()
     plan = plan_file(tmp_path, s, advance_every=0.5)
     env = {**settings_env(s), "SM_METRICS_PORT": str(port), "SM_OPERATOR": "ctl"}
-    run = _Proc(["rollout", "run", str(plan)], env, tmp_path / "run.log")
+    run = Proc(["rollout", "run", str(plan)], env, tmp_path / "run.log")
     procs.append(run)
     m = s.migration
 
-    _wait("/healthz to answer 200", lambda: _health(port)[0] == 200, proc=run)
-    assert _health(port)[1]["component"] == "rollout"
+    wait_for("/healthz to answer 200", lambda: health(port)[0] == 200, proc=run)
+    assert health(port)[1]["component"] == "rollout"
     # The schedule moves planned -> shadow -> verify (fences hold, the gate is READY);
     # the step into canary is refused: rollback is required and no reverse stream runs.
-    _wait(
+    wait_for(
         "the controller to reach verify",
-        lambda: _metric(port, "sm_rollout_stage", migration=m) == 2,
+        lambda: metric(port, "sm_rollout_stage", migration=m) == 2,
         proc=run,
     )
-    _wait(
+    wait_for(
         "the refused step into canary",
         lambda: any(
             e["event"] == "rollout.not_advanced" and "reverse stream is not ready" in e["reason"]
@@ -161,13 +67,13 @@ def test_rollout_run_serves_health_and_metrics_and_stops_on_sigterm(
         ),
         proc=run,
     )
-    assert _metric(port, "sm_rollout_transitions_total", migration=m, action="advance") == 2
-    assert _metric(port, "sm_rollout_halted", migration=m) == 0
-    assert _metric(port, "sm_rollout_exposure_percent", migration=m) == 0
-    assert _metric(port, "sm_rollout_fence_value", migration=m, fence="lag_events") == 0
-    assert _metric(port, "sm_rollout_fence_value", migration=m, fence="divergence_ratio") == 0
-    assert _metric(port, "sm_rollout_fence_breaches_total", migration=m) is None
-    assert _health(port, "/readyz")[0] == 200
+    assert metric(port, "sm_rollout_transitions_total", migration=m, action="advance") == 2
+    assert metric(port, "sm_rollout_halted", migration=m) == 0
+    assert metric(port, "sm_rollout_exposure_percent", migration=m) == 0
+    assert metric(port, "sm_rollout_fence_value", migration=m, fence="lag_events") == 0
+    assert metric(port, "sm_rollout_fence_value", migration=m, fence="divergence_ratio") == 0
+    assert metric(port, "sm_rollout_fence_breaches_total", migration=m) is None
+    assert health(port, "/readyz")[0] == 200
     client = client_for(s)
     try:
         state = StateStore(client, s.metadata_db).get(m)
@@ -177,7 +83,7 @@ def test_rollout_run_serves_health_and_metrics_and_stops_on_sigterm(
     assert state.updated_by == "ctl"
 
     assert run.terminate() == 0, run.text()[-4000:]
-    assert _get(port, "/healthz")[0] == 0  # the HTTP server is closed with the process
+    assert http_get(port, "/healthz")[0] == 0  # the HTTP server is closed with the process
     events = run.events()
     names = [e["event"] for e in events]
     assert names[0] == "rollout.start"
@@ -190,7 +96,7 @@ def test_rollout_run_serves_health_and_metrics_and_stops_on_sigterm(
 
 
 def test_rollout_reverse_carries_new_path_writes_to_old_and_stops_on_sigterm(
-    settings_kwargs: dict[str, Any], tmp_path: Path, procs: list[_Proc]
+    settings_kwargs: dict[str, Any], tmp_path: Path, procs: list[Proc]
 ) -> None:
     """`rollout reverse` on a fixed port: /healthz, both stages' metrics, writes on new
     reach old in the old shape, SIGTERM stops both stages and exits 0."""
@@ -205,18 +111,18 @@ def test_rollout_reverse_carries_new_path_writes_to_old_and_stops_on_sigterm(
     port = free_port()
     plan = plan_file(tmp_path, s)
     env = {**settings_env(s), "SM_METRICS_PORT": str(port)}
-    rev = _Proc(["rollout", "reverse", str(plan), s.migration], env, tmp_path / "reverse.log")
+    rev = Proc(["rollout", "reverse", str(plan), s.migration], env, tmp_path / "reverse.log")
     procs.append(rev)
     r = reverse_settings(s).migration
 
-    _wait("/healthz to answer 200", lambda: _health(port)[0] == 200, proc=rev)
-    assert _health(port)[1]["component"] == "reverse-transform"
+    wait_for("/healthz to answer 200", lambda: health(port)[0] == 200, proc=rev)
+    assert health(port)[1]["component"] == "reverse-transform"
     # What the controller asks before canary: a start position and a worker in the group.
-    _wait("the reverse stream to be ready", lambda: reverse_stream_problem(s) is None, proc=rev)
+    wait_for("the reverse stream to be ready", lambda: reverse_stream_problem(s) is None, proc=rev)
     # The capture half runs in the same process; its metrics are on the same port.
-    _wait(
+    wait_for(
         "the reverse capture's metrics",
-        lambda: _metric(port, "sm_ready", migration=r, component="capture") == 1,
+        lambda: metric(port, "sm_ready", migration=r, component="capture") == 1,
         proc=rev,
     )
 
@@ -237,7 +143,7 @@ def test_rollout_reverse_carries_new_path_writes_to_old_and_stops_on_sigterm(
             and old.find_one({"_id": docs[7]["_id"]}) is None
         )
 
-    _wait("the writes on new to reach old", arrived, proc=rev)
+    wait_for("the writes on new to reach old", arrived, proc=rev)
     updated = old.find_one({"_id": docs[3]["_id"]}, {"_sm": 0})
     assert updated == {**docs[3], "cust_name": "written-on-new"}  # the old shape, nothing else
     inserted = old.find_one({"_id": fresh["_id"]}, {"_sm": 0})
@@ -245,11 +151,11 @@ def test_rollout_reverse_carries_new_path_writes_to_old_and_stops_on_sigterm(
     assert isinstance(inserted["total"], float)
     assert "_sm" in (old.find_one({"_id": fresh["_id"]}) or {})  # the version guard's field
     assert old.count_documents({}) == 10  # 10 - 1 deleted + 1 inserted
-    assert _metric(port, "sm_events_captured_total", migration=r) == 3
-    assert _metric(port, "sm_events_applied_total", migration=r, outcome="written") == 3
-    _wait(  # offsets are committed after the writes, and the gauge follows
+    assert metric(port, "sm_events_captured_total", migration=r) == 3
+    assert metric(port, "sm_events_applied_total", migration=r, outcome="written") == 3
+    wait_for(  # offsets are committed after the writes, and the gauge follows
         "the reverse worker's lag gauge to reach 0",
-        lambda: _metric(port, "sm_consumer_lag_events", migration=r) == 0,
+        lambda: metric(port, "sm_consumer_lag_events", migration=r) == 0,
         proc=rev,
     )
 
@@ -269,7 +175,7 @@ def test_rollout_reverse_carries_new_path_writes_to_old_and_stops_on_sigterm(
 
 
 def test_rollout_reverse_exits_nonzero_when_a_stage_fails(
-    settings_kwargs: dict[str, Any], tmp_path: Path, procs: list[_Proc]
+    settings_kwargs: dict[str, Any], tmp_path: Path, procs: list[Proc]
 ) -> None:
     """A reverse stage that dies (its metrics port taken) stops the process with exit 1."""
     s = load_settings(**settings_kwargs)
@@ -278,7 +184,7 @@ def test_rollout_reverse_exits_nonzero_when_a_stage_fails(
         taken.listen(1)
         port = taken.getsockname()[1]
         env = {**settings_env(s), "SM_METRICS_PORT": str(port)}
-        rev = _Proc(
+        rev = Proc(
             ["rollout", "reverse", str(plan_file(tmp_path, s)), s.migration],
             env,
             tmp_path / "reverse.log",
@@ -302,7 +208,7 @@ def test_rollout_reverse_exits_nonzero_when_a_stage_fails(
 
 
 def test_rollout_run_stays_alive_but_unready_while_mongodb_is_unreachable(
-    settings_kwargs: dict[str, Any], tmp_path: Path, procs: list[_Proc]
+    settings_kwargs: dict[str, Any], tmp_path: Path, procs: list[Proc]
 ) -> None:
     """A MongoDB outage makes the controller unready (/readyz 503), never dead (/healthz 200);
     it recovers when MongoDB is back and still exits 0 on SIGTERM."""
@@ -314,25 +220,25 @@ def test_rollout_run_stays_alive_but_unready_while_mongodb_is_unreachable(
         "SM_MONGO_URI": proxy.uri,
         "SM_METRICS_PORT": str(port),
     }
-    run = _Proc(["rollout", "run", str(plan_file(tmp_path, s))], env, tmp_path / "run.log")
+    run = Proc(["rollout", "run", str(plan_file(tmp_path, s))], env, tmp_path / "run.log")
     procs.append(run)
     try:
-        _wait("/readyz to answer 200", lambda: _health(port, "/readyz")[0] == 200, proc=run)
+        wait_for("/readyz to answer 200", lambda: health(port, "/readyz")[0] == 200, proc=run)
         proxy.cut()
-        _wait(
+        wait_for(
             "/readyz to answer 503",
-            lambda: _health(port, "/readyz")[0] == 503,
+            lambda: health(port, "/readyz")[0] == 503,
             timeout=40,
             proc=run,
         )
-        status, body = _health(port)
+        status, body = health(port)
         assert status == 200, body  # alive: a liveness restart here would be a crash loop
         assert body["status"] == "backpressure"
         assert any(e["event"] == "rollout.tick_failed" for e in run.events())
         proxy.restore()
-        _wait(
+        wait_for(
             "/readyz to answer 200 again",
-            lambda: _health(port, "/readyz")[0] == 200,
+            lambda: health(port, "/readyz")[0] == 200,
             timeout=40,
             proc=run,
         )
