@@ -130,7 +130,12 @@ class MongoSink:
         return result
 
     def _drop_buried(self, batch: list[TargetWrite], result: ApplyResult) -> list[TargetWrite]:
-        """Drop writes older than (or as old as) a delete already applied to their _id."""
+        """Drop writes older than a buried delete of their _id (upserts: or as old as it).
+
+        A delete of the tombstone's own version is kept: the tombstone is written
+        before the delete, so a crash between the two leaves a tombstone whose delete
+        never ran, and the replay must run it (it is version-guarded, so idempotent).
+        """
         if not batch:
             return batch
         try:
@@ -142,7 +147,7 @@ class MongoSink:
             raise _translate(exc) from exc
         if not buried:
             return batch
-        alive = [w for w in batch if buried.get(hashable_id(w.doc_id), -1) < w.version]
+        alive = [w for w in batch if not _buried_by(buried.get(hashable_id(w.doc_id)), w)]
         result.stale += len(batch) - len(alive)
         return alive
 
@@ -340,6 +345,15 @@ class MongoSink:
             result.written += len(ops) - len(errors) - stale_deletes
         except PyMongoError as exc:
             raise _translate(exc) from exc
+
+
+def _buried_by(tombstone_version: int | None, w: TargetWrite) -> bool:
+    """True when a tombstone at ``tombstone_version`` makes ``w`` stale."""
+    if tombstone_version is None:
+        return False
+    if w.document is None:
+        return tombstone_version > w.version  # the same delete again: run it (again)
+    return tombstone_version >= w.version
 
 
 def _write_errors(exc: BulkWriteError) -> list[dict[str, Any]]:

@@ -181,3 +181,30 @@ def test_cas_guard_writes_after_losing_a_race_to_an_older_writer(
     assert sink.reads >= 2  # lost the first compare-and-set, decided again
     assert "sm_cas" in tgt.index_information()
     client.close()
+
+
+@pytest.mark.parametrize("guard", ["filter", "cas"])
+def test_a_delete_replayed_after_a_crash_between_tombstone_and_delete_runs(
+    settings_kwargs: dict[str, Any], guard: Any
+) -> None:
+    """The tombstone is written first; if the process dies before the delete, the replay deletes.
+
+    Found by the SIGKILL tests: the replayed delete (same version as its tombstone) was
+    dropped as "already buried", so the document stayed in the target for good.
+    """
+    s = load_settings(**settings_kwargs)
+    client = client_for(s)
+    tgt = client[s.split_ns(s.target)[0]]["orders_v2"]
+    sink = MongoSink(tgt, guard)
+    oid = ObjectId()
+    sink.apply([TargetWrite(oid, 10, {"state": "v10"})])
+    delete = TargetWrite(oid, 20, None)
+    sink._bury([delete])  # the crash: tombstone written, delete never sent
+    assert tgt.find_one({"_id": oid}) is not None
+    replay = sink.apply([delete])
+    assert (replay.written, replay.stale) == (1, 0)
+    assert tgt.find_one({"_id": oid}) is None
+    again = sink.apply([delete, TargetWrite(oid, 20, {"state": "same version upsert"})])
+    assert tgt.find_one({"_id": oid}) is None  # nothing resurrects it
+    assert again.written == 0
+    client.close()
