@@ -65,7 +65,6 @@ from stream_migrator.transform.quarantine import Quarantine
 from stream_migrator.transform.sink import (
     TOMBSTONE_SUFFIX,
     GuardMode,
-    coalesce,
     detect_guard_mode,
 )
 
@@ -108,18 +107,17 @@ class ReverseSink(MongoSink):
         self._echo_window_s = echo_window_s
 
     def apply(self, writes: Sequence[TargetWrite]) -> ApplyResult:
-        # Coalesce first: the newest change of a document decides whether it is an echo.
-        batch, coalesced = coalesce(writes)
-        echo_deletes = self._forward_deletes([w for w in batch if w.document is None])
-        marked = [
-            dataclasses.replace(w, echo=True)
-            if w.document is None and events.hashable_id(w.doc_id) in echo_deletes
-            else w
-            for w in batch
-        ]
-        result = super().apply(marked)  # drops the echoes and counts them
-        result.coalesced += coalesced
-        return result
+        # Mark the forward deletes; MongoSink.apply coalesces first, so the newest change
+        # of a document decides, and drops (and counts) the echoes.
+        echo_deletes = self._forward_deletes([w for w in writes if w.document is None])
+        return super().apply(
+            [
+                dataclasses.replace(w, echo=True)
+                if w.document is None and events.hashable_id(w.doc_id) in echo_deletes
+                else w
+                for w in writes
+            ]
+        )
 
     def _forward_deletes(self, deletes: list[TargetWrite]) -> set[Any]:
         """The deletes (by _id) that the forward sink made: a fresh tombstone is beside them."""
