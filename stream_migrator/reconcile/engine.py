@@ -28,17 +28,15 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from decimal import Decimal
 from typing import Any
 
-import bson
-from bson.decimal128 import Decimal128
 from pymongo import MongoClient, ReplaceOne
 from pymongo.collection import Collection
 from pymongo.errors import OperationFailure
 
 from stream_migrator import events
 from stream_migrator.errors import ConfigError, TransformError
+from stream_migrator.id_order import id_before, id_cmp, type_rank
 from stream_migrator.mongo import cluster_time_now
 from stream_migrator.observability import get_logger
 from stream_migrator.reconcile.canonical import (
@@ -261,11 +259,11 @@ class Reconciler:
         workers = self._s.reconcile_workers
         if workers > 1:
             ids = sample_ids(self.source, workers * 64)
-            kinds = {_TYPE_RANK.get(type(i).__name__, 6) for i in ids}
+            kinds = {type_rank(i) for i in ids}
             if len(ids) >= workers * 4 and len(kinds) == 1:
-                ids.sort(key=functools.cmp_to_key(_id_cmp))
+                ids.sort(key=functools.cmp_to_key(id_cmp))
                 bounds = [ids[len(ids) * k // workers] for k in range(1, workers)]
-                bounds = [b for n, b in enumerate(bounds) if n == 0 or _id_cmp(bounds[n - 1], b)]
+                bounds = [b for n, b in enumerate(bounds) if n == 0 or id_cmp(bounds[n - 1], b)]
                 edges: list[Any] = [None, *bounds, None]
                 return [
                     {"lo": edges[k], "hi": edges[k + 1], "first": k == 0, "done": False}
@@ -722,50 +720,3 @@ def _key(value: Any) -> Any:
         return repr(value)
     return value
 
-
-# BSON comparison order of types (numbers compare across int/long/double/decimal).
-_TYPE_RANK = {
-    "MinKey": 0,
-    "NoneType": 1,
-    "int": 2,
-    "Int64": 2,
-    "float": 2,
-    "Decimal128": 2,
-    "str": 3,
-    "dict": 4,
-    "SON": 4,
-    "list": 5,
-    "bytes": 6,
-    "Binary": 6,
-    "UUID": 6,
-    "ObjectId": 7,
-    "bool": 8,
-    "datetime": 9,
-    "Timestamp": 10,
-    "Regex": 11,
-    "MaxKey": 12,
-}
-
-
-def _id_cmp(a: Any, b: Any) -> int:
-    return -1 if id_before(a, b) else (1 if id_before(b, a) else 0)
-
-
-def id_before(a: Any, b: Any) -> bool:
-    """``a`` sorts before ``b`` in MongoDB's ``_id`` order (types bracketed as BSON does)."""
-    ra = _TYPE_RANK.get(type(a).__name__, 6)
-    rb = _TYPE_RANK.get(type(b).__name__, 6)
-    if ra != rb:
-        return ra < rb
-    if ra == 2:
-        return _number(a) < _number(b)
-    try:
-        return bool(a < b)
-    except TypeError:
-        return bson.encode({"v": a}) < bson.encode({"v": b})
-
-
-def _number(value: Any) -> Decimal:
-    if isinstance(value, Decimal128):
-        return value.to_decimal()
-    return Decimal(repr(value)) if isinstance(value, float) else Decimal(int(value))

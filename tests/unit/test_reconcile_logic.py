@@ -10,9 +10,10 @@ from bson.decimal128 import Decimal128
 from bson.int64 import Int64
 
 from stream_migrator.errors import ConfigError
+from stream_migrator.id_order import id_before
 from stream_migrator.reconcile.canonical import diff_docs, doc_hash, generic_path, leaf_paths
 from stream_migrator.reconcile.cli import parse_sample
-from stream_migrator.reconcile.engine import _newer, id_before
+from stream_migrator.reconcile.engine import _newer
 from stream_migrator.reconcile.lag import LagReport, PartitionLag
 from stream_migrator.reconcile.report import ReconcileReport, decide, wilson_interval
 
