@@ -14,16 +14,51 @@
 // * SIGTERM/SIGINT: shutdown hook closes clients, stops the event loops, closes the backend
 //   (for H2 this flushes the MVStore file), then the JVM exits 143/130.
 // * Exit code 2 on bad usage, 1 when binding fails (e.g. port in use).
+// * The oplog is the launcher's BoundedOplog, not the library's CollectionBackedOplog:
+//   - bounded: past -Dsm.oplog.maxEntries entries (default 5,000,000) the oldest are dropped,
+//     and a change stream that starts or resumes before the oldest kept entry fails with
+//     ChangeStreamHistoryLost (286), as MongoDB does once a position has left its oplog;
+//   - indexed by time: a getMore reads only the entries after the cursor's position
+//     (the library re-scans and re-sorts the whole oplog collection on every getMore, so an
+//     idle change stream's cost grew with the oplog), and updateLookup finds the document by
+//     its _id index (the library scanned the whole collection per update event);
+//   - the events themselves are the library's, field for field (its deviations from MongoDB
+//     are stated by tests/integration/test_mongodb_semantics.py);
+//   - local.oplog.rs still holds every kept entry (tools read it), trimmed with the bound.
+//   -Dsm.oplog.impl=library selects the library's oplog instead (for A/B measurements).
+//   buildInfo carries "smStandIn": {"oplog": <impl>, "oplogMaxEntries": <n>} so tests can tell.
 
 import java.net.InetSocketAddress;
+import java.time.Clock;
+import java.util.ArrayList;
+import java.util.Iterator;
 import java.util.List;
+import java.util.Map;
+import java.util.NavigableMap;
+import java.util.UUID;
+import java.util.concurrent.ConcurrentSkipListMap;
 import java.util.concurrent.CountDownLatch;
+import java.util.stream.Stream;
 
 import de.bwaldvogel.mongo.MongoBackend;
+import de.bwaldvogel.mongo.MongoCollection;
+import de.bwaldvogel.mongo.MongoDatabase;
 import de.bwaldvogel.mongo.MongoServer;
 import de.bwaldvogel.mongo.MongoVersion;
+import de.bwaldvogel.mongo.backend.AbstractMongoBackend;
+import de.bwaldvogel.mongo.backend.Cursor;
+import de.bwaldvogel.mongo.backend.CursorRegistry;
+import de.bwaldvogel.mongo.backend.aggregation.Aggregation;
 import de.bwaldvogel.mongo.backend.h2.H2Backend;
 import de.bwaldvogel.mongo.backend.memory.MemoryBackend;
+import de.bwaldvogel.mongo.bson.BsonTimestamp;
+import de.bwaldvogel.mongo.bson.Document;
+import de.bwaldvogel.mongo.exception.MongoServerError;
+import de.bwaldvogel.mongo.oplog.Oplog;
+import de.bwaldvogel.mongo.oplog.OplogCursor;
+import de.bwaldvogel.mongo.oplog.OplogPosition;
+import de.bwaldvogel.mongo.backend.AbstractCursor;
+import io.netty.channel.Channel;
 
 public class MongoServerLauncher {
 
@@ -37,6 +72,395 @@ public class MongoServerLauncher {
         @Override
         public int getWireVersion() {
             return 17;
+        }
+    }
+
+    /** Default bound of the oplog, in entries: large, so only a test that asks for less drops any. */
+    static final long DEFAULT_OPLOG_MAX_ENTRIES = 5_000_000L;
+
+    static String oplogImpl() {
+        String impl = System.getProperty("sm.oplog.impl", "bounded");
+        if (!impl.equals("bounded") && !impl.equals("library")) {
+            System.err.println("invalid -Dsm.oplog.impl=" + impl + ": use 'bounded' (default) or 'library'");
+            System.exit(2);
+        }
+        return impl;
+    }
+
+    static long oplogMaxEntries() {
+        String value = System.getProperty("sm.oplog.maxEntries", Long.toString(DEFAULT_OPLOG_MAX_ENTRIES));
+        try {
+            long max = Long.parseLong(value.replace("_", ""));
+            if (max >= 1) {
+                return max;
+            }
+        } catch (NumberFormatException e) {
+            // reported below
+        }
+        System.err.println("invalid -Dsm.oplog.maxEntries=" + value + ": give a whole number of entries >= 1");
+        System.exit(2);
+        return 0;
+    }
+
+    /** The oplog this launcher installs (see the header); null means the library's own. */
+    static Oplog createOplog(MongoBackend backend, CursorRegistry cursors) {
+        if (oplogImpl().equals("library")) {
+            return null;
+        }
+        MongoDatabase local = backend.resolveDatabase("local");
+        @SuppressWarnings("unchecked")
+        MongoCollection<Document> collection = (MongoCollection<Document>) local.resolveCollection("oplog.rs", false);
+        if (collection == null) {
+            @SuppressWarnings("unchecked")
+            MongoCollection<Document> created = (MongoCollection<Document>) local.createCollectionOrThrowIfExists("oplog.rs");
+            collection = created;
+        }
+        return new BoundedOplog(backend, collection, cursors, oplogMaxEntries());
+    }
+
+    /** buildInfo plus "smStandIn", so a test can tell this launcher's oplog from the library's. */
+    static Document markBuildInfo(String command, Document response) {
+        if (command.equalsIgnoreCase("buildinfo")) {
+            response.put("smStandIn", new Document("oplog", oplogImpl()).append("oplogMaxEntries", oplogMaxEntries()));
+        }
+        return response;
+    }
+
+    static final class LauncherMemoryBackend extends MemoryBackend {
+        @Override
+        protected Oplog createOplog() {
+            Oplog oplog = MongoServerLauncher.createOplog(this, getCursorRegistry());
+            return oplog != null ? oplog : super.createOplog();
+        }
+
+        @Override
+        public Document handleCommand(Channel channel, String databaseName, String command, Document query) {
+            return markBuildInfo(command, super.handleCommand(channel, databaseName, command, query));
+        }
+    }
+
+    static final class LauncherH2Backend extends H2Backend {
+        LauncherH2Backend(String fileName) {
+            super(fileName);
+        }
+
+        @Override
+        protected Oplog createOplog() {
+            Oplog oplog = MongoServerLauncher.createOplog(this, getCursorRegistry());
+            return oplog != null ? oplog : super.createOplog();
+        }
+
+        @Override
+        public Document handleCommand(Channel channel, String databaseName, String command, Document query) {
+            return markBuildInfo(command, super.handleCommand(channel, databaseName, command, query));
+        }
+    }
+
+    /** The change event that ends a stream resumed after a drop (the library's class is package-private). */
+    static final class InvalidateCursor extends AbstractCursor {
+        private final long position;
+
+        InvalidateCursor(long position) {
+            super(0);
+            this.position = position;
+        }
+
+        @Override
+        public boolean isEmpty() {
+            return false;
+        }
+
+        @Override
+        public List<Document> takeDocuments(int numberToReturn) {
+            return List.of(new Document("_id", new Document("_data", Long.toHexString(position)))
+                .append("operationType", "invalidate"));
+        }
+    }
+
+    /**
+     * The library's oplog, with the same entries and the same change events, but kept in a map
+     * ordered by timestamp (a getMore costs O(log n + events returned), not a scan and sort of
+     * the whole oplog) and bounded: past maxEntries the oldest entries go, and a stream that
+     * would start before the oldest kept entry fails with ChangeStreamHistoryLost (286).
+     */
+    static final class BoundedOplog implements Oplog {
+        private static final int HISTORY_LOST = 286;
+
+        private final MongoBackend backend;
+        private final MongoCollection<Document> collection;
+        private final CursorRegistry cursorRegistry;
+        private final Clock clock;
+        private final long maxEntries;
+        private final UUID ui = UUID.randomUUID();
+        /** ts value -> the entry, the same Document instance local.oplog.rs holds. */
+        private final ConcurrentSkipListMap<Long, Document> entries = new ConcurrentSkipListMap<>();
+        private long size;
+        private int increment;
+        private long lastTs;
+        /** Every entry with a ts after this value is still kept (writes: under this's lock). */
+        private volatile long horizon;
+
+        BoundedOplog(MongoBackend backend, MongoCollection<Document> collection, CursorRegistry cursorRegistry,
+                     long maxEntries) {
+            this.backend = backend;
+            this.collection = collection;
+            this.cursorRegistry = cursorRegistry;
+            this.clock = backend.getClock();
+            this.maxEntries = maxEntries;
+            // An H2 file brings the entries of earlier runs: history starts at the oldest of them.
+            collection.queryAllAsStream().forEach(d -> entries.put(ts(d).getValue(), d));
+            size = entries.size();
+            lastTs = entries.isEmpty() ? 0 : entries.lastKey();
+            // Nothing happened before the server started: a fresh oplog's history begins now.
+            long start = new BsonTimestamp(clock.instant(), 0).getValue();
+            horizon = entries.isEmpty() ? start - 1 : entries.firstKey() - 1;
+            synchronized (this) {
+                trim();
+            }
+        }
+
+        private static BsonTimestamp ts(Document entry) {
+            return (BsonTimestamp) entry.get("ts");
+        }
+
+        private static String database(String namespace) {
+            return namespace.substring(0, namespace.indexOf('.'));
+        }
+
+        private static String collectionName(String namespace) {
+            return namespace.substring(namespace.indexOf('.') + 1);
+        }
+
+        private boolean isOplog(String namespace) {
+            return collection.getFullName().equals(namespace);
+        }
+
+        /** Timestamp(seconds, increment) like the library's OplogClock, never going backwards. */
+        private BsonTimestamp nextTimestamp() {
+            long candidate = new BsonTimestamp(clock.instant(), ++increment).getValue();
+            lastTs = Math.max(candidate, lastTs + 1);
+            return new BsonTimestamp(lastTs);
+        }
+
+        private Document entry(String op, String namespace) {
+            return new Document()
+                .append("ts", nextTimestamp())
+                .append("t", 1L)
+                .append("h", 0L)
+                .append("v", 2L)
+                .append("op", op)
+                .append("ns", namespace)
+                .append("ui", ui)
+                .append("wall", clock.instant());
+        }
+
+        private synchronized void append(List<Document> added) {
+            for (Document entry : added) {
+                collection.addDocument(entry);
+                entries.put(ts(entry).getValue(), entry);
+                size++;
+            }
+            trim();
+        }
+
+        /** Drop the oldest entries past the bound; the horizon moves to the newest one dropped. */
+        private void trim() {
+            while (size > maxEntries) {
+                Map.Entry<Long, Document> oldest = entries.pollFirstEntry();
+                if (oldest == null) {
+                    size = 0;
+                    return;
+                }
+                size--;
+                horizon = oldest.getKey();
+                collection.removeDocument(oldest.getValue());
+            }
+        }
+
+        @Override
+        public void handleInsert(String namespace, List<Document> documents) {
+            if (isOplog(namespace)) {
+                return;
+            }
+            List<Document> added = new ArrayList<>();
+            synchronized (this) {
+                for (Document document : documents) {
+                    added.add(entry("i", namespace).append("o", document.cloneDeeply()));
+                }
+                append(added);
+            }
+        }
+
+        @Override
+        public void handleUpdate(String namespace, Document selector, Document query, List<Object> modifiedIds) {
+            if (isOplog(namespace)) {
+                return;
+            }
+            List<Document> added = new ArrayList<>();
+            synchronized (this) {
+                for (Object id : modifiedIds) {
+                    added.add(entry("u", namespace).append("o", query).append("o2", new Document("_id", id)));
+                }
+                append(added);
+            }
+        }
+
+        @Override
+        public void handleDelete(String namespace, Document query, List<Object> deletedIds) {
+            if (isOplog(namespace)) {
+                return;
+            }
+            List<Document> added = new ArrayList<>();
+            synchronized (this) {
+                for (Object id : deletedIds) {
+                    added.add(entry("d", namespace).append("o", new Document("_id", id)));
+                }
+                append(added);
+            }
+        }
+
+        @Override
+        public void handleDropCollection(String namespace) {
+            if (isOplog(namespace)) {
+                return;
+            }
+            synchronized (this) {
+                append(List.of(entry("c", database(namespace) + ".$cmd")
+                    .append("o", new Document("drop", collectionName(namespace)))));
+            }
+        }
+
+        @Override
+        public Cursor createCursor(Document changeStream, String namespace, Aggregation aggregation) {
+            Document startAfter = (Document) changeStream.get("startAfter");
+            Document resumeAfter = (Document) changeStream.get("resumeAfter");
+            BsonTimestamp startAt = (BsonTimestamp) changeStream.get("startAtOperationTime");
+            OplogPosition position;
+            if (startAfter != null || resumeAfter != null) {
+                Document token = startAfter != null ? startAfter : resumeAfter;
+                position = OplogPosition.fromDocument(token);
+                long after = Long.parseLong((String) token.get("_data"), 16);
+                // Resuming after p needs every entry after p: lost once an entry after p was dropped.
+                if (after < horizon) {
+                    throw historyLost(new BsonTimestamp(after));
+                }
+                if (resumeAfter != null && resumesAfterDrop(namespace, after)) {
+                    return new InvalidateCursor(after);
+                }
+            } else if (startAt != null) {
+                // Starting at t needs every entry from t on: lost once the entry at t or later was dropped.
+                if (startAt.getValue() <= horizon) {
+                    throw historyLost(startAt);
+                }
+                position = new OplogPosition(startAt).inclusive();
+            } else {
+                synchronized (this) {
+                    long now = new BsonTimestamp(clock.instant(), increment).getValue();
+                    position = new OplogPosition(new BsonTimestamp(Math.max(now, lastTs)));
+                }
+            }
+            OplogCursor cursor = new OplogCursor(cursorRegistry.generateCursorId(),
+                from -> aggregation.runStagesAsStream(stream(changeStream, from, namespace)), position);
+            cursorRegistry.add(cursor);
+            return cursor;
+        }
+
+        private MongoServerError historyLost(BsonTimestamp from) {
+            return new MongoServerError(HISTORY_LOST, "ChangeStreamHistoryLost",
+                "Resume of change stream was not possible, as the resume point may no longer be in the oplog "
+                    + "(asked for " + show(from) + "; kept: the entries after " + show(new BsonTimestamp(horizon))
+                    + "; bound -Dsm.oplog.maxEntries=" + maxEntries + ")");
+        }
+
+        private static String show(BsonTimestamp t) {
+            return "Timestamp(" + Integer.toUnsignedString(t.getTime()) + ", " + Integer.toUnsignedString(t.getInc()) + ")";
+        }
+
+        /** The library's rule: a resumeAfter at or after a drop of the collection invalidates. */
+        private boolean resumesAfterDrop(String namespace, long after) {
+            String commands = database(namespace) + ".$cmd";
+            Document drop = new Document("drop", collectionName(namespace));
+            return entries.headMap(after, true).values().stream()
+                .anyMatch(e -> "c".equals(e.get("op")) && commands.equals(e.get("ns")) && drop.equals(e.get("o")));
+        }
+
+        private Stream<Document> stream(Document changeStream, OplogPosition from, String namespace) {
+            long value = Long.parseLong(from.toHexString(), 16);
+            // OplogPosition keeps "inclusive" private; the first batch of a startAtOperationTime stream
+            // is the only inclusive position, and isAfter answers it exactly.
+            NavigableMap<Long, Document> tail = entries.tailMap(value, true);
+            return tail.values().stream()
+                .filter(e -> new OplogPosition(ts(e)).isAfter(from))
+                .filter(e -> matchesNamespace(e, namespace))
+                .map(e -> toEvent(e, changeStream));
+        }
+
+        private static boolean matchesNamespace(Document entry, String namespace) {
+            String ns = (String) entry.get("ns");
+            return ns.equals(namespace)
+                || (database(namespace).equals(database(ns)) && collectionName(ns).equals("$cmd"));
+        }
+
+        private Document toEvent(Document entry, Document changeStream) {
+            String op = (String) entry.get("op");
+            Document o = (Document) entry.get("o");
+            BsonTimestamp timestamp = ts(entry);
+            Document id = new Document("_data", Long.toHexString(timestamp.getValue()));
+            if (op.equals("c")) {
+                String type = o.keySet().iterator().next();
+                return new Document().append("_id", id).append("operationType", type).append("clusterTime", timestamp);
+            }
+            Document documentKey;
+            Document fullDocument;
+            String type;
+            switch (op) {
+                case "i":
+                    type = "insert";
+                    documentKey = new Document("_id", o.get("_id"));
+                    fullDocument = o;
+                    break;
+                case "d":
+                    type = "delete";
+                    documentKey = o;
+                    fullDocument = null;
+                    break;
+                case "u":
+                    type = "update";
+                    documentKey = o;  // as the library: the update spec stands in for the key
+                    fullDocument = lookUp(changeStream, entry);
+                    break;
+                default:
+                    throw new IllegalArgumentException("unexpected oplog op: " + op);
+            }
+            return new Document()
+                .append("_id", id)
+                .append("operationType", type)
+                .append("fullDocument", fullDocument)
+                .append("documentKey", documentKey)
+                .append("clusterTime", timestamp);
+        }
+
+        /** As the library: the current document by _id (now via the _id index), else the $set/$unset delta. */
+        private Document lookUp(Document changeStream, Document entry) {
+            Document update = (Document) entry.get("o");
+            Document delta = new Document();
+            if (update.containsKey("$set")) {
+                delta.appendAll((Document) update.get("$set"));
+            }
+            if (update.containsKey("$unset")) {
+                delta.appendAll((Document) update.get("$unset"));
+            }
+            if (!"updateLookup".equals(changeStream.get("fullDocument"))) {
+                return delta;
+            }
+            String ns = (String) entry.get("ns");
+            MongoCollection<?> source = backend.resolveDatabase(database(ns)).resolveCollection(collectionName(ns), false);
+            if (source == null) {
+                return delta;
+            }
+            Object key = ((Document) entry.get("o2")).get("_id");
+            Iterator<Document> found = source.handleQuery(new Document("_id", key), 0, 1).iterator();
+            return found.hasNext() ? found.next() : delta;
         }
     }
 
@@ -56,7 +480,7 @@ public class MongoServerLauncher {
         }
         String h2File = args.length == 3 ? args[2] : null;
 
-        MongoBackend backend = h2File == null ? new MemoryBackend() : new H2Backend(h2File);
+        MongoBackend backend = h2File == null ? new LauncherMemoryBackend() : new LauncherH2Backend(h2File);
         backend.version(new Mongo60());
 
         MongoServer server = new MongoServer(backend);
