@@ -88,12 +88,21 @@ class LocalStack:
     """Start, inspect and stop the local Kafka + MongoDB-wire servers."""
 
     def __init__(
-        self, state_dir: Path, cache_dir: Path | None = None, host: str = "127.0.0.1"
+        self,
+        state_dir: Path,
+        cache_dir: Path | None = None,
+        host: str = "127.0.0.1",
+        *,
+        oplog_max_entries: int | None = None,
+        oplog_impl: str = "bounded",
     ) -> None:
+        """``oplog_max_entries`` bounds the stand-in's oplog (None: the launcher's large default);
+        ``oplog_impl`` "library" selects mongo-java-server's own oplog (for A/B measurements)."""
         self.state_dir = state_dir.resolve()
         # Jars are shared by every stack on the machine: the demo's, the tests', yours.
         self.cache_dir = (cache_dir or DEFAULT_CACHE_DIR).resolve()
         self.host = host
+        self._mongo_props = mongo_system_properties(oplog_max_entries, oplog_impl)
 
     # -- state ----------------------------------------------------------------
     @property
@@ -146,19 +155,30 @@ class LocalStack:
         return rows
 
     # -- lifecycle ------------------------------------------------------------
-    def up(self, *, timeout: float = 120.0, quiet: bool = False) -> dict[str, ServerInfo]:
-        """Start whichever servers are not running yet and wait until both answer."""
+    def up(
+        self,
+        *,
+        timeout: float = 120.0,
+        quiet: bool = False,
+        only: frozenset[str] = frozenset({"kafka", "mongo"}),
+    ) -> dict[str, ServerInfo]:
+        """Start whichever servers of ``only`` are not running yet and wait until they answer."""
+        unknown = only - {"kafka", "mongo"}
+        if unknown:
+            raise InfraError(
+                f"unknown local server(s) {sorted(unknown)}: choose kafka and/or mongo"
+            )
         servers = {n: s for n, s in self.servers().items() if _alive(s.pid)}
-        if {"kafka", "mongo"} <= servers.keys():
+        if only <= servers.keys():
             return servers
         java = java_binary()
         jars = resolve_jars(self.cache_dir, quiet=quiet)
         (self.state_dir / "logs").mkdir(parents=True, exist_ok=True)
         try:
-            if "mongo" not in servers:
+            if "mongo" in only and "mongo" not in servers:
                 servers["mongo"] = self._start_mongo(java, jars)
                 self._save(servers)
-            if "kafka" not in servers:
+            if "kafka" in only and "kafka" not in servers:
                 servers["kafka"] = self._start_kafka(java, jars)
                 self._save(servers)
             deadline = time.monotonic() + timeout
@@ -206,6 +226,7 @@ class LocalStack:
         argv = [
             java,
             *_MONGO_JVM,
+            *self._mongo_props,
             _LOG4J,
             "-cp",
             f"{jars}/*",
@@ -271,6 +292,20 @@ class LocalStack:
         raise InfraError(
             f"the local {info.name} server did not answer on {info.address} in time; see {info.log}"
         )
+
+
+def mongo_system_properties(max_entries: int | None, impl: str = "bounded") -> list[str]:
+    """The launcher's ``-D`` options for an oplog bound and implementation (see its header)."""
+    if impl not in {"bounded", "library"}:
+        raise InfraError(f"unknown oplog implementation {impl!r}: choose 'bounded' or 'library'")
+    props = [f"-Dsm.oplog.impl={impl}"]
+    if max_entries is not None:
+        if max_entries < 1:
+            raise InfraError(
+                f"oplog bound {max_entries} is not a positive number of entries: give 1 or more"
+            )
+        props.append(f"-Dsm.oplog.maxEntries={max_entries}")
+    return props
 
 
 def _cluster_id() -> str:

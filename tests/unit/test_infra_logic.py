@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import pytest
+
+from stream_migrator.errors import InfraError
 from stream_migrator.infra.jars import _explain_mvn_failure, _java_major
+from stream_migrator.infra.stack import LocalStack, mongo_system_properties
 
 
 def test_unreachable_registry_is_one_clear_sentence() -> None:
@@ -28,3 +34,26 @@ def test_java_major_versions() -> None:
     assert _java_major('openjdk version "17.0.15" 2025-04-15') == 17
     assert _java_major('java version "1.8.0_392"') == 8
     assert _java_major("garbage") is None
+
+
+def test_oplog_bound_becomes_launcher_properties() -> None:
+    """A bound and an implementation reach the launcher as -Dsm.oplog.* options."""
+    assert mongo_system_properties(None) == ["-Dsm.oplog.impl=bounded"]
+    assert mongo_system_properties(20, "library") == [
+        "-Dsm.oplog.impl=library",
+        "-Dsm.oplog.maxEntries=20",
+    ]
+
+
+def test_invalid_oplog_options_are_refused_with_the_fix() -> None:
+    """A bound below 1 or an unknown implementation is an InfraError saying what to give."""
+    with pytest.raises(InfraError, match="positive number of entries"):
+        mongo_system_properties(0)
+    with pytest.raises(InfraError, match="choose 'bounded' or 'library'"):
+        mongo_system_properties(None, "capped")
+
+
+def test_unknown_server_name_is_refused(tmp_path: Path) -> None:
+    """up(only=...) names the servers it knows when asked for another."""
+    with pytest.raises(InfraError, match="choose kafka and/or mongo"):
+        LocalStack(tmp_path).up(only=frozenset({"zookeeper"}))
