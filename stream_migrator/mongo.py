@@ -6,8 +6,11 @@ import time
 from typing import Any
 
 from bson import Timestamp
-from pymongo import MongoClient
+from pymongo import MongoClient, ReadPreference
+from pymongo.collection import Collection
 from pymongo.errors import ConnectionFailure, PyMongoError
+from pymongo.read_concern import ReadConcern
+from pymongo.write_concern import WriteConcern
 
 from stream_migrator.errors import FatalError, RetryableError
 
@@ -49,3 +52,59 @@ def cluster_time_now(client: MongoClient[dict[str, Any]], *, after_past: bool = 
     following = int(now) + 1
     time.sleep(following - now)
     return Timestamp(following, 0)
+
+
+def on_primary(coll: Collection[dict[str, Any]]) -> Collection[dict[str, Any]]:
+    """``coll`` read from the primary with majority read concern, written with majority writes.
+
+    For reads whose result must bound later changes (the snapshot) and for state that
+    must survive a failover (checkpoints), whatever read preference the URI carries:
+    a secondary may not have a change yet that the stream position already covers,
+    and a write acknowledged by the primary alone can be rolled back.
+    """
+    return coll.with_options(
+        read_preference=ReadPreference.PRIMARY,
+        read_concern=ReadConcern("majority"),
+        write_concern=WriteConcern("majority"),
+    )
+
+
+def majority_read_time(coll: Collection[dict[str, Any]], *, after_past: bool = False) -> Timestamp:
+    """A time T such that a majority read of ``coll`` begun after this call sees every write <= T.
+
+    MongoDB answers a read with ``readConcern: majority`` with ``operationTime`` =
+    the majority commit point the read saw; that point only moves forward (a new
+    primary holds every majority-committed write), so any later majority read on
+    the primary contains every write at or before it. A ping's ``$clusterTime`` is
+    no such bound: the primary's clock runs ahead of the majority commit point.
+
+    ``after_past`` (for stream start positions) returns the next tick after T, so a
+    stream opened there does not replay a change already contained at T (such as
+    the drop a --resnapshot answers) and misses nothing a later snapshot lacks.
+    mongo-java-server returns no ``operationTime``; it is a single node, where every
+    write is at once "majority", so :func:`cluster_time_now` is its fallback.
+    """
+    command = {
+        "find": coll.name,
+        "projection": {"_id": 1},
+        "limit": 1,
+        "singleBatch": True,
+        "readConcern": {"level": "majority"},
+    }
+    try:
+        reply = coll.database.command(command, read_preference=ReadPreference.PRIMARY)
+    except ConnectionFailure as exc:
+        raise RetryableError(f"MongoDB is unreachable: {exc}", retry_after=1.0) from exc
+    except PyMongoError as exc:
+        raise FatalError(
+            f"cannot read the majority commit point of {coll.full_name}: {exc}; the "
+            "snapshot needs a replica set (or sharded cluster) with majority read concern"
+        ) from exc
+    point = reply.get("operationTime")
+    if not isinstance(point, Timestamp):
+        return cluster_time_now(coll.database.client, after_past=after_past)
+    if not after_past:
+        return point
+    if point.inc == 0xFFFFFFFF:
+        return Timestamp(point.time + 1, 0)
+    return Timestamp(point.time, point.inc + 1)

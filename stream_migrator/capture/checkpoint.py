@@ -6,6 +6,9 @@ import datetime as dt
 from typing import Any
 
 from pymongo import MongoClient
+from pymongo.collection import Collection
+
+from stream_migrator.mongo import on_primary
 
 
 class MongoCheckpointStore:
@@ -13,11 +16,21 @@ class MongoCheckpointStore:
 
     Fields: ``start_at`` (stream position taken before the snapshot), ``snapshot``
     (``{done, last_id, read_at}``), ``resume_token`` and ``updated_at``.
+
+    Read and written on the primary with majority concern whatever the URI's read
+    preference: a checkpoint read from a lagging secondary resumes from an older
+    position (replays) or misses one just saved, and one acknowledged by the primary
+    alone can roll back on failover.
     """
 
     def __init__(self, client: MongoClient[dict[str, Any]], db: str, migration: str) -> None:
-        self._coll = client[db]["checkpoints"]
+        self._coll = on_primary(client[db]["checkpoints"])
         self._id = f"{migration}/capture"
+
+    @property
+    def collection(self) -> Collection[dict[str, Any]]:
+        """The checkpoint collection as this store reads and writes it."""
+        return self._coll
 
     def load(self) -> dict[str, Any] | None:
         return self._coll.find_one({"_id": self._id})

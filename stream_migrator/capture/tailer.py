@@ -10,15 +10,17 @@ from typing import Any
 from bson import Timestamp
 from pymongo import MongoClient
 from pymongo.change_stream import ChangeStream
+from pymongo.collection import Collection
 from pymongo.errors import OperationFailure, PyMongoError
 
 from stream_migrator import events
 from stream_migrator.capture.split_events import SplitEventAssembler
 from stream_migrator.capture.throttle import SnapshotThrottle
 from stream_migrator.errors import EnvelopeError, FatalError, RetryableError
+from stream_migrator.id_order import after_id_filters
 from stream_migrator.interfaces import CheckpointStore
 from stream_migrator.kafka import AckedProducer
-from stream_migrator.mongo import cluster_time_now
+from stream_migrator.mongo import majority_read_time, on_primary
 from stream_migrator.observability import HealthState, get_logger
 from stream_migrator.observability import metrics as m
 from stream_migrator.runtime import StopFlag
@@ -112,7 +114,10 @@ class Capture:
         if state is None:
             # Why before the snapshot: every change from here on is replayed after
             # the snapshot, so nothing that happens while we copy can be missed.
-            start = cluster_time_now(self._client, after_past=True)
+            # Taken as a majority read time (next tick), so it is <= the read time the
+            # snapshot stamps: a primary's $clusterTime can be ahead of what a majority
+            # read sees, and the writes in between would be in neither stream nor copy.
+            start = majority_read_time(self.snapshot_source, after_past=True)
             self._checkpoints.save(
                 start_at=events.version_of(start),
                 source=self._s.source,
@@ -126,30 +131,48 @@ class Capture:
             state = self._checkpoints.load() or {}
         self._tail(state)
 
+    @property
+    def snapshot_source(self) -> Collection[dict[str, Any]]:
+        """The source as the snapshot reads it: primary, majority read concern.
+
+        Whatever the URI's read preference: the version stamped on a copied document
+        must bound the changes replayed after it, so the read must contain every
+        change up to that version (a secondary may lag; a local read may later roll back).
+        """
+        return on_primary(self._coll)
+
     def _snapshot(self, state: dict[str, Any]) -> bool:
         """Copy documents in _id order; returns False if stopped before the end."""
-        last_id = state.get("snapshot", {}).get("last_id")
-        # Taken before the first read, so <= the read time of every document copied:
-        # a replayed change newer than this still applies, an older one is rejected.
-        read_at = events.version_of(cluster_time_now(self._client))
-        query = {} if last_id is None else {"_id": {"$gt": last_id}}
+        snapshot = state.get("snapshot", {})
+        last_id = snapshot.get("last_id")
+        source = self.snapshot_source
+        # A majority read time taken before the first read: every document copied
+        # contains every write up to it, so a replayed change newer than this still
+        # applies and one at or before it (already in the copy) is rejected.
+        read_at = events.version_of(majority_read_time(source))
+        # `{_id: {$gt: x}}` stops at the end of x's BSON type bracket: resuming inside
+        # the numbers must go on to the strings, ObjectIds, ... one query per bracket.
+        queries = [{}] if last_id is None else after_id_filters(last_id)
         log.info("snapshot.start", resume_after_id=str(last_id) if last_id else None)
         copied = 0
-        cursor = self._coll.find(query).sort("_id", 1).batch_size(2_000)
-        try:
-            for doc in cursor:
-                if self._throttle is not None:
-                    self._throttle.admit()
-                self._emit("snapshot", doc["_id"], doc, read_at, None)
-                copied += 1
-                last_id = doc["_id"]
-                if copied % _SNAPSHOT_CHUNK == 0:
-                    self._commit(snapshot={"done": False, "last_id": last_id, "read_at": read_at})
-                    log.info("snapshot.progress", copied=copied)
-                    if self._stop.is_set():
-                        return False
-        finally:
-            cursor.close()
+        for query in queries:
+            cursor = source.find(query).sort("_id", 1).batch_size(2_000)
+            try:
+                for doc in cursor:
+                    if self._throttle is not None:
+                        self._throttle.admit()
+                    self._emit("snapshot", doc["_id"], doc, read_at, None)
+                    copied += 1
+                    last_id = doc["_id"]
+                    if copied % _SNAPSHOT_CHUNK == 0:
+                        self._commit(
+                            snapshot={"done": False, "last_id": last_id, "read_at": read_at}
+                        )
+                        log.info("snapshot.progress", copied=copied)
+                        if self._stop.is_set():
+                            return False
+            finally:
+                cursor.close()
         self._commit(snapshot={"done": True, "last_id": last_id, "read_at": read_at})
         log.info("snapshot.done", copied=copied)
         return True

@@ -12,6 +12,8 @@ import structlog.testing
 from bson import ObjectId, Timestamp
 
 from stream_migrator.app import apply_capture_action, run_capture
+from stream_migrator.capture import tailer
+from stream_migrator.capture.checkpoint import MongoCheckpointStore
 from stream_migrator.errors import FatalError
 from stream_migrator.reconcile import full_compare
 from stream_migrator.runtime import StopFlag
@@ -227,3 +229,39 @@ def test_capture_stopped_before_it_tails_still_logs_its_stop(
     assert capture.captured == 0
     stopped = [e for e in logs if e["event"] == "capture.stopped"]
     assert [e["reason"] for e in stopped] == ["test stop"], logs
+
+
+def test_snapshot_resumed_inside_int_ids_copies_every_type(
+    settings_kwargs: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A snapshot stopped inside the int _ids copies the string and ObjectId _ids on restart."""
+    monkeypatch.setattr(tailer, "_SNAPSHOT_CHUNK", 10)
+    s = load_settings(**settings_kwargs)
+    client = client_for(s)
+    src = client[s.split_ns(s.source)[0]]["orders"]
+    ids: list[Any] = [
+        *range(40),
+        *(f"s{k:02}" for k in range(20)),
+        *(ObjectId() for _ in range(20)),
+    ]
+    src.insert_many([{"_id": i, "cust_name": f"c{k}", "total": k} for k, i in enumerate(ids)])
+    first = StageThread(run_capture, s)
+    real_save = MongoCheckpointStore.save
+
+    def save_then_stop(store: MongoCheckpointStore, **fields: Any) -> None:
+        real_save(store, **fields)
+        if (fields.get("snapshot") or {}).get("done") is False and fields["snapshot"]["last_id"]:
+            first.stop_flag.set("test: stop inside the int ids")
+
+    monkeypatch.setattr(MongoCheckpointStore, "save", save_then_stop)
+    first.start()
+    first.join(60)
+    first.stop()
+    monkeypatch.setattr(MongoCheckpointStore, "save", real_save)
+    snapshot = _checkpoint(s)["snapshot"]
+    assert snapshot["done"] is False
+    assert isinstance(snapshot["last_id"], int), snapshot
+    with pipeline(s) as stages:
+        report = wait_until_match(s, timeout=60, stages=stages)
+    assert report.source_count == len(ids)
+    client.close()
