@@ -1,4 +1,15 @@
-"""Full compare: transform every source document and compare it with the target."""
+"""The one compare of transform(source) against a target, used by every verdict.
+
+:func:`expect` says what the target should hold for a source document (the
+migrated copy, nothing because the spec filters it out, or nothing because the
+spec rejects it: then it is in quarantine). :func:`classify` compares that with
+the target copy, by the canonical encoding of ``canonical.py`` (BSON types kept,
+field order and ``_sm`` ignored, NaN equal to itself as BSON stores it). The
+reconciler (``engine.py``, bucketed and resumable) and :func:`full_compare` (one
+merge join, for the rollback verification, the simple gate, the demo and the
+``compare`` command) both use them, and both walk ``_id``s in
+``stream_migrator.id_order``'s order, so they cannot disagree about a document.
+"""
 
 from __future__ import annotations
 
@@ -8,13 +19,79 @@ from typing import Any
 from pymongo.collection import Collection
 
 from stream_migrator.errors import TransformError
-from stream_migrator.spec import META_FIELD, MigrationSpec
+from stream_migrator.id_order import id_before
+from stream_migrator.reconcile.canonical import FieldDiff, diff_docs, doc_hash
+from stream_migrator.spec import MigrationSpec
 from stream_migrator.spec.errors import FilteredOut
+
+#: Most untransformable documents a :class:`CompareReport` names.
+MAX_NAMED = 10
+
+
+@dataclass(frozen=True, slots=True)
+class Expectation:
+    """What the target should hold for one source document.
+
+    ``doc`` is the migrated copy, or None when no target copy is expected: the
+    spec's filter excludes the document (``filtered``), or the spec or the target
+    schema rejects it (``rejected`` holds the reason; the document is in quarantine).
+    """
+
+    doc: dict[str, Any] | None
+    filtered: bool = False
+    rejected: str | None = None
+
+
+def expect(spec: MigrationSpec, doc: dict[str, Any]) -> Expectation:
+    """``spec.migrate(doc)`` (transform + target schema, as the worker writes it), classified."""
+    try:
+        return Expectation(spec.migrate(doc))
+    except FilteredOut:
+        return Expectation(None, filtered=True)
+    except TransformError as exc:
+        return Expectation(None, rejected=str(exc))
+
+
+@dataclass(frozen=True, slots=True)
+class Difference:
+    """Why a document blocks: ``kind`` is ``missing``, ``orphan``, ``type``, ``value`` or
+    ``untransformable`` (then ``reason`` is the spec's error)."""
+
+    kind: str
+    diffs: list[FieldDiff] = field(default_factory=list)
+    reason: str | None = None
+
+
+def classify(expected: Expectation | None, t_doc: dict[str, Any] | None) -> Difference | None:
+    """None when the target agrees with the source's expectation, else the difference.
+
+    ``expected`` None = no source document. An untransformable source never
+    agrees with anything: until the spec or the document is fixed and the
+    quarantine replayed, the target cannot be proven current for it.
+    """
+    if expected is None or expected.filtered:
+        return None if t_doc is None else Difference("orphan")
+    if expected.rejected is not None:
+        return Difference("untransformable", reason=expected.rejected)
+    assert expected.doc is not None
+    if t_doc is None:
+        return Difference("missing")
+    if doc_hash(expected.doc) == doc_hash(t_doc):
+        return None
+    # Unequal canonical hashes are the definition of "different"; the diff explains it.
+    diffs = diff_docs(expected.doc, t_doc)
+    kind = "type" if any(d.reason == "type" for d in diffs) else "value"
+    return Difference(kind, diffs)
 
 
 @dataclass
 class CompareReport:
-    """Outcome of a full compare; ``mismatches`` = missing + extra + different."""
+    """Outcome of a full compare; ``mismatches`` = missing + extra + different.
+
+    ``untransformable`` source documents are not mismatches but they block every
+    verdict (``blocked``); ``rejected`` names the first :data:`MAX_NAMED` of them
+    as ``(_id, reason)``.
+    """
 
     source_count: int = 0
     target_count: int = 0
@@ -24,10 +101,16 @@ class CompareReport:
     untransformable: int = 0
     filtered: int = 0
     examples: list[str] = field(default_factory=list)
+    rejected: list[tuple[Any, str]] = field(default_factory=list)
 
     @property
     def mismatches(self) -> int:
         return self.missing + self.extra + self.different
+
+    @property
+    def blocked(self) -> int:
+        """Documents that keep a verdict from passing: mismatches and untransformable ones."""
+        return self.mismatches + self.untransformable
 
     def _example(self, text: str) -> None:
         if len(self.examples) < 10:
@@ -41,57 +124,59 @@ def full_compare(
 ) -> CompareReport:
     """Walk both collections in _id order (a merge join) and classify every key.
 
-    Source documents the spec rejects are counted as ``untransformable``: they are
-    in quarantine, not silently missing.
+    Source documents the spec rejects are counted as ``untransformable`` and named
+    in ``rejected``: they are in quarantine, not silently missing.
     """
     report = CompareReport()
     # Explicit batches: mongo-java-server otherwise answers one getMore with the whole
     # rest of the collection, which passes the 48 MB message limit at ~200,000 documents.
     src = source.find({}).sort("_id", 1).batch_size(2_000)
     tgt = target.find({}).sort("_id", 1).batch_size(2_000)
-    s_doc = next(src, None)
-    t_doc = next(tgt, None)
-    while s_doc is not None or t_doc is not None:
-        if t_doc is None or (s_doc is not None and _before(s_doc["_id"], t_doc["_id"])):
-            assert s_doc is not None
-            report.source_count += 1
-            if _expected(spec, s_doc, report) is not None:
-                report.missing += 1
-                report._example(f"missing in target: _id={s_doc['_id']!r}")
-            s_doc = next(src, None)
-        elif s_doc is None or _before(t_doc["_id"], s_doc["_id"]):
-            report.target_count += 1
-            report.extra += 1
-            report._example(f"extra in target: _id={t_doc['_id']!r}")
-            t_doc = next(tgt, None)
-        else:
-            report.source_count += 1
-            report.target_count += 1
-            expected = _expected(spec, s_doc, report)
-            actual = {k: v for k, v in t_doc.items() if k != META_FIELD}
-            if expected is not None and expected != actual:
-                report.different += 1
-                report._example(f"different: _id={s_doc['_id']!r}")
-            s_doc, t_doc = next(src, None), next(tgt, None)
+    try:
+        s_doc = next(src, None)
+        t_doc = next(tgt, None)
+        while s_doc is not None or t_doc is not None:
+            if t_doc is None or (s_doc is not None and id_before(s_doc["_id"], t_doc["_id"])):
+                assert s_doc is not None
+                report.source_count += 1
+                _count(report, s_doc["_id"], classify(_expect(spec, s_doc, report), None))
+                s_doc = next(src, None)
+            elif s_doc is None or id_before(t_doc["_id"], s_doc["_id"]):
+                report.target_count += 1
+                _count(report, t_doc["_id"], classify(None, t_doc))
+                t_doc = next(tgt, None)
+            else:
+                report.source_count += 1
+                report.target_count += 1
+                _count(report, s_doc["_id"], classify(_expect(spec, s_doc, report), t_doc))
+                s_doc, t_doc = next(src, None), next(tgt, None)
+    finally:
+        src.close()
+        tgt.close()
     return report
 
 
-def _expected(
-    spec: MigrationSpec, doc: dict[str, Any], report: CompareReport
-) -> dict[str, Any] | None:
-    try:
-        return spec.migrate(doc)  # transform + target schema, as the worker writes it
-    except FilteredOut:
+def _expect(spec: MigrationSpec, doc: dict[str, Any], report: CompareReport) -> Expectation:
+    expected = expect(spec, doc)
+    if expected.filtered:
         report.filtered += 1  # the spec leaves it out: the target must not have it
-        return None
-    except TransformError:
+    return expected
+
+
+def _count(report: CompareReport, doc_id: Any, diff: Difference | None) -> None:
+    if diff is None:
+        return
+    if diff.kind == "missing":
+        report.missing += 1
+        report._example(f"missing in target: _id={doc_id!r}")
+    elif diff.kind == "orphan":
+        report.extra += 1
+        report._example(f"extra in target: _id={doc_id!r}")
+    elif diff.kind == "untransformable":
         report.untransformable += 1
-        return None
-
-
-def _before(a: Any, b: Any) -> bool:
-    """_id order as the server sorts it, for the id types a merge join meets in practice."""
-    try:
-        return bool(a < b)
-    except TypeError:
-        return type(a).__name__ < type(b).__name__
+        if len(report.rejected) < MAX_NAMED:
+            report.rejected.append((doc_id, diff.reason or ""))
+    else:
+        report.different += 1
+        paths = ", ".join(d.path for d in diff.diffs[:3])
+        report._example(f"different: _id={doc_id!r} ({paths})")

@@ -13,6 +13,12 @@ sides once the transform group's lag has reached 0 (plus a settle delay for
 capture). A suspect that now matches was in flight; one whose source changed
 after the recheck round began is still in flight and waits (up to the recheck
 timeout); everything else is a divergence, classified with a field-level diff.
+
+A source document the spec rejects is never "agreeing": found by the scan or by
+a recheck, it is stored as a final ``untransformable`` suspect with the spec's
+reason, so the report names it and the verdict stays NOT READY until it is fixed
+and replayed. What "agrees" means is ``compare.classify``, shared with
+``full_compare``.
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ import random
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -35,27 +41,27 @@ from pymongo.collection import Collection
 from pymongo.errors import OperationFailure
 
 from stream_migrator import events
-from stream_migrator.errors import ConfigError, TransformError
-from stream_migrator.id_order import id_before, id_cmp, type_rank
+from stream_migrator.errors import ConfigError
+from stream_migrator.id_order import after_id_filters, id_before, id_cmp, type_rank
 from stream_migrator.mongo import cluster_time_now
 from stream_migrator.observability import get_logger
 from stream_migrator.reconcile.canonical import (
-    diff_docs,
     doc_hash,
     generic_path,
     leaf_paths,
     schema_paths,
 )
+from stream_migrator.reconcile.compare import Difference, Expectation, classify, expect
 from stream_migrator.reconcile.lag import LagProbe, LagReport, latest_change_versions
 from stream_migrator.reconcile.report import ReconcileReport, decide, wilson_interval
 from stream_migrator.reconcile.settings import ReconcileSettings
 from stream_migrator.runtime import StopFlag
-from stream_migrator.spec import META_FIELD, FilteredOut, MigrationSpec, get_spec
+from stream_migrator.spec import META_FIELD, MigrationSpec, get_spec
 
 log = get_logger("reconcile")
 
 _UNTRANSFORMABLE = b"\x00untransformable"  # hash marker of a document in quarantine
-_QUARANTINED: Any = object()  # what _expected returns for it
+UNTRANSFORMABLE = "untransformable"  # suspect kind of a source document the spec rejects
 RUNS = "reconcile_runs"
 SUSPECTS = "reconcile_suspects"
 ProgressFn = Callable[[int, int], None]
@@ -66,6 +72,7 @@ class _Entry:
     doc_id: Any
     expected: bytes | None  # hash of transform(source); None = no source document
     actual: bytes | None  # hash of target; None = no target document
+    rejected: str | None = None  # the spec's reason when the source is untransformable
 
 
 @dataclass
@@ -233,6 +240,7 @@ class Reconciler:
                 chunk = remaining[start : start + self._bucket_size]
                 targets = {_key(t["_id"]): t for t in self.target.find({"_id": {"$in": chunk}})}
                 sources = {_key(s["_id"]): s for s in self.source.find({"_id": {"$in": chunk}})}
+                # An untransformable source stays in ``still``: it never converges by waiting.
                 still.extend(
                     i
                     for i in chunk
@@ -293,19 +301,10 @@ class Reconciler:
     ) -> bool:
         """One sorted pass per side over a segment; returns False if stopped (progress saved)."""
         scan = scans[n]
-        bounds: dict[str, Any] = {}
-        if seg.get("has_last"):
-            bounds["$gt"] = seg["last_id"]
-        elif seg["lo"] is not None:
-            bounds["$gte"] = seg["lo"]
-        if seg["hi"] is not None:
-            bounds["$lt"] = seg["hi"]
-        query: dict[str, Any] = {"_id": bounds} if bounds else {}
-        if seg["first"] and seg["hi"] is not None and not seg.get("has_last"):
-            query = {"_id": {"$not": {"$gte": seg["hi"]}}}
+        queries = _segment_queries(seg)
         batch = min(self._bucket_size, 10_000)
-        src = self.source.find(query).sort("_id", 1).batch_size(batch)
-        tgt = self.target.find(query).sort("_id", 1).batch_size(batch)
+        src = _sorted_chain(self.source, queries, batch)
+        tgt = _sorted_chain(self.target, queries, batch)
         bucket: list[_Entry] = []
         paced = _Pacer(self._s.reconcile_max_docs_per_second)
         try:
@@ -339,29 +338,26 @@ class Reconciler:
         while s_doc is not None or t_doc is not None:
             if t_doc is None or (s_doc is not None and id_before(s_doc["_id"], t_doc["_id"])):
                 assert s_doc is not None
-                yield _Entry(s_doc["_id"], self._expected_hash(s_doc, scan), None)
+                yield self._source_entry(s_doc, None, scan)
                 s_doc = next(src, None)
             elif s_doc is None or id_before(t_doc["_id"], s_doc["_id"]):
                 yield _Entry(t_doc["_id"], None, self._actual_hash(t_doc, scan))
                 t_doc = next(tgt, None)
             else:
-                yield _Entry(
-                    s_doc["_id"],
-                    self._expected_hash(s_doc, scan),
-                    self._actual_hash(t_doc, scan),
-                )
+                yield self._source_entry(s_doc, self._actual_hash(t_doc, scan), scan)
                 s_doc, t_doc = next(src, None), next(tgt, None)
 
-    def _expected_hash(self, doc: dict[str, Any], scan: _Scan) -> bytes | None:
+    def _source_entry(self, doc: dict[str, Any], actual: bytes | None, scan: _Scan) -> _Entry:
         scan.source_count += 1
-        expected = self._expected(doc)
-        if expected is _QUARANTINED:
+        expected = self._expect(doc)
+        if expected.rejected is not None:
             scan.untransformable += 1
-            return _UNTRANSFORMABLE
-        if expected is None:
+            return _Entry(doc["_id"], _UNTRANSFORMABLE, actual, expected.rejected)
+        if expected.doc is None:
             scan.filtered += 1
-            return None  # filtered out by the spec: no target document is expected
-        return doc_hash(expected)
+            # Filtered out by the spec: no target document is expected.
+            return _Entry(doc["_id"], None, actual)
+        return _Entry(doc["_id"], doc_hash(expected.doc), actual)
 
     def _actual_hash(self, doc: dict[str, Any], scan: _Scan) -> bytes:
         scan.target_count += 1
@@ -370,6 +366,9 @@ class Reconciler:
 
     def _finish_bucket(self, run_id: str, n: int, bucket: list[_Entry], scan: _Scan) -> None:
         scan.buckets += 1
+        self._add_untransformable(
+            run_id, [(e.doc_id, e.rejected) for e in bucket if e.rejected is not None]
+        )
         # Each side's bucket hash over (id, document hash) in id order; equal hashes
         # mean the bucket is clean and nothing in it is looked at again.
         if _bucket_hash(bucket, expected=True) != _bucket_hash(bucket, expected=False):
@@ -401,18 +400,20 @@ class Reconciler:
             chunk = src_ids[start : start + size]
             targets = {_key(t["_id"]): t for t in self.target.find({"_id": {"$in": chunk}})}
             suspects = []
+            rejected: list[tuple[Any, str]] = []
             for s_doc in self.source.find({"_id": {"$in": chunk}}):
                 t_doc = targets.get(_key(s_doc["_id"]))
-                expected = self._expected(s_doc)
-                if expected is _QUARANTINED:
+                expected = self._expect(s_doc)
+                if expected.rejected is not None:
                     scan.untransformable += 1
-                elif expected is None:
+                    rejected.append((s_doc["_id"], expected.rejected))
+                    continue
+                if expected.filtered:
                     scan.filtered += 1
-                    if t_doc is not None:
-                        suspects.append(s_doc["_id"])
-                elif t_doc is None or doc_hash(expected) != doc_hash(t_doc):
+                if classify(expected, t_doc) is not None:
                     suspects.append(s_doc["_id"])
             self._add_suspects(run_id, suspects)
+            self._add_untransformable(run_id, rejected)
         for start in range(0, len(tgt_ids), size):
             chunk = tgt_ids[start : start + size]
             for t_doc in self.target.find({"_id": {"$in": chunk}}):
@@ -480,7 +481,7 @@ class Reconciler:
         """Re-read ``ids`` on both sides; returns (resolved, still pending, final in flight)."""
         targets = {_key(t["_id"]): t for t in self.target.find({"_id": {"$in": ids}})}
         sources = {_key(s["_id"]): s for s in self.source.find({"_id": {"$in": ids}})}
-        outcomes: dict[Any, tuple[str, list[dict[str, Any]]] | None] = {}
+        outcomes: dict[Any, Difference | None] = {}
         for doc_id in ids:
             outcomes[_key(doc_id)] = self._classify(
                 sources.get(_key(doc_id)), targets.get(_key(doc_id))
@@ -497,7 +498,8 @@ class Reconciler:
                 resolved += 1
                 done.append({"r": run_id, "d": doc_id})
                 continue
-            kind, diffs = outcome
+            kind = outcome.kind
+            diffs = [{**d.to_json(), "describe": d.describe()} for d in outcome.diffs]
             t_doc = targets.get(key)
             t_v = (t_doc or {}).get(META_FIELD, {}).get("v") if t_doc else None
             s_v = versions.get(key)
@@ -521,6 +523,7 @@ class Reconciler:
                         "t_v": t_v,
                         "s_v": s_v,
                         "diffs": diffs,
+                        "reason": outcome.reason,
                         "in_flight": in_flight,
                     },
                 )
@@ -533,35 +536,13 @@ class Reconciler:
 
     def _classify(
         self, s_doc: dict[str, Any] | None, t_doc: dict[str, Any] | None
-    ) -> tuple[str, list[dict[str, Any]]] | None:
-        """None when the two sides agree (or the source is untransformable), else (kind, diffs)."""
-        if s_doc is None and t_doc is None:
-            return None
-        expected = None if s_doc is None else self._expected(s_doc)
-        if expected is _QUARANTINED:
-            return None
-        if expected is None:
-            # No source, or the spec filters it out: the target should not have it.
-            return None if t_doc is None else ("orphan", [])
-        if t_doc is None:
-            return "missing", []
-        diffs = diff_docs(expected, t_doc)
-        if not diffs:
-            return None
-        kind = "type" if any(d.reason == "type" for d in diffs) else "value"
-        return kind, [{**d.to_json(), "describe": d.describe()} for d in diffs]
+    ) -> Difference | None:
+        """None when the two sides agree, else why not (an untransformable source never agrees)."""
+        return classify(None if s_doc is None else self._expect(s_doc), t_doc)
 
-    def _expected(self, doc: dict[str, Any]) -> Any:
-        """What the target should hold: the migrated document, None when the spec filters
-        it out, or ``_QUARANTINED`` when it fails the spec or the target schema (it is
-        then in quarantine). Uses ``migrate`` (transform + target-schema check) like the worker.
-        """
-        try:
-            return self._spec.migrate(doc)
-        except FilteredOut:
-            return None
-        except TransformError:
-            return _QUARANTINED
+    def _expect(self, doc: dict[str, Any]) -> Expectation:
+        """What the target should hold (``migrate``: transform + target schema, as the worker)."""
+        return expect(self._spec, doc)
 
     # -- state ------------------------------------------------------------------
     def _add_suspects(self, run_id: str, ids: list[Any]) -> None:
@@ -582,6 +563,28 @@ class Reconciler:
         ]
         self._suspects.bulk_write(ops, ordered=False)
 
+    def _add_untransformable(self, run_id: str, rejected: Sequence[tuple[Any, str | None]]) -> None:
+        """Record source documents the spec rejects as final suspects, with the reason."""
+        if not rejected:
+            return
+        ops = [
+            ReplaceOne(
+                {"_id": {"r": run_id, "d": doc_id}},
+                {
+                    "run": run_id,
+                    "migration": self._s.migration,
+                    "doc_id": doc_id,
+                    "state": "final",
+                    "kind": UNTRANSFORMABLE,
+                    "reason": reason,
+                    "diffs": [],
+                },
+                upsert=True,
+            )
+            for doc_id, reason in rejected
+        ]
+        self._suspects.bulk_write(ops, ordered=False)
+
     def _save(self, run_id: str, **fields: Any) -> None:
         fields["updated_at"] = dt.datetime.now(dt.UTC)
         self._runs.update_one({"_id": self._run_key, "run": run_id}, {"$set": fields})
@@ -589,7 +592,11 @@ class Reconciler:
     def _fill(self, report: ReconcileReport, run_id: str, scan: _Scan) -> None:
         report.source_count = scan.source_count
         report.target_count = scan.target_count
-        report.untransformable = scan.untransformable
+        # Counted from the stored records: those the scan met and those a recheck met
+        # (a suspect whose source turned untransformable during the compare).
+        report.untransformable = self._suspects.count_documents(
+            {"run": run_id, "state": "final", "kind": UNTRANSFORMABLE}
+        )
         report.buckets = scan.buckets
         report.buckets_drilled = scan.drilled
         report.max_bucket_entries = self.max_bucket_entries
@@ -607,6 +614,11 @@ class Reconciler:
         limit = self._s.reconcile_sample_ids
         for doc in self._suspects.find({"run": run_id, "state": "final"}):
             kind = doc["kind"]
+            if kind == UNTRANSFORMABLE:
+                rejected = report.samples.setdefault(kind, [])
+                if len(rejected) < limit:
+                    rejected.append({"_id": doc["doc_id"], "reason": doc.get("reason") or ""})
+                continue
             report.counts[kind] += 1
             differing.update({generic_path(d["path"]) for d in doc.get("diffs", [])})
             samples = report.samples.setdefault(kind, [])
@@ -635,6 +647,41 @@ class Reconciler:
                 f"migration {self._s.migration!r} captures {recorded} but SM_SOURCE is "
                 f"{self._s.source}; set SM_SOURCE={recorded} (or the right --migration)"
             )
+
+
+def _segment_queries(seg: dict[str, Any]) -> list[dict[str, Any]]:
+    """The filters that, run one after the other sorted by ``_id``, cover what is left of ``seg``.
+
+    A fresh segment is one query. A resumed one continues after ``last_id`` with
+    ``id_order.after_id_filters`` (``$gt`` stays inside ``last_id``'s BSON type
+    bracket, so the later brackets need their own queries), each kept inside the
+    segment's bounds.
+    """
+    if seg["first"] and seg["hi"] is not None:
+        # "Not >= the first boundary": also every id of another BSON type (see _plan_segments).
+        bound: dict[str, Any] = {"_id": {"$not": {"$gte": seg["hi"]}}}
+    else:
+        bounds: dict[str, Any] = {}
+        if seg["lo"] is not None:
+            bounds["$gte"] = seg["lo"]
+        if seg["hi"] is not None:
+            bounds["$lt"] = seg["hi"]
+        bound = {"_id": bounds} if bounds else {}
+    if not seg.get("has_last"):
+        return [bound]
+    return [{"$and": [f, bound]} if bound else f for f in after_id_filters(seg["last_id"])]
+
+
+def _sorted_chain(
+    coll: Collection[dict[str, Any]], queries: list[dict[str, Any]], batch: int
+) -> Generator[dict[str, Any], None, None]:
+    """The documents of ``queries`` in turn, each sorted by ``_id`` (one cursor open at a time)."""
+    for query in queries:
+        cursor = coll.find(query).sort("_id", 1).batch_size(batch)
+        try:
+            yield from cursor
+        finally:
+            cursor.close()
 
 
 def sample_ids(coll: Collection[dict[str, Any]], n: int, attempts: int = 3) -> list[Any]:
@@ -719,4 +766,3 @@ def _key(value: Any) -> Any:
     except TypeError:
         return repr(value)
     return value
-

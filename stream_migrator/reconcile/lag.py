@@ -44,6 +44,11 @@ class LagReport:
     source_latest_version: int | None = None
     error: str | None = None
     topic_missing: bool = False
+    #: Capture lag was measured: the source's oplog was read (whether or not it had
+    #: an entry of the collection). False when not asked for or when it failed.
+    capture_measured: bool = False
+    #: Why capture lag is unknown (the oplog read failed), for the verdict.
+    capture_error: str | None = None
 
     @property
     def events(self) -> int:
@@ -55,9 +60,14 @@ class LagReport:
 
     @property
     def capture_lag_seconds(self) -> float | None:
-        """Source's newest operation minus the newest captured event (None if unknown)."""
-        if self.source_latest_version is None:
+        """Source's newest operation minus the newest captured event (None if unknown).
+
+        0 when the oplog was read and holds no change of the collection: nothing to capture.
+        """
+        if not self.capture_measured:
             return None
+        if self.source_latest_version is None:
+            return 0.0
         if self.last_captured_version is None:
             return max(0.0, self.measured_at - (self.source_latest_version >> 32))
         gap = (self.source_latest_version >> 32) - (self.last_captured_version >> 32)
@@ -69,6 +79,7 @@ class LagReport:
             "events": self.events,
             "seconds": round(self.seconds, 3),
             "capture_lag_seconds": self.capture_lag_seconds,
+            "capture_error": self.capture_error,
             "error": self.error,
             "partitions": [
                 {
@@ -141,7 +152,11 @@ class LagProbe:
         except KafkaException as exc:
             report.error = f"Kafka did not answer: {exc}"
         if client is not None and source_ns is not None:
-            report.source_latest_version = source_latest_version(client, source_ns)
+            try:
+                report.source_latest_version = source_latest_version(client, source_ns)
+                report.capture_measured = True
+            except CaptureLagUnknown as exc:
+                report.capture_error = str(exc)
         report.measured_at = time.time()
         return report
 
@@ -156,14 +171,25 @@ class LagProbe:
             return None
 
 
+class CaptureLagUnknown(Exception):  # noqa: N818 - read as "capture lag is unknown"
+    """The source's oplog could not be read, so capture lag cannot be measured."""
+
+
 def source_latest_version(client: MongoClient[dict[str, Any]], ns: str) -> int | None:
-    """Cluster time of the newest oplog entry of ``ns`` (None when the oplog is unreadable)."""
+    """Cluster time of the newest oplog entry of ``ns``; None when the oplog has none.
+
+    Raises CaptureLagUnknown when the oplog cannot be read: through mongos (a sharded
+    cluster shows no ``local.oplog.rs``), without read access on ``local``, or on a
+    server without an oplog (standalone).
+    """
     try:
         entry = client["local"]["oplog.rs"].find_one(
             {"ns": ns}, sort=[("$natural", -1)], projection={"ts": 1}, max_time_ms=5000
         )
-    except PyMongoError:
-        return None
+    except PyMongoError as exc:
+        raise CaptureLagUnknown(
+            f"reading local.oplog.rs failed ({type(exc).__name__}: {str(exc)[:200]})"
+        ) from exc
     if entry is None or "ts" not in entry:
         return None
     return events.version_of(entry["ts"])

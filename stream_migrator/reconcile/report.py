@@ -133,9 +133,13 @@ def decide(report: ReconcileReport, *, max_lag_events: int, max_lag_seconds: flo
             "timeout expired (are the transform workers running? see consumer lag)"
         )
     if report.untransformable:
+        named = report.samples.get("untransformable", [])
+        listed = "; ".join(f"_id={s['_id']!r}: {s.get('reason', '')}" for s in named[:3])
+        more = f" (first {min(3, len(named))}: {listed})" if named else ""
         reasons.append(
             f"{report.untransformable} source documents cannot be transformed (they are in "
-            "quarantine): fix the spec or the data, then `stream-migrator quarantine replay`"
+            f"quarantine){more}: fix the spec or the data, then "
+            "`stream-migrator quarantine replay`"
         )
     lag = report.lag
     if not lag.known:
@@ -152,7 +156,17 @@ def decide(report: ReconcileReport, *, max_lag_events: int, max_lag_seconds: flo
                 "SM_RECONCILE_MAX_LAG_SECONDS)"
             )
     capture = lag.capture_lag_seconds
-    if capture is not None and capture > max_lag_seconds:
+    if capture is None:
+        # Fail closed: without the source's newest change we cannot tell that capture
+        # has seen everything, and an unseen change is an unproven document.
+        reasons.append(
+            "capture lag is unknown: "
+            + (lag.capture_error or "the source's oplog was not read")
+            + "; the reconciler reads the source's newest change from local.oplog.rs, so point "
+            "SM_MONGO_URI at a replica-set member (not mongos; on a sharded cluster, at each "
+            "shard's replica set) as a user with read access on the local database"
+        )
+    elif capture > max_lag_seconds:
         reasons.append(
             f"capture is {capture:.0f} s behind the source's latest operation (is capture running?)"
         )
@@ -180,6 +194,10 @@ def render_text(report: ReconcileReport) -> str:
     if report.mode == "sample":
         lines.append(f"documents sampled     {report.compared}")
     lines.append(f"untransformable       {report.untransformable} (in quarantine)")
+    lines.extend(
+        f"  _id={s['_id']!r}: {s.get('reason', '')}"
+        for s in report.samples.get("untransformable", [])
+    )
     if report.filtered:
         lines.append(f"filtered out          {report.filtered} (excluded by the spec's filter)")
     lines.extend(_divergence_lines(report))
@@ -221,7 +239,11 @@ def _lag_lines(lag: LagReport) -> list[str]:
     capture = lag.capture_lag_seconds
     lines.append(
         "capture lag           "
-        + ("unknown (oplog not readable)" if capture is None else f"{capture:.0f} s")
+        + (
+            f"unknown ({lag.capture_error or 'not measured'})"
+            if capture is None
+            else f"{capture:.0f} s"
+        )
     )
     return lines
 

@@ -104,8 +104,42 @@ def test_id_order_brackets_types_like_mongodb() -> None:
 def _report(**counts: int) -> ReconcileReport:
     report = ReconcileReport("m", source_count=100)
     report.counts.update(counts)
-    report.lag = LagReport(known=True, partitions=[PartitionLag(0, 10, 10)])
+    report.lag = LagReport(known=True, partitions=[PartitionLag(0, 10, 10)], capture_measured=True)
     return report
+
+
+def test_verdict_not_ready_when_capture_lag_unknown() -> None:
+    """An unread oplog (mongos, no access to local) fails closed: NOT READY, why, what to do."""
+    report = _report()
+    report.lag = LagReport(known=True, partitions=[PartitionLag(0, 10, 10)])
+    report.lag.capture_error = "reading local.oplog.rs failed (OperationFailure: not authorized)"
+    verdict = decide(report, max_lag_events=0, max_lag_seconds=1)
+    assert not verdict.ready
+    [reason] = verdict.reasons
+    assert reason.startswith("capture lag is unknown: reading local.oplog.rs failed")
+    assert "not authorized" in reason
+    assert "not mongos" in reason
+    assert "read access on the local database" in reason
+
+
+def test_capture_lag_is_zero_when_oplog_has_no_change_of_the_collection() -> None:
+    """A readable oplog without an entry of the collection means nothing is left to capture."""
+    assert LagReport(known=True, capture_measured=True).capture_lag_seconds == 0.0
+    assert LagReport(known=True).capture_lag_seconds is None
+
+
+def test_verdict_names_untransformable_documents() -> None:
+    """The quarantine reason lists the first rejected _ids with the spec's reason."""
+    report = _report()
+    report.untransformable = 4
+    report.samples["untransformable"] = [
+        {"_id": n, "reason": f"address: cannot split {n}"} for n in range(4)
+    ]
+    verdict = decide(report, max_lag_events=0, max_lag_seconds=1)
+    [reason] = verdict.reasons
+    assert "4 source documents cannot be transformed" in reason
+    assert "_id=0: address: cannot split 0; _id=1" in reason
+    assert "_id=3" not in reason  # the first three only; the report lists more
 
 
 def test_verdict_ready_when_clean_and_caught_up() -> None:
@@ -187,5 +221,6 @@ def test_schema_paths_walk_records_arrays_and_unions() -> None:
             ],
         }
     )
+    assert isinstance(parsed, dict)
     named = parsed.get("__named_schemas", {})
     assert schema_paths(parsed, named) == ["a", "a.b", "items", "items.[].q", "c", "c.b"]
