@@ -45,19 +45,29 @@ def timestamp_of(version: int) -> Timestamp:
     return Timestamp(version >> 32, version & 0xFFFFFFFF)
 
 
-#: The increment of an application's version (``router.stamp``): all ones, so it is
-#: later than every change of its second and no cluster time ever carries it.
+#: The increment of an application's version (``router.stamp``) has its top bit set:
+#: a cluster time's increment counts operations within one second and never gets near
+#: 2**31, so a stamp of second ``s`` is later than every change of ``s``. The lower 31
+#: bits order stamps within the second (nanoseconds, then a per-process counter).
+APP_FLAG = 0x80000000
+#: The increment of the first stamps (before sub-second ordering): all ones.
 APP_INCREMENT = 0xFFFFFFFF
 
 
-def app_version(seconds: int) -> int:
-    """The version an application stamps on a write made in second ``seconds``."""
-    return (seconds << 32) | APP_INCREMENT
+def app_version(seconds: int, fraction: int | None = None) -> int:
+    """The version an application stamps on a write made in second ``seconds``.
+
+    ``fraction`` (0 .. 2**31 - 1, e.g. nanoseconds) orders stamps within the second;
+    None gives the end of the second (all ones), the stamp of earlier releases.
+    """
+    if fraction is None:
+        return (seconds << 32) | APP_INCREMENT
+    return (seconds << 32) | APP_FLAG | (fraction & 0x7FFFFFFF)
 
 
 def is_app_version(version: int) -> bool:
     """True for a version stamped by an application, False for a pipeline's cluster time."""
-    return (version & APP_INCREMENT) == APP_INCREMENT
+    return bool(version & APP_FLAG)
 
 
 def hashable_id(value: Any) -> Any:

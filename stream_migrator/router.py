@@ -3,8 +3,11 @@
 from stream_migrator.rollout.router import (
     NoRolloutStateError,
     Router,
+    RouterLeaseExpiredError,
     Target,
     bucket,
+    canonical_id,
+    observe_cluster_time,
     side_for,
     stamp,
     stamp_update,
@@ -14,8 +17,11 @@ from stream_migrator.rollout.router import (
 __all__ = [
     "NoRolloutStateError",
     "Router",
+    "RouterLeaseExpiredError",
     "Target",
     "bucket",
+    "canonical_id",
+    "observe_cluster_time",
     "side_for",
     "stamp",
     "stamp_update",

@@ -7,6 +7,7 @@ router's business, the reverse stream (``reverse.py``) runs as its own process.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import time
 from collections.abc import Callable
@@ -23,8 +24,9 @@ from stream_migrator.observability import HealthState, get_logger
 from stream_migrator.rollout import audit
 from stream_migrator.rollout import metrics as rm
 from stream_migrator.rollout.errors import RolloutError, VersionConflictError
-from stream_migrator.rollout.fences import Breach, Measurements, evaluate, measure
+from stream_migrator.rollout.fences import Breach, Measurements, evaluate, measure, missing
 from stream_migrator.rollout.gate import Gate, VerdictLike
+from stream_migrator.rollout.leases import AckReport, LeaseStore, LeaseWatch
 from stream_migrator.rollout.plan import MigrationPlan, Plan
 from stream_migrator.rollout.stages import (
     ORDER,
@@ -53,10 +55,24 @@ class Evaluation:
     verdict: VerdictLike
     measured: Measurements
     breaches: list[Breach]
+    #: Fences with a limit but no measurement, and whether they hold the stage.
+    missing: list[str] = dataclasses.field(default_factory=list)
+    hold_on_missing: bool = True
 
     @property
     def healthy(self) -> bool:
         return not self.breaches
+
+    @property
+    def held(self) -> bool:
+        """A fence cannot be checked and the plan says hold (``on_missing = "hold"``)."""
+        return bool(self.missing) and self.hold_on_missing
+
+    def details(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"measured": vars(self.measured), "gate": self.verdict.reasons}
+        if self.missing:
+            out["unmeasured"] = self.missing
+        return out
 
 
 def migration_settings(base: Settings, m: MigrationPlan) -> Settings:
@@ -79,6 +95,7 @@ class Controller:
         *,
         drainer: Drainer | None = None,
         reverse_probe: ReverseProbe | None = None,
+        router_wait_s: float | None = None,
     ) -> None:
         self.plan = plan
         self.client = client
@@ -91,6 +108,12 @@ class Controller:
         # rollback required, writes on new need a running reverse stream from the
         # first one on, or a rollback could not bring them back.
         self.reverse_probe = reverse_probe
+        # Rollback waits for every router to acknowledge the old-only state (or to let
+        # its lease expire): at most this long per attempt (None = as long as the
+        # pending routers' leases need), then it stays in rolling_back and is retried.
+        self.router_wait_s = router_wait_s
+        self.leases = LeaseStore(client, settings.metadata_db)
+        self._lease_watch = LeaseWatch()
         self._breaches_in_row: dict[str, int] = {}
 
     # -- state ------------------------------------------------------------------
@@ -140,7 +163,32 @@ class Controller:
         breaches = evaluate(m.fences, measured)
         for b in breaches:
             rm.FENCE_BREACHES.labels(name, b.fence).inc()
-        return Evaluation(verdict, measured, breaches)
+        unmeasured = missing(m.fences, measured)
+        return Evaluation(verdict, measured, breaches, unmeasured, m.fences.on_missing == "hold")
+
+    def _hold(self, name: str, state: RolloutState, ev: Evaluation) -> RolloutState:
+        """Record (once per distinct cause) that fences without a measurement hold the stage."""
+        reason = (
+            f"held: fence(s) {', '.join(ev.missing)} have no measurement (on_missing = "
+            '"hold"); make them measurable (metrics_urls reachable, topics present) or set '
+            '[migration.fences] on_missing = "skip"'
+        )
+        if state.hold_reason == reason:
+            return state
+        after = self.store.swap(state, self.operator, hold_reason=reason)
+        details = {**ev.details(), "missing": ev.missing}
+        self._audit(name, "fence_hold", _label(state), _label(after), reason, details)
+        log.warning("rollout.held", migration=name, missing=ev.missing)
+        return after
+
+    def _unhold(self, name: str, state: RolloutState) -> RolloutState:
+        if state.hold_reason is None:
+            return state
+        after = self.store.swap(state, self.operator, hold_reason=None)
+        self._audit(
+            name, "fence_hold_cleared", _label(state), _label(after), "every fence is measured"
+        )
+        return after
 
     # -- transitions ------------------------------------------------------------
     def advance(
@@ -165,11 +213,14 @@ class Controller:
             self._check_dependencies(m)
         else:
             ev = self.evaluate(name)
-            details = {"measured": vars(ev.measured), "gate": ev.verdict.reasons}
+            details = ev.details()
             if ev.breaches:
                 raise RolloutError(
                     f"{name} not advanced: fences breached ({'; '.join(map(str, ev.breaches))})"
                 )
+            if ev.held:
+                held = self._hold(name, before, ev)
+                raise RolloutError(f"{name} not advanced: {held.hold_reason}")
             if not ev.verdict.ready:
                 raise RolloutError(
                     f"{name} not advanced: the reconciler gate is not READY "
@@ -177,7 +228,7 @@ class Controller:
                 )
         self._check_reverse_stream(m, before)
         changes = self._next_step(m, before)
-        after = self.store.swap(before, self.operator, **changes)
+        after = self.store.swap(before, self.operator, **changes, hold_reason=None)
         self._audit(name, "advance", _label(before), _label(after), reason, details)
         rm.TRANSITIONS.labels(name, "advance").inc()
         self._export(after)
@@ -284,14 +335,24 @@ class Controller:
         return after
 
     def rollback(self, name: str, reason: str, *, audit_blocked: bool = True) -> RolloutState:
-        """Halt, drain the reverse stream, verify old in reverse, switch flags, record it.
+        """Halt, drain and verify, route all to old, wait for every router, verify again.
 
-        Readers stay where they are until the old side is proven current: moving
-        them first would let them read old documents that miss writes still in
-        the reverse stream. If the drain or the verification fails the migration
-        stays in ``rolling_back`` (halted) and the command can simply be re-run;
-        a running controller retries it every evaluation (``audit_blocked=False``:
-        one ``rollback_blocked`` entry per attempt, not one per retry).
+        The steps, each one a state the command can be re-run from:
+
+        1. ``rolling_back`` with exposure frozen: readers stay where they are until
+           the old side is proven current (drain both streams, reverse compare).
+        2. ``rolling_back 0%``: every key routes to old (audit ``rollback_route_old``).
+           Routers that have not refreshed yet still send writes to new; the reverse
+           stream (still running) carries them back.
+        3. Wait until every router has acknowledged that state in its lease, or its
+           lease expired (it then refuses writes to new by itself).
+        4. Drain and verify once more - now nothing can still write to new - and
+           only then ``rolled_back``.
+
+        If a step cannot finish the migration stays in ``rolling_back`` (halted) and
+        the command can simply be re-run; a running controller retries it every
+        evaluation (``audit_blocked=False``: one ``rollback_blocked`` entry per
+        attempt, not one per retry).
         """
         before = self.store.get(name)
         if not can_roll_back(before.stage):
@@ -304,6 +365,7 @@ class Controller:
                 stage=Stage.ROLLING_BACK,
                 halted=True,
                 halt_reason=f"rollback: {reason}",
+                hold_reason=None,
                 extra={**before.extra, "rolled_back_from": str(before.stage)},
             )
             self._audit(name, "rollback_start", _label(before), _label(state), reason)
@@ -315,16 +377,39 @@ class Controller:
                     f"{name} was at {came_from}: writes may be on the new collection, so the "
                     "reverse stream must be drained and verified first, and no drainer is set"
                 )
-            ok, drained = self.drainer(migration_settings(self.settings, self.plan.migration(name)))
+            s = migration_settings(self.settings, self.plan.migration(name))
+            if "old_only_version" not in state.extra:
+                ok, drained = self.drainer(s)
+                if not ok:
+                    self._blocked(name, state, reason, {**details, **drained}, audit_blocked)
+                    raise RolloutError(
+                        f"{name} stays in rolling_back: the old side is not verified yet "
+                        f"({drained}); is the reverse stream running? re-run `rollout "
+                        "rollback` when it has drained"
+                    )
+                state = self._route_old(name, state, reason, drained)
+            version = int(state.extra["old_only_version"])
+            acks = self._await_routers(name, version)
+            details.update(acks.summary())
+            if acks.pending:
+                self._blocked(name, state, reason, details, audit_blocked)
+                raise RolloutError(
+                    f"{name} stays in rolling_back: router(s) "
+                    f"{', '.join(lease.describe() for lease in acks.pending)} have not "
+                    f"acknowledged the old-only state (version {version}) and their leases "
+                    "have not expired; they may still write to new. Re-run `rollout rollback` "
+                    f"(it waits up to their lease); see {self.leases.coll.full_name}"
+                )
+            # Now nothing routes writes to new: a last drain and compare catches every
+            # write that a router made there before it acknowledged.
+            ok, drained = self.drainer(s)
             details.update(drained)
             if not ok:
-                if audit_blocked:
-                    self._audit(
-                        name, "rollback_blocked", _label(state), _label(state), reason, details
-                    )
+                self._blocked(name, state, reason, details, audit_blocked)
                 raise RolloutError(
-                    f"{name} stays in rolling_back: the old side is not verified yet ({drained}); "
-                    "is the reverse stream running? re-run `rollout rollback` when it has drained"
+                    f"{name} stays in rolling_back (routing old): the final verification "
+                    f"after every router acknowledged failed ({drained}); is the reverse "
+                    "stream running? re-run `rollout rollback` when it has drained"
                 )
         after = self.store.swap(
             state,
@@ -341,6 +426,49 @@ class Controller:
         self._export(after)
         log.warning("rollout.rolled_back", migration=name, reason=reason)
         return after
+
+    def _route_old(
+        self, name: str, state: RolloutState, reason: str, drained: dict[str, Any]
+    ) -> RolloutState:
+        """Still rolling back, every key on old; remember the version routers must acknowledge."""
+        after = self.store.swap(
+            state,
+            self.operator,
+            tier=-1,
+            last_safe_tier=-1,
+            percentage=0.0,
+            tenants_allow=(),
+            extra={**state.extra, "old_only_version": state.version + 1},
+        )
+        self._audit(name, "rollback_route_old", _label(state), _label(after), reason, drained)
+        rm.TRANSITIONS.labels(name, "rollback_route_old").inc()
+        self._export(after)
+        log.warning("rollout.routing_old", migration=name, version=after.version)
+        return after
+
+    def _await_routers(self, name: str, version: int) -> AckReport:
+        """Poll the router leases until none is pending, or the wait is over."""
+        started = time.monotonic()
+        while True:
+            report = self._lease_watch.classify(self.leases.of(name), version)
+            if not report.pending:
+                return report
+            needed = max(self._lease_watch.expiry_after(lease) for lease in report.pending)
+            wait = needed if self.router_wait_s is None else min(needed, self.router_wait_s)
+            if time.monotonic() - started >= wait:
+                return report
+            time.sleep(0.2)
+
+    def _blocked(
+        self,
+        name: str,
+        state: RolloutState,
+        reason: str,
+        details: dict[str, Any],
+        audit_blocked: bool,
+    ) -> None:
+        if audit_blocked:
+            self._audit(name, "rollback_blocked", _label(state), _label(state), reason, details)
 
     def complete(self, name: str, reason: str = "") -> RolloutState:
         """Cutover -> complete, only after the retention window since cutover."""
@@ -409,6 +537,12 @@ class Controller:
                 self.rollback(m.name, f"{count} fence breaches in a row ({reason})")
             return
         self._breaches_in_row[m.name] = 0
+        if ev.held:
+            self._hold(m.name, state, ev)
+        else:
+            self._advance_if_due(m, self._unhold(m.name, state), ev)
+
+    def _advance_if_due(self, m: MigrationPlan, state: RolloutState, ev: Evaluation) -> None:
         if state.halted or state.stage == Stage.CUTOVER or not self._due(state):
             return
         if not ev.verdict.ready:
@@ -421,8 +555,8 @@ class Controller:
     def _advance_evaluated(self, m: MigrationPlan, state: RolloutState, ev: Evaluation) -> None:
         self._check_reverse_stream(m, state)
         changes = self._next_step(m, state)
-        after = self.store.swap(state, self.operator, **changes)
-        details = {"measured": vars(ev.measured), "gate": ev.verdict.reasons}
+        after = self.store.swap(state, self.operator, **changes, hold_reason=None)
+        details = ev.details()
         self._audit(m.name, "advance", _label(state), _label(after), "schedule", details)
         rm.TRANSITIONS.labels(m.name, "advance").inc()
         self._export(after)

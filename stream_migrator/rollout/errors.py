@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from stream_migrator.errors import ConfigError, StreamMigratorError
+from stream_migrator.errors import ConfigError, RetryableError, StreamMigratorError
 
 
 class RolloutError(StreamMigratorError):
@@ -19,3 +19,7 @@ class PlanError(ConfigError):
 
 class NoRolloutStateError(RolloutError):
     """The router knows no rollout state for its migration and has no fallback namespace."""
+
+
+class RouterLeaseExpiredError(RetryableError, RolloutError):
+    """The router's lease ran out (MongoDB unreachable): it sends no write to new until renewed."""

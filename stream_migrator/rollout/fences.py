@@ -15,7 +15,7 @@ from stream_migrator.rollout.plan import Fences
 
 @dataclass(frozen=True)
 class Measurements:
-    """What the fences are checked against; None = not measured (the fence is skipped)."""
+    """What the fences are checked against; None = not measured (see :func:`missing`)."""
 
     lag_events: int | None = None
     lag_seconds: float | None = None
@@ -52,6 +52,15 @@ def evaluate(fences: Fences, measured: Measurements) -> list[Breach]:
         if limit is not None and value is not None and value > limit:
             out.append(Breach(value_name, float(value), float(limit)))
     return out
+
+
+def missing(fences: Fences, measured: Measurements) -> list[str]:
+    """Every fence with a limit whose measurement is None (``Fences.on_missing`` decides)."""
+    return [
+        value_name
+        for limit_name, value_name in _PAIRS
+        if getattr(fences, limit_name) is not None and getattr(measured, value_name) is None
+    ]
 
 
 def measure(

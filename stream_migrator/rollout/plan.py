@@ -14,7 +14,7 @@ import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 
@@ -22,6 +22,8 @@ from stream_migrator.errors import ConfigError
 from stream_migrator.rollout.errors import PlanError
 from stream_migrator.spec import MigrationSpec, get_spec
 
+OnMissing = Literal["hold", "skip"]
+_ON_MISSING: tuple[OnMissing, ...] = ("hold", "skip")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")
 _SOURCE_ATTRS = ("src", "field")
 _TARGET_ATTRS = ("dst", "field")
@@ -45,6 +47,10 @@ class Fences:
     max_error_rate: float | None = None
     max_divergence_ratio: float | None = None
     max_p99_apply_seconds: float | None = None
+    #: A fence with a limit whose measurement is missing (metrics unreachable, topic
+    #: unknown): "hold" (default) keeps the stage and records why; "skip" passes it
+    #: (the behaviour before this setting existed). Set in ``[migration.fences] on_missing``.
+    on_missing: OnMissing = "hold"
 
 
 @dataclass(frozen=True)
@@ -136,6 +142,8 @@ def parse_plan(path: str | Path) -> Plan:
             retention_s=float(head.get("retention_s", 86_400.0)),
             ramp_from_percent=float(head.get("ramp_from_percent", 25.0)),
         )
+    except PlanError as exc:
+        raise PlanError(f"plan file {path}: {exc}") from None
     except (TypeError, ValueError, KeyError, AttributeError) as exc:
         raise PlanError(f"plan file {path}: malformed entry ({type(exc).__name__}: {exc})") from exc
 
@@ -164,11 +172,22 @@ def _migration(raw: dict[str, Any], default_tiers: tuple[Tier, ...]) -> Migratio
         write_amplification=float(raw.get("write_amplification", 1.0)),
         tiers=tiers,
         tenants_deny=tuple(raw.get("tenants_deny", ())),
-        fences=Fences(**fences),
+        fences=_fences(raw["name"], fences),
         rollback_required=bool(rollback.get("required", True)),
         rollback_after_breaches=int(rollback.get("after_breaches", 0)),
         metrics_urls=tuple(raw.get("metrics_urls", ())),
     )
+
+
+def _fences(migration: str, raw: dict[str, Any]) -> Fences:
+    on_missing = raw.get("on_missing", "hold")
+    if on_missing not in _ON_MISSING:
+        raise PlanError(
+            f"migration {migration!r}: [migration.fences] on_missing = {on_missing!r} is not "
+            '"hold" (a fence without a measurement holds the stage; the default) or "skip" '
+            "(it is passed)"
+        )
+    return Fences(**{**raw, "on_missing": on_missing})
 
 
 def validate(plan: Plan) -> list[str]:
@@ -353,7 +372,11 @@ def render(plan: Plan) -> str:
         tiers = " -> ".join(
             t.name + (f" ({','.join(t.tenants)})" if t.tenants else "") for t in m.tiers
         )
-        fences = ", ".join(f"{k}={v}" for k, v in vars(m.fences).items() if v is not None)
+        fences = ", ".join(
+            f"{k}={v}" for k, v in vars(m.fences).items() if v is not None and k != "on_missing"
+        )
+        if fences:
+            fences += f" (unmeasured: {m.fences.on_missing})"
         lines.append(f"{m.name}: tiers {tiers or '-'}; fences {fences or 'none'}")
         lines.append(
             f"  rollback {'required' if m.rollback_required else 'not required'}"

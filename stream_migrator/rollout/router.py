@@ -14,6 +14,10 @@ does not change between requests or processes, and a key exposed at 5% is still
 exposed at 25% (the threshold only grows as the rollout advances). Denied tenants
 always get old, allowed tenants get new from their tier on.
 
+Cache keys keep the ``_id``'s BSON type: a string id reads as itself (``order:v2:k``),
+any other id as ``~`` + its canonical Extended JSON (``order:v2:~{"$oid":"65a..."}``),
+so ``1`` and ``'1'``, or an ObjectId and its hex string, never share an entry.
+
 State comes from the rollout state document, cached locally. A background thread
 follows the metadata collection's change stream and also re-reads the document
 every ``poll_interval_s`` (mongo-java-server's getMore returns at once and its
@@ -24,6 +28,23 @@ router started) it answers ``Target("old", fallback_namespace, "unknown")`` -
 old is the safe side before any rollout - and without a ``fallback_namespace``
 it raises :class:`NoRolloutStateError`: it cannot know the old collection's name
 on its own, and an empty namespace is no answer an application can use.
+
+Leases (see :mod:`stream_migrator.rollout.leases`): every refresh heartbeats the
+router's lease document with the state version it acknowledges (a version is
+acknowledged once it has been served for ``ack_delay_s``, so a write whose target
+was handed out just before is sent by then). A router whose last heartbeat is more
+than ``lease_s`` old refuses to send writes to new (:class:`RouterLeaseExpiredError`)
+until MongoDB answers again: the controller may already have rolled back without
+it. Reads, and writes of keys on old, are still answered from the last state.
+Why refuse and not write to old: an old-path write reaches new only while the
+forward pipeline runs and only if it is newer than the key's stamp on new; after
+cutover it could sit in old unseen and be overwritten by the reverse stream. A
+refused write is never lost: the application sees the error and retries.
+
+Stamps (``stamp``, ``stamp_update``, ``version_now``) are never behind a cluster
+time this process has seen in a router's replies, and strictly increase within
+the process. Across processes they order by wall clock (nanoseconds); what is
+left is clock skew between application hosts for writes of one key within it.
 """
 
 from __future__ import annotations
@@ -31,10 +52,14 @@ from __future__ import annotations
 import hashlib
 import threading
 import time
+import uuid
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from bson import json_util
 from bson.int64 import Int64
+from bson.json_util import CANONICAL_JSON_OPTIONS
+from bson.timestamp import Timestamp
 from pymongo import MongoClient
 from pymongo.errors import PyMongoError
 
@@ -42,7 +67,8 @@ from stream_migrator import events
 from stream_migrator.errors import ConfigError
 from stream_migrator.mongo import cluster_time_now
 from stream_migrator.observability import get_logger
-from stream_migrator.rollout.errors import NoRolloutStateError
+from stream_migrator.rollout.errors import NoRolloutStateError, RouterLeaseExpiredError
+from stream_migrator.rollout.leases import LeaseStore
 from stream_migrator.rollout.stages import Stage
 from stream_migrator.rollout.state import STATE_COLLECTION, RolloutState
 from stream_migrator.spec import META_FIELD
@@ -91,6 +117,66 @@ def side_for(state: RolloutState, key: Any, tenant: str | None = None) -> Side:
     )
 
 
+def canonical_id(doc_id: Any) -> str:
+    """A string naming ``doc_id`` with its BSON type (injective; strings stay readable).
+
+    A string is itself (a leading ``~`` doubled); anything else is ``~`` + canonical
+    Extended JSON, which starts with ``{``, ``[``, ``t``, ``f`` or ``n``, never ``~``.
+    Numbers of different BSON types stay apart (``1`` vs ``Int64(1)``), as in the
+    Kafka key and the routing bucket: pass an ``_id`` in the type it is stored in.
+    """
+    if isinstance(doc_id, str):
+        return "~" + doc_id if doc_id.startswith("~") else doc_id
+    return "~" + json_util.dumps(
+        doc_id, json_options=CANONICAL_JSON_OPTIONS, separators=(",", ":")
+    )
+
+
+class _StampClock:
+    """Application versions: strictly increasing, never behind a cluster time seen."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._last = 0
+        self._floor = 0  # the newest cluster time seen in a reply, as a version
+
+    def observe(self, ts: Timestamp) -> None:
+        with self._lock:
+            self._floor = max(self._floor, events.version_of(ts))
+
+    def next(self) -> int:
+        ns = time.time_ns()
+        candidate = events.app_version(ns // 1_000_000_000, ns % 1_000_000_000)
+        with self._lock:
+            version = max(candidate, _app_after(self._last), _app_after(self._floor))
+            self._last = version
+        return version
+
+
+def _app_after(version: int) -> int:
+    """The smallest application version later than ``version``."""
+    seconds, increment = version >> 32, version & 0xFFFFFFFF
+    if not events.is_app_version(version):
+        return events.app_version(seconds, 0)
+    if increment < 0xFFFFFFFF:
+        return version + 1
+    return events.app_version(seconds + 1, 0)
+
+
+_CLOCK = _StampClock()
+
+
+def observe_cluster_time(ts: Timestamp) -> None:
+    """Lift later stamps above ``ts`` (routers call it with their replies' cluster times)."""
+    _CLOCK.observe(ts)
+
+
+def _observe_reply(reply: dict[str, Any]) -> None:
+    for ts in (reply.get("$clusterTime", {}).get("clusterTime"), reply.get("operationTime")):
+        if isinstance(ts, Timestamp):
+            _CLOCK.observe(ts)
+
+
 def version_now() -> int:
     """A version for an application write: later than any change of this second.
 
@@ -101,7 +187,7 @@ def version_now() -> int:
     Stamping old-path writes too lets the guard order them after a new-path write
     of the same key that the reverse stream delivers late (after a halt).
     """
-    return events.app_version(int(time.time()))
+    return _CLOCK.next()
 
 
 def stamp_update(update: dict[str, Any]) -> dict[str, Any]:
@@ -132,7 +218,15 @@ class Router:
         background: bool = True,
         timeout_ms: int = 2_000,
         fallback_namespace: str | None = None,
+        lease_s: float = 15.0,
+        ack_delay_s: float | None = None,
     ) -> None:
+        if lease_s < 3 * poll_interval_s:
+            raise ConfigError(
+                f"router for migration {migration!r}: lease_s={lease_s:g} is shorter than "
+                f"3 x poll_interval_s ({poll_interval_s:g}); one slow refresh would expire "
+                "it. Raise lease_s or lower poll_interval_s"
+            )
         if fallback_namespace is not None:
             db, dot, coll = fallback_namespace.partition(".")
             if not (db and dot and coll):
@@ -159,6 +253,14 @@ class Router:
             else mongo_uri
         )
         self._coll = self._client[metadata_db][STATE_COLLECTION]
+        self._leases = LeaseStore(self._client, metadata_db)
+        self.router_id = uuid.uuid4().hex
+        self.lease_s = lease_s
+        self._ack_delay_s = poll_interval_s if ack_delay_s is None else ack_delay_s
+        self._beat = 0
+        self._lease_until: float | None = None  # monotonic; None = no lease held
+        self._acked = 0  # the state version this router acknowledges
+        self._applied_at = 0.0  # monotonic time the current state version was applied
         self._poll_interval_s = poll_interval_s
         self._lock = threading.Lock()
         self._state: RolloutState | None = None
@@ -183,13 +285,31 @@ class Router:
         return self._target(key, tenant)
 
     def write_target(self, key: Any, tenant: str | None = None) -> Target:
-        """The collection to write ``key`` to: the same rule and errors as ``read_target``."""
+        """The collection to write ``key`` to: the same rule and errors as ``read_target``.
+
+        Raises :class:`RouterLeaseExpiredError` instead of answering new while the
+        router's lease has run out (see the module docstring); send the write soon
+        after asking (within ``ack_delay_s``): that is how long an acknowledged
+        rollback waits for writes already routed.
+        """
         # Same rule as reads: a key lives on exactly one side at a time.
-        return self._target(key, tenant)
+        target = self._target(key, tenant)
+        if target.side == "new" and not self.lease_valid():
+            raise self._expired_error()
+        return target
+
+    def lease_valid(self) -> bool:
+        """True while the last heartbeat was written less than ``lease_s`` ago."""
+        with self._lock:
+            until = self._lease_until
+        return until is not None and time.monotonic() < until
 
     def cache_key(self, entity: str, doc_id: Any, tenant: str | None = None) -> str:
-        """``entity:schema:id``: old and new shapes of one document never share an entry."""
-        return f"{entity}:{self._target(doc_id, tenant).schema}:{doc_id}"
+        """``entity:schema:id``: old and new shapes of one document never share an entry.
+
+        The id keeps its BSON type (:func:`canonical_id`): ``1`` and ``'1'`` differ.
+        """
+        return f"{entity}:{self._target(doc_id, tenant).schema}:{canonical_id(doc_id)}"
 
     def _target(self, key: Any, tenant: str | None) -> Target:
         state = self.state
@@ -201,6 +321,18 @@ class Router:
         if side == "new":
             return Target("new", state.new_ns, state.new_schema)
         return Target("old", state.old_ns, state.old_schema)
+
+    def _expired_error(self) -> RouterLeaseExpiredError:
+        with self._lock:
+            last_error = self._last_error
+        return RouterLeaseExpiredError(
+            f"router {self.router_id} for migration {self.migration!r} refuses a write to "
+            f"new: its lease ({self.lease_s:g} s) has expired without a heartbeat to "
+            f"{self._leases.coll.full_name} (last error: {last_error or 'none'}); a "
+            "rollback may have moved writers back to old. The write was not sent anywhere: "
+            "retry once the router reaches MongoDB again",
+            retry_after=self._poll_interval_s,
+        )
 
     def _no_state_error(self) -> NoRolloutStateError:
         with self._lock:
@@ -219,25 +351,61 @@ class Router:
 
     # -- refresh ----------------------------------------------------------------
     def refresh(self) -> bool:
-        """Re-read the state document; False (last state kept) when MongoDB fails."""
+        """Re-read the state document and heartbeat the lease; False when MongoDB fails.
+
+        On failure the last state is kept (and the lease runs out ``lease_s`` after
+        the last successful heartbeat).
+        """
+        # The lease counts from before the read: the heartbeat that renews it is later.
+        started = time.monotonic()
         try:
-            doc = self._coll.find_one({"_id": self.migration})
+            reply = self._coll.database.command(
+                {"find": self._coll.name, "filter": {"_id": self.migration}, "limit": 1},
+                codec_options=self._coll.codec_options,
+                read_preference=self._coll.read_preference,
+            )
+            _observe_reply(reply)
+            batch = reply["cursor"]["firstBatch"]
+            state = RolloutState.from_doc(batch[0]) if batch else None
         except PyMongoError as exc:
-            log.warning("router.refresh_failed", migration=self.migration, error=str(exc))
-            with self._lock:
-                self._last_error = str(exc)
-            return False
+            return self._failed("router.refresh_failed", exc)
         with self._lock:
-            self._state = RolloutState.from_doc(doc) if doc is not None else None
+            version = state.version if state is not None else 0
+            current = self._state.version if self._state is not None else None
+            if current != version:
+                self._applied_at = started
+                if current is None:  # nothing served before: nothing in flight
+                    self._acked = version
+            self._state = state
             self._reached = True
             self._last_error = None
+            if started - self._applied_at >= self._ack_delay_s:
+                self._acked = version
+            acked = self._acked
+            self._beat += 1
+            beat = self._beat
+        try:
+            self._leases.renew(
+                self.router_id, self.migration, acked_version=acked, beat=beat, lease_s=self.lease_s
+            )
+        except PyMongoError as exc:
+            return self._failed("router.heartbeat_failed", exc)
+        with self._lock:
+            self._lease_until = started + self.lease_s
         self.last_refresh = time.monotonic()
         return True
+
+    def _failed(self, event: str, exc: PyMongoError) -> bool:
+        log.warning(event, migration=self.migration, error=str(exc))
+        with self._lock:
+            self._last_error = str(exc)
+        return False
 
     def _follow(self) -> None:
         while not self._stop.is_set():
             try:
                 start = cluster_time_now(self._client)
+                observe_cluster_time(start)
                 with self._coll.watch(
                     start_at_operation_time=start,
                     max_await_time_ms=int(self._poll_interval_s * 1000),
@@ -259,9 +427,16 @@ class Router:
                 self.refresh()
 
     def close(self) -> None:
+        """Stop following; release the lease (a controller need not wait for it to expire)."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(5)
+        with self._lock:
+            self._lease_until = None
+        try:
+            self._leases.release(self.router_id)
+        except PyMongoError as exc:  # the lease then expires on its own
+            log.warning("router.release_failed", migration=self.migration, error=str(exc))
         if self._own_client:
             self._client.close()
 
@@ -275,9 +450,12 @@ class Router:
 __all__ = [
     "NoRolloutStateError",
     "Router",
+    "RouterLeaseExpiredError",
     "Stage",
     "Target",
     "bucket",
+    "canonical_id",
+    "observe_cluster_time",
     "side_for",
     "stamp",
     "stamp_update",

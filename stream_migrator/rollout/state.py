@@ -41,6 +41,9 @@ class RolloutState:
     tenants_deny: tuple[str, ...] = ()
     halted: bool = False
     halt_reason: str | None = None
+    #: Why the controller is not advancing although nothing breached (a fence without
+    #: a measurement, ``on_missing = "hold"``); None when nothing holds it.
+    hold_reason: str | None = None
     updated_by: str = ""
     updated_at: dt.datetime | None = None
     stage_entered_at: dt.datetime | None = None

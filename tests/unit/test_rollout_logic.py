@@ -2,19 +2,32 @@
 
 from __future__ import annotations
 
+import dataclasses
+import itertools
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
+from bson import Int64, ObjectId
 from bson.timestamp import Timestamp
 
 from stream_migrator import events
 from stream_migrator.errors import ConfigError
 from stream_migrator.rollout.errors import PlanError
-from stream_migrator.rollout.fences import Measurements, _quantile, evaluate
+from stream_migrator.rollout.fences import Measurements, _quantile, evaluate, missing
+from stream_migrator.rollout.leases import Lease, LeaseWatch
 from stream_migrator.rollout.plan import Fences, load_plan, parse_plan, render, run_order, validate
 from stream_migrator.rollout.reverse import is_forward_echo
-from stream_migrator.rollout.router import Router, bucket, side_for, stamp, stamp_update
+from stream_migrator.rollout.router import (
+    Router,
+    bucket,
+    observe_cluster_time,
+    side_for,
+    stamp,
+    stamp_update,
+    version_now,
+)
 from stream_migrator.rollout.stages import Stage
 from stream_migrator.rollout.state import RolloutState
 
@@ -187,9 +200,10 @@ def test_paths_follow_stage() -> None:
 
 
 def test_app_versions_are_later_than_every_change_of_their_second() -> None:
+    """The legacy end-of-second stamp is an app version later than any cluster time of s."""
     second = 1_800_000_000
     assert events.is_app_version(events.app_version(second))
-    latest_cluster_time = events.version_of(Timestamp(second, 0xFFFFFFFE))
+    latest_cluster_time = events.version_of(Timestamp(second, 0x7FFFFFFF))
     assert not events.is_app_version(latest_cluster_time)
     assert events.app_version(second) > latest_cluster_time
     assert events.app_version(second) < events.version_of(Timestamp(second + 1, 0))
@@ -248,3 +262,103 @@ def test_unreadable_plan_files_name_the_file_and_the_problem(
     with pytest.raises(PlanError, match=message) as err:
         parse_plan(path)
     assert str(path) in str(err.value)
+
+
+def test_missing_reports_a_fence_whose_measurement_is_absent() -> None:
+    """A fence with a limit but no measurement is missing (held), not silently passed."""
+    fences = Fences(max_lag_events=10, max_p99_apply_seconds=1.0, max_error_rate=0.1)
+    measured = Measurements(lag_events=3, error_rate=None, p99_apply_seconds=None)
+    assert evaluate(fences, measured) == []
+    assert missing(fences, measured) == ["error_rate", "p99_apply_seconds"]
+    assert missing(Fences(max_lag_events=10), measured) == []  # unset fences are not missing
+
+
+def test_parse_plan_reads_on_missing_and_defaults_to_hold(tmp_path: Path) -> None:
+    """`[migration.fences] on_missing` is "hold" unless the plan says "skip"."""
+    held = parse_plan(_write(tmp_path, _BASE + _migration("a")))
+    assert held.migrations[0].fences.on_missing == "hold"
+    extra = '[migration.fences]\nmax_lag_events = 5\non_missing = "skip"\n'
+    skipped = parse_plan(_write(tmp_path, _BASE + _migration("a", extra=extra)))
+    assert skipped.migrations[0].fences.on_missing == "skip"
+
+
+def test_parse_plan_rejects_unknown_on_missing_naming_the_file(tmp_path: Path) -> None:
+    """A misspelt on_missing is a PlanError naming the file, the migration and the choices."""
+    extra = '[migration.fences]\non_missing = "ignore"\n'
+    path = _write(tmp_path, _BASE + _migration("a", extra=extra))
+    with pytest.raises(PlanError) as err:
+        parse_plan(path)
+    message = str(err.value)
+    assert str(path) in message
+    assert "'a'" in message
+    assert "on_missing = 'ignore'" in message
+    assert '"hold"' in message
+    assert '"skip"' in message
+
+
+def test_cache_key_keeps_the_id_type() -> None:
+    """1 and '1', an ObjectId and its hex string get different cache keys; strings read plain."""
+    state = RolloutState("m", "d.old", "d.new", stage=Stage.CANARY, percentage=0.0)
+    router = Router("mongodb://127.0.0.1:1", "m", background=False, timeout_ms=50)
+    router._state = state  # pure: no MongoDB behind this router
+    oid = ObjectId("65a000000000000000000001")
+    ids: list[Any] = [1, "1", oid, str(oid), Int64(1), 1.5, "~x", {"a": 1}, True, "true"]
+    keys = [router.cache_key("order", i) for i in ids]
+    assert len(set(keys)) == len(ids), keys
+    assert router.cache_key("order", "k") == "order:v1:k"  # a plain string id is unchanged
+    assert router.cache_key("order", oid) == 'order:v1:~{"$oid":"65a000000000000000000001"}'
+    router.close()
+
+
+def test_bucket_of_existing_ids_is_unchanged() -> None:
+    """Buckets are pinned: an upgrade mid-ramp must not move keys between old and new."""
+    keys: list[Any] = [1, "1", "order-7", ObjectId("65a000000000000000000001"), 2**40]
+    assert [bucket("m1", k) for k in keys] == [7228, 1898, 3792, 403, 4098]
+
+
+def test_stamps_in_one_second_strictly_increase() -> None:
+    """Two stamps taken in the same second (or with the clock stepped back) still order."""
+    versions = [version_now() for _ in range(1000)]
+    assert all(a < b for a, b in itertools.pairwise(versions))
+    assert all(events.is_app_version(v) for v in versions)
+
+
+def test_stamp_is_never_behind_a_cluster_time_the_router_saw() -> None:
+    """A database clock ahead of the local one lifts the stamps above its cluster time."""
+    ahead = Timestamp(int(time.time()) + 3600, 12345)
+    observe_cluster_time(ahead)
+    v = version_now()
+    assert v > events.version_of(ahead)
+    assert events.is_app_version(v)
+    assert version_now() > v
+
+
+def test_app_versions_are_later_than_every_change_of_their_second_at_any_fraction() -> None:
+    """Each stamp of second s sorts after every cluster time of s and before s + 1."""
+    second = 1_800_000_000
+    latest_cluster_time = events.version_of(Timestamp(second, 0x7FFFFFFF))
+    assert not events.is_app_version(latest_cluster_time)
+    for fraction in (0, 1, 999_999_999):
+        stamped = events.app_version(second, fraction)
+        assert events.is_app_version(stamped)
+        assert latest_cluster_time < stamped < events.version_of(Timestamp(second + 1, 0))
+    assert events.app_version(second, 1) > events.app_version(second, 0)
+    assert events.is_app_version(events.app_version(second))  # legacy: end of the second
+
+
+def test_lease_watch_waits_a_full_lease_without_a_new_beat_before_expiry() -> None:
+    """A router is expired only after lease_s (+ margin) on the controller's clock with no beat."""
+    now = [100.0]
+    watch = LeaseWatch(clock=lambda: now[0])
+    quiet = Lease("r1", "m", acked_version=3, beat=7, lease_s=10.0)
+    acked = Lease("r2", "m", acked_version=5, beat=1, lease_s=10.0)
+    report = watch.classify([quiet, acked], version=5)
+    assert report.acknowledged == [acked]
+    assert report.pending == [quiet]  # first sight: its lease may have just been renewed
+    now[0] += 10.0
+    assert watch.classify([quiet], 5).pending == [quiet]  # not past the drift margin yet
+    renewed = dataclasses.replace(quiet, beat=8)
+    now[0] += 1.5
+    assert watch.classify([renewed], 5).pending == [renewed]  # a new beat restarts the wait
+    now[0] += LeaseWatch.expiry_after(renewed)
+    assert watch.classify([renewed], 5).expired == [renewed]
