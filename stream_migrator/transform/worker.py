@@ -76,6 +76,9 @@ class TransformWorker:
         # Kafka timestamp (ms) of the newest committed event per partition: lag in seconds.
         self._committed_ts: dict[int, int] = {}
         self._lag_partitions: set[int] = set()
+        # True while a batch is retried against a failing target: every owned
+        # partition is paused, including those assigned during the outage.
+        self._backpressure = False
 
     def run(self) -> None:
         """Consume until stopped. Each batch is committed before the next is read."""
@@ -146,9 +149,13 @@ class TransformWorker:
         return write
 
     def _apply_with_backpressure(self, writes: list[TargetWrite]) -> ApplyResult | None:
-        """Retry transient target failures with backoff, partitions paused; never crash-loop."""
+        """Retry transient target failures with backoff, partitions paused; never crash-loop.
+
+        Nothing fetched while backing off is dropped: every partition we own stays
+        paused (also those the group hands us meanwhile, see ``_on_assign``), and a
+        message that arrives anyway is rewound, so it is read again after the outage.
+        """
         backoff = 0.5
-        paused: list[TopicPartition] = []
         try:
             while True:
                 try:
@@ -160,19 +167,34 @@ class TransformWorker:
                     if self._stop.is_set():
                         log.warning("transform.abandon_batch_on_stop", error=str(exc))
                         return None
-                    if not paused:
-                        paused = self._consumer.assignment()
-                        self._consumer.pause(paused)
+                    if not self._backpressure:
+                        self._backpressure = True
+                        self._consumer.pause(self._consumer.assignment())
                         m.BACKPRESSURE_PAUSES.labels(self._migration).inc()
                     m.WRITE_RETRIES.labels(self._migration).inc()
                     self._health.beat("backpressure", error=str(exc))
                     log.warning("transform.backpressure", error=str(exc), retry_in=backoff)
-                    # consume() on paused partitions returns nothing but keeps us in the group.
-                    self._consumer.consume(1, min(backoff, exc.retry_after * 4))
+                    # consume() keeps us in the group (max.poll.interval.ms) and serves
+                    # rebalances; on paused partitions it returns nothing. Anything it
+                    # does return was fetched outside this batch: rewind it, never drop
+                    # it, or the next commit of its partition would go past it.
+                    for msg in self._consumer.consume(1, min(backoff, exc.retry_after * 4)):
+                        if not self._is_noise(msg):
+                            self._rewind(msg)
                     backoff = min(backoff * 2, _MAX_BACKOFF_S)
         finally:
-            if paused:
-                self._consumer.resume(paused)
+            if self._backpressure:
+                self._backpressure = False
+                # The assignment now, not the one at the pause: partitions revoked
+                # meanwhile are not ours to resume, those assigned meanwhile are paused.
+                self._consumer.resume(self._consumer.assignment())
+
+    def _rewind(self, msg: Message) -> None:
+        """Pause ``msg``'s partition and move its position back to ``msg``: it is read again."""
+        tp = TopicPartition(msg.topic() or "", msg.partition() or 0, msg.offset() or 0)
+        self._consumer.pause([tp])
+        self._consumer.seek(tp)
+        log.info("backpressure.rewound", partition=tp.partition, offset=tp.offset)
 
     def _quarantine_msg(self, msg: Message, stage: str, reason: str) -> None:
         with structlog.contextvars.bound_contextvars(
@@ -189,7 +211,21 @@ class TransformWorker:
             next_offsets[key] = max(next_offsets.get(key, 0), (msg.offset() or 0) + 1)
             ts = msg.timestamp()[1]
             self._committed_ts[key[1]] = max(self._committed_ts.get(key[1], 0), ts)
-        offsets = [TopicPartition(t, p, o) for (t, p), o in next_offsets.items()]
+        # Only partitions we still own. A batch retried through a backpressure may
+        # hold messages of partitions the group moved to another worker meanwhile.
+        # Writing them was harmless (the version guard makes writes idempotent), but
+        # their offsets are not ours to commit: the new owner started from the last
+        # committed offset and is replaying them itself, and our commit would move its
+        # position under it. Skipping never loses anything: at worst it replays.
+        # (A commit racing a rebalance we have not seen yet carries our old generation,
+        # and the broker refuses it: ILLEGAL_GENERATION, handled below.)
+        owned = {(tp.topic, tp.partition) for tp in self._consumer.assignment()}
+        moved = sorted(p for (t, p) in next_offsets if (t, p) not in owned)
+        if moved:
+            log.info("commit.skipped_revoked", partitions=moved)
+        offsets = [TopicPartition(t, p, o) for (t, p), o in next_offsets.items() if (t, p) in owned]
+        if not offsets:
+            return
         try:
             self._consumer.commit(offsets=offsets, asynchronous=False)
         except KafkaException as exc:
@@ -204,12 +240,21 @@ class TransformWorker:
             raise
 
     # -- group membership and lag --------------------------------------------
-    def _on_assign(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         log.info("partitions.assigned", partitions=[p.partition for p in partitions])
+        if self._backpressure and partitions:
+            # Handed over while our target is failing (e.g. a worker left the group):
+            # assign them here ourselves (cooperative protocol: incrementally) so they
+            # can be paused before the first fetch; resumed when the target is back.
+            consumer.incremental_assign(partitions)
+            consumer.pause(partitions)
+            log.info("partitions.paused_on_assign", partitions=[p.partition for p in partitions])
 
     def _on_revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        # Revocation runs inside consume(), between batches, and each batch is
-        # committed before the next consume(): there is never anything to flush here.
+        # Revocation runs inside consume(): between batches, when each batch has been
+        # committed, or during a backpressure with a batch in flight. That batch is
+        # still written, but the revoked partitions' offsets are not committed (see
+        # _commit): nothing to flush here.
         log.info("partitions.revoked", partitions=[p.partition for p in partitions])
 
     def _is_noise(self, msg: Message) -> bool:
