@@ -518,7 +518,9 @@ def _demo_drainer(s: Any) -> tuple[bool, dict[str, Any]]:
             return True, details
         drained = details.get("reverse_lag") == 0 and details.get("forward_lag") == 0
         extras = details.get("extra_in_old")
-        if drained and details.get("mismatches") == extras == rejected:
+        # Documents on new the inverse rejects block it as in drain_and_verify.
+        blocked = details.get("untransformable", 0)
+        if drained and not blocked and details.get("mismatches") == extras == rejected:
             return True, details
         if time.monotonic() > deadline:
             return False, details

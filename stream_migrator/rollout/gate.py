@@ -63,6 +63,10 @@ def compare_gate(
     A compare taken while events are in flight sees them as divergence, so when it
     finds mismatches and the group lags, it waits up to ``settle_s`` for the lag to
     clear and compares once more (a poor man's recheck of in-flight keys).
+
+    Unlike the default gate it does not block on source documents the spec rejects
+    (they are in quarantine; the demo seeds some on purpose and still advances):
+    use :data:`DEFAULT_GATE` where a quarantined document must hold the rollout.
     """
     del sample
     consumer = Consumer(

@@ -276,6 +276,12 @@ def run_reverse_transform(settings: Settings, stop: StopFlag) -> TransformWorker
 def drain_and_verify(settings: Settings, *, timeout_s: float = 60.0) -> tuple[bool, dict[str, Any]]:
     """Wait until both streams are drained and old == inverse(new) (a reverse full compare).
 
+    A document on new that the inverse spec cannot undo never reached old (the
+    reverse worker quarantined it), so it blocks the rollback as surely as a
+    mismatch: ``untransformable`` counts them and ``untransformable_ids`` names
+    them (``_id`` and the inverse's reason) until they are fixed on new, or the
+    inverse spec is, and the reverse quarantine replayed.
+
     Returns (ok, details); details carry the counts for the audit trail.
     """
     rev = reverse_settings(settings)
@@ -300,9 +306,13 @@ def drain_and_verify(settings: Settings, *, timeout_s: float = 60.0) -> tuple[bo
                     missing_in_old=report.missing,
                     extra_in_old=report.extra,
                     different=report.different,
+                    untransformable=report.untransformable,
+                    untransformable_ids=[
+                        {"_id": doc_id, "reason": reason} for doc_id, reason in report.rejected
+                    ],
                     examples=report.examples[:5],
                 )
-                if report.mismatches == 0:
+                if report.blocked == 0:
                     return True, details
             if time.monotonic() >= deadline:
                 return False, details
