@@ -118,7 +118,7 @@ def _replay(settings: Settings, quarantined: list[QuarantinedEvent], wanted: set
             detect_guard_mode(client) if settings.write_guard == "auto" else settings.write_guard
         )
         sink = MongoSink(client[db][coll], guard)
-        counts = {"applied": 0, "stale": 0, "failing": 0}
+        counts = {"applied": 0, "stale": 0, "failing": 0, "cannot": 0}
         for e in chosen:
             outcome = _replay_one(e, spec, sink, _decoder(settings))
             key = "failing" if outcome.startswith("still failing") else outcome.split()[0]
@@ -128,9 +128,22 @@ def _replay(settings: Settings, quarantined: list[QuarantinedEvent], wanted: set
         client.close()
     print(
         f"replayed {len(chosen)}: {counts['applied']} applied, {counts['stale']} stale "
-        f"(a newer version was already there), {counts['failing']} still failing"
+        f"(a newer version was already there), {counts['failing']} still failing, "
+        f"{counts['cannot']} cannot be replayed from the quarantine (left there)"
     )
-    return 1 if counts["failing"] else 0
+    return 1 if counts["failing"] or counts["cannot"] else 0
+
+
+#: Capture quarantines an event too big for Kafka as a stub: key and version, no
+#: document. Replaying the stub would look like "update of a deleted document" and
+#: write nothing, so it must not be reported as a (stale) success.
+_UNREPLAYABLE = (
+    "cannot be replayed from the quarantine: the event was too big for Kafka, so capture "
+    "kept only its _id {doc_id!r} and version, not the document. Raise SM_MAX_EVENT_BYTES "
+    "together with the changes topic's max.message.bytes, then send the document again: "
+    "`stream-migrator capture --resnapshot`, or re-touch it (any update of _id {doc_id!r} "
+    "on the source). The event stays in quarantine"
+)
 
 
 def _replay_one(
@@ -143,6 +156,8 @@ def _replay_one(
         ev = decode(e.value)
     except EnvelopeError as exc:
         return f"still failing: {exc}"
+    if e.stage == "capture" and ev.op != "delete" and ev.document is None:
+        return _UNREPLAYABLE.format(doc_id=ev.doc_id)
     try:
         write = to_target_write(ev, spec)
     except TransformError as exc:

@@ -105,3 +105,41 @@ def test_quarantine_list_when_empty(settings_kwargs: dict[str, Any]) -> None:
     out = cli("quarantine", "list", env=settings_env(s))
     assert out.returncode == 0, out.stderr
     assert "is empty" in out.stdout
+
+
+def test_quarantine_replay_of_oversize_capture_stub_refuses(
+    settings_kwargs: dict[str, Any],
+) -> None:
+    """An oversize event (capture kept only its _id) is not replayable: exit 1, says what to do."""
+    s = load_settings(**{**settings_kwargs, "max_event_bytes": 64_000})
+    client = client_for(s)
+    big = ObjectId()
+    client[s.split_ns(s.source)[0]]["orders"].insert_one(
+        {"_id": big, "cust_name": "big", "total": 1, "blob": "x" * 100_000}
+    )
+    with pipeline(s, capture=True):
+        deadline = time.monotonic() + 30
+        while not read_quarantine(s.kafka_bootstrap, s.quarantine_topic):
+            assert time.monotonic() < deadline, "the oversize order never reached quarantine"
+            time.sleep(0.3)
+    stub = read_quarantine(s.kafka_bootstrap, s.quarantine_topic)[0]
+    assert stub.stage == "capture"
+    env = settings_env(s)
+
+    replayed = cli("quarantine", "replay", stub.position, env=env)
+    assert replayed.returncode == 1, replayed.stdout + replayed.stderr
+    out = replayed.stdout
+    assert "cannot be replayed from the quarantine" in out
+    assert str(big) in out
+    assert "SM_MAX_EVENT_BYTES" in out
+    assert "max.message.bytes" in out
+    assert "--resnapshot" in out
+    assert "1 cannot be replayed" in out
+    assert "stale" not in out.splitlines()[0]
+    target = client[s.split_ns(s.target)[0]]["orders_v2"]
+    assert target.find_one({"_id": big}) is None
+    # Left where it is: still listed for the operator after the failed replay.
+    assert [e.position for e in read_quarantine(s.kafka_bootstrap, s.quarantine_topic)] == [
+        stub.position
+    ]
+    client.close()
