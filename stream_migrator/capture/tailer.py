@@ -16,6 +16,7 @@ from pymongo.errors import OperationFailure, PyMongoError
 from stream_migrator import events
 from stream_migrator.capture.split_events import SplitEventAssembler
 from stream_migrator.capture.throttle import SnapshotThrottle
+from stream_migrator.capture.transactions import TransactionFolder
 from stream_migrator.errors import EnvelopeError, FatalError, RetryableError
 from stream_migrator.id_order import after_id_filters
 from stream_migrator.interfaces import CheckpointStore
@@ -60,6 +61,7 @@ class Capture:
         self._health = health or HealthState("capture")
         self._pending: Counter[str] = Counter()
         self.captured = 0
+        self.folded = 0  # events of a transaction replaced by a later one of their document
 
     # -- public -----------------------------------------------------------------
     def run(self) -> None:
@@ -85,7 +87,12 @@ class Capture:
                 backoff = min(backoff * 2, 30.0)
         # Every way out but an error says so: stopped while tailing, mid-snapshot,
         # while backing off, or before it even started.
-        log.info("capture.stopped", reason=self._stop.reason, captured=self.captured)
+        log.info(
+            "capture.stopped",
+            reason=self._stop.reason,
+            captured=self.captured,
+            folded=self.folded,
+        )
 
     def _back_off(self, seconds: float, error: str) -> None:
         """Wait out a failure while beating ``backpressure``: alive (/healthz 200), not ready.
@@ -203,31 +210,54 @@ class Capture:
         last_commit = time.monotonic()
         unsaved = 0
         assembler = SplitEventAssembler()
-        while not self._stop.is_set():
-            asked = time.monotonic()
-            change = stream.try_next()
-            if change is None and time.monotonic() - asked < _IDLE_SLEEP_S:
-                # mongo-java-server ignores maxAwaitTimeMS and answers an empty getMore
-                # at once; without this pause an idle tail would spin a core.
-                self._stop.wait(_IDLE_SLEEP_S)
-            if change is not None:
-                whole = assembler.add(change)
-                if whole is not None:
-                    self._handle(whole, stream)
+        # Holds the events of one cluster time (a transaction) until the group is
+        # complete and emits each document's last one: equal versions would make the
+        # sink drop the later event of a document.
+        folder = TransactionFolder(saved if stream.resume_token is None else stream.resume_token)
+        try:
+            while not self._stop.is_set():
+                asked = time.monotonic()
+                change = stream.try_next()
+                ready: list[dict[str, Any]] = []
+                if change is None:
+                    if time.monotonic() - asked < _IDLE_SLEEP_S:
+                        # mongo-java-server ignores maxAwaitTimeMS and answers an empty
+                        # getMore at once; without this pause an idle tail would spin a core.
+                        self._stop.wait(_IDLE_SLEEP_S)
+                    if not assembler.pending:
+                        # Nothing more to read: a committed transaction's events come
+                        # all at once, so the held group is complete.
+                        ready = folder.idle(stream.resume_token)
+                else:
+                    whole = assembler.add(change)
+                    if whole is not None:
+                        ready = folder.add(whole)
+                for event in ready:
+                    self._handle(event, stream)
                     unsaved += 1
-            if assembler.pending:
-                continue  # never checkpoint between the fragments of one event
-            due = time.monotonic() - last_commit >= self._s.checkpoint_interval_s
-            # Checkpoint when enough piled up, or on a timer even when idle: the
-            # post-batch token advances on a quiet collection so it never falls off the oplog.
-            if unsaved >= 10_000 or (due and (unsaved or stream.resume_token != saved)):
-                saved = stream.resume_token
-                self._commit(resume_token=saved)
-                unsaved, last_commit = 0, time.monotonic()
-            elif change is None:
-                self._health.beat("ok", captured=self.captured)
-        # Graceful stop: everything read is produced; make it durable, then record it.
-        self._commit(resume_token=stream.resume_token)
+                # Only the folder's position: never inside a held group, nor between the
+                # fragments of a split event (a resume there would lose their first part).
+                position = folder.position
+                due = time.monotonic() - last_commit >= self._s.checkpoint_interval_s
+                # Checkpoint when enough piled up, or on a timer even when idle: the
+                # post-batch token advances on a quiet collection so it never falls off
+                # the oplog.
+                if position is not None and (
+                    unsaved >= 10_000 or (due and (unsaved or position != saved))
+                ):
+                    saved = position
+                    self._commit(resume_token=saved)
+                    unsaved, last_commit = 0, time.monotonic()
+                elif change is None:
+                    self._health.beat("ok", captured=self.captured)
+        finally:
+            self.folded += folder.folded
+        # Graceful stop: everything emitted is produced; make it durable, then record
+        # the position before the held group (a restart reads the group again).
+        if folder.position is None:
+            self._commit()
+        else:
+            self._commit(resume_token=folder.position)
 
     def _handle(self, change: dict[str, Any], stream: ChangeStream[Any]) -> None:
         op = change.get("operationType")
