@@ -127,9 +127,7 @@ def canonical_id(doc_id: Any) -> str:
     """
     if isinstance(doc_id, str):
         return "~" + doc_id if doc_id.startswith("~") else doc_id
-    return "~" + json_util.dumps(
-        doc_id, json_options=CANONICAL_JSON_OPTIONS, separators=(",", ":")
-    )
+    return "~" + json_util.dumps(doc_id, json_options=CANONICAL_JSON_OPTIONS, separators=(",", ":"))
 
 
 class _StampClock:
