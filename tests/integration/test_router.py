@@ -1,4 +1,4 @@
-"""The router SDK on a real server: MongoDB outages (through a TCP proxy) and no state yet."""
+"""The router SDK on a real server: MongoDB outages (through a TCP proxy), leases, no state."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from pymongo.uri_parser import parse_uri
 
 from stream_migrator.rollout.stages import Stage
 from stream_migrator.rollout.state import RolloutState, StateStore
-from stream_migrator.router import NoRolloutStateError, Router, Target
+from stream_migrator.router import NoRolloutStateError, Router, RouterLeaseExpiredError, Target
 from tests.integration.proxy import TcpProxy
 
 pytestmark = pytest.mark.integration
@@ -220,3 +220,44 @@ def test_router_with_fallback_namespace_serves_it_until_a_state_exists(
         _wait_for(_has_version(router, cutover.version), "the router read the new state")
         assert router.read_target("k") == Target("new", names["new"], "v2")
         assert router.write_target("k") == Target("new", names["new"], "v2")
+
+
+def test_router_with_expired_lease_refuses_writes_to_new_until_renewed(
+    proxy: TcpProxy, direct: MongoClient[dict[str, Any]], names: dict[str, str]
+) -> None:
+    """MongoDB cut past lease_s: writes to new are refused (old and reads still answered)."""
+    split = _create_state(direct, names, stage=Stage.CANARY, tier=0, percentage=50.0)
+    with Router(
+        proxy.uri,
+        names["migration"],
+        metadata_db=names["metadata_db"],
+        timeout_ms=300,
+        poll_interval_s=0.2,
+        lease_s=1.5,
+    ) as router:
+        _wait_for(_has_version(router, split.version), "the router read the state")
+        reads = {k: router.read_target(k) for k in KEYS}
+        on_new = [k for k, t in reads.items() if t.side == "new"]
+        on_old = [k for k, t in reads.items() if t.side == "old"]
+        assert router.write_target(on_new[0]).side == "new"
+        lease = direct[names["metadata_db"]]["rollout_routers"].find_one({"_id": router.router_id})
+        assert lease is not None
+        assert lease["acked_version"] == split.version
+
+        proxy.cut()
+        _assert_refused(proxy.port)
+        _wait_for(lambda: not router.lease_valid(), "the lease ran out", timeout=30)
+        for key in on_new:
+            with pytest.raises(RouterLeaseExpiredError) as raised:
+                router.write_target(key)
+        message = str(raised.value)
+        assert names["migration"] in message
+        assert "lease" in message
+        assert "retry" in message
+        assert raised.value.retry_after > 0
+        assert {k: router.write_target(k) for k in on_old} == {k: reads[k] for k in on_old}
+        assert {k: router.read_target(k) for k in KEYS} == reads  # reads lose no write
+
+        proxy.restore()
+        _wait_for(router.lease_valid, "the lease was renewed after restore")
+        assert {k: router.write_target(k) for k in KEYS} == reads
