@@ -30,26 +30,28 @@ from tests.integration.helpers import client_for
 pytestmark = pytest.mark.integration
 
 
-def _settings(settings_kwargs: dict[str, Any], **extra: Any) -> ReconcileSettings:
+def settings_with_topic(settings_kwargs: dict[str, Any], **extra: Any) -> ReconcileSettings:
     s = load_reconcile_settings(
         None,
         **settings_kwargs,
         reconcile_recheck_timeout_s=15,
         reconcile_settle_s=0.2,
+        # Capture lag here is the time since seeding (no capture runs): not what is tested.
+        reconcile_max_lag_seconds=3600,
         **extra,
     )
     ensure_topic(s.kafka_bootstrap, s.changes_topic, s.partitions)
     return s
 
 
-def _colls(s: ReconcileSettings) -> tuple[Any, Any, Any]:
+def colls(s: ReconcileSettings) -> tuple[Any, Any, Any]:
     client = client_for(s)
     sdb, scoll = s.split_ns(s.source)
     tdb, tcoll = s.split_ns(s.target)
     return client, client[sdb][scoll], client[tdb][tcoll]
 
 
-def _order(doc_id: Any, i: int) -> dict[str, Any]:
+def order_with_id(doc_id: Any, i: int) -> dict[str, Any]:
     return {
         "_id": doc_id,
         "cust_name": f"c{i}",
@@ -59,27 +61,30 @@ def _order(doc_id: Any, i: int) -> dict[str, Any]:
     }
 
 
-def _seed(s: ReconcileSettings, ids: list[Any], spec: MigrationSpec | None = None) -> None:
+def seed_both_sides(
+    s: ReconcileSettings, ids: list[Any], spec: MigrationSpec | None = None
+) -> None:
     """Source documents with these ids and their correct target copies (as if applied)."""
-    _client, src, tgt = _colls(s)
+    _client, src, tgt = colls(s)
     spec = spec or get_spec(s.spec)
-    docs = [_order(doc_id, i) for i, doc_id in enumerate(ids)]
+    docs = [order_with_id(doc_id, i) for i, doc_id in enumerate(ids)]
     src.insert_many(docs)
     applied = Int64(version_of(Timestamp(int(time.time()) + 5, 0)))
     tgt.insert_many([{**spec.migrate(d), "_sm": {"v": applied}} for d in docs])
 
 
-def _mixed_ids() -> list[Any]:
-    return list(range(60)) + [f"s{i:03d}" for i in range(60)] + [ObjectId() for _ in range(60)]
+def mixed_ids(n: int = 60) -> list[Any]:
+    """``n`` int, ``n`` string and ``n`` ObjectId ids (three BSON type brackets)."""
+    return list(range(n)) + [f"s{i:03d}" for i in range(n)] + [ObjectId() for _ in range(n)]
 
 
 def test_resume_after_stop_inside_int_ids_reaches_strings_and_objectids(
     settings_kwargs: dict[str, Any],
 ) -> None:
     """A compare stopped inside the int ids resumes through strings and ObjectIds: NOT READY."""
-    s = _settings(settings_kwargs, reconcile_bucket_size=20)
-    client, _src, tgt = _colls(s)
-    _seed(s, _mixed_ids())
+    s = settings_with_topic(settings_kwargs, reconcile_bucket_size=20)
+    client, _src, tgt = colls(s)
+    seed_both_sides(s, mixed_ids())
     tgt.update_one({"_id": "s030"}, {"$set": {"customer.name": "WRONG"}})
     stop = StopFlag()
     first = run_reconcile(s, stop=stop, progress=lambda _d, _t: stop.set("test: stop"))
@@ -104,10 +109,10 @@ def test_recheck_of_suspect_turned_untransformable_stays_not_ready(
     settings_kwargs: dict[str, Any],
 ) -> None:
     """A suspect whose source turns untransformable mid-compare is named, never resolved."""
-    s = _settings(settings_kwargs, reconcile_bucket_size=20)
-    client, src, tgt = _colls(s)
+    s = settings_with_topic(settings_kwargs, reconcile_bucket_size=20)
+    client, src, tgt = colls(s)
     ids = [ObjectId() for _ in range(60)]
-    _seed(s, ids)
+    seed_both_sides(s, ids)
     bad = ids[5]
     tgt.update_one({"_id": bad}, {"$set": {"customer.name": "stale copy"}})
 
@@ -128,10 +133,10 @@ def test_recheck_of_suspect_turned_untransformable_stays_not_ready(
 
 def test_untransformable_source_named_in_report(settings_kwargs: dict[str, Any]) -> None:
     """A source document the spec rejects at scan time is counted, named with its reason."""
-    s = _settings(settings_kwargs, reconcile_bucket_size=20)
-    client, src, _tgt = _colls(s)
+    s = settings_with_topic(settings_kwargs, reconcile_bucket_size=20)
+    client, src, _tgt = colls(s)
     ids = [ObjectId() for _ in range(30)]
-    _seed(s, ids)
+    seed_both_sides(s, ids)
     src.update_one({"_id": ids[25]}, {"$set": {"address": "no commas here"}})
     report = run_reconcile(s)
     assert report.untransformable == 1
@@ -152,12 +157,12 @@ def test_full_compare_agrees_with_reconcile_on_nan_and_mixed_ids(
     settings_kwargs: dict[str, Any],
 ) -> None:
     """Converged data with NaN values and int/string/ObjectId ids: 0 mismatches both ways."""
-    s = _settings(settings_kwargs, reconcile_bucket_size=25)
-    client, src, tgt = _colls(s)
+    s = settings_with_topic(settings_kwargs, reconcile_bucket_size=25)
+    client, src, tgt = colls(s)
     spec = _nan_spec()
     docs = [
         {"_id": doc_id, "a": i, "score": math.nan if i % 7 == 0 else i / 3, "n": {"x": math.nan}}
-        for i, doc_id in enumerate(_mixed_ids())
+        for i, doc_id in enumerate(mixed_ids())
     ]
     src.insert_many(docs)
     tgt.insert_many([{**spec.migrate(d), "_sm": {"v": Int64(1)}} for d in docs])

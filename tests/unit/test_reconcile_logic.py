@@ -10,10 +10,10 @@ from bson.decimal128 import Decimal128
 from bson.int64 import Int64
 
 from stream_migrator.errors import ConfigError
-from stream_migrator.id_order import id_before
+from stream_migrator.id_order import after_id_filters, id_before
 from stream_migrator.reconcile.canonical import diff_docs, doc_hash, generic_path, leaf_paths
 from stream_migrator.reconcile.cli import parse_sample
-from stream_migrator.reconcile.engine import _newer
+from stream_migrator.reconcile.engine import _newer, _segment_queries
 from stream_migrator.reconcile.lag import LagReport, PartitionLag
 from stream_migrator.reconcile.report import ReconcileReport, decide, wilson_interval
 
@@ -224,3 +224,22 @@ def test_schema_paths_walk_records_arrays_and_unions() -> None:
     assert isinstance(parsed, dict)
     named = parsed.get("__named_schemas", {})
     assert schema_paths(parsed, named) == ["a", "a.b", "items", "items.[].q", "c", "c.b"]
+
+
+def test_segment_queries_resume_across_type_brackets_inside_bounds() -> None:
+    """A resumed segment continues after last_id bracket by bracket, each query kept in bounds."""
+    fresh = {"lo": None, "hi": None, "first": True, "done": False}
+    assert _segment_queries(fresh) == [{}]
+    resumed = _segment_queries({**fresh, "has_last": True, "last_id": 7})
+    assert resumed == after_id_filters(7)
+    assert {"_id": {"$type": ["string"]}} in resumed
+    assert {"_id": {"$type": ["objectId"]}} in resumed
+    first = {"lo": None, "hi": 100, "first": True, "done": False, "has_last": True, "last_id": 7}
+    below = {"_id": {"$not": {"$gte": 100}}}
+    assert _segment_queries(first) == [{"$and": [f, below]} for f in after_id_filters(7)]
+    middle = {"lo": 100, "hi": 200, "first": False, "done": False}
+    assert _segment_queries(middle) == [{"_id": {"$gte": 100, "$lt": 200}}]
+    in_range = {"_id": {"$gte": 100, "$lt": 200}}
+    assert _segment_queries({**middle, "has_last": True, "last_id": 150})[0] == {
+        "$and": [{"_id": {"$gt": 150}}, in_range]
+    }
