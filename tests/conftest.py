@@ -48,10 +48,30 @@ def unique() -> str:
     return uuid.uuid4().hex[:10]
 
 
+@pytest.fixture(params=["filter", "cas"], ids=["filter", "cas"])
+def write_guard(request: pytest.FixtureRequest) -> str:
+    """The target writer's version guard; a test asking for it runs once per mode.
+
+    ``filter`` is what MongoDB uses, ``cas`` what mongo-java-server is detected as;
+    both must keep the same guarantees, so write-path tests run in both. A test that
+    also uses ``settings_kwargs`` gets ``write_guard`` set there (subprocesses get it
+    as ``SM_WRITE_GUARD`` through ``settings_env``).
+    """
+    return str(request.param)
+
+
 @pytest.fixture
-def settings_kwargs(kafka_bootstrap: str, mongo_uri: str, unique: str) -> dict[str, Any]:
+def settings_kwargs(
+    kafka_bootstrap: str, mongo_uri: str, unique: str, request: pytest.FixtureRequest
+) -> dict[str, Any]:
     """Settings for one test: unique migration, database and metadata database."""
+    guard = (
+        {"write_guard": request.getfixturevalue("write_guard")}
+        if "write_guard" in request.fixturenames
+        else {}
+    )
     return {
+        **guard,
         "kafka_bootstrap": kafka_bootstrap,
         "mongo_uri": mongo_uri,
         "migration": f"t-{unique}",

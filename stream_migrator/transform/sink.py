@@ -3,14 +3,23 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any, Literal
 
+from bson.decimal128 import Decimal128
 from bson.int64 import Int64
 from pymongo import DeleteOne, InsertOne, MongoClient, ReplaceOne, UpdateOne
 from pymongo.collection import Collection
-from pymongo.errors import AutoReconnect, BulkWriteError, ExecutionTimeout, PyMongoError
+from pymongo.errors import (
+    AutoReconnect,
+    BulkWriteError,
+    ExecutionTimeout,
+    PyMongoError,
+    WriteConcernError,
+)
 
 from stream_migrator.errors import FatalError, RetryableError
 from stream_migrator.events import hashable_id
@@ -24,6 +33,9 @@ _DUPLICATE_KEY = 11000
 TOMBSTONE_SUFFIX = "sm_tombstones"
 #: Write-error codes that a retry can fix (the rest are data problems -> quarantine).
 _TRANSIENT_CODES = {6, 7, 89, 91, 189, 262, 9001, 10107, 11600, 11602, 13435, 13436, 64, 50}
+#: The index a duplicate key error names in its message (``... index: <name> dup key: ...``).
+_DUP_INDEX = re.compile(r"index: (.+?) dup key")
+_DUP_KEY = re.compile(r"dup key: (.*)$")
 
 
 def coalesce(writes: Sequence[TargetWrite]) -> tuple[list[TargetWrite], int]:
@@ -123,8 +135,7 @@ class MongoSink:
         if self.guard == "filter":
             if self.skip_equal:
                 batch = self._drop_equal(batch, result)
-            ops = [self._filter_guarded(w) for w in batch]
-            self._bulk(ops, batch, result, guarded_deletes=sum(w.document is None for w in batch))
+            self._bulk([self._filter_guarded(w) for w in batch], batch, result)
         else:
             self._apply_cas(batch, result)
         return result
@@ -163,6 +174,9 @@ class MongoSink:
         ]
         try:
             self.tombstones.bulk_write(ops, ordered=False)
+        except BulkWriteError as exc:
+            if _write_errors(exc):  # raises RetryableError on a write-concern failure
+                raise _translate(exc) from exc
         except PyMongoError as exc:
             raise _translate(exc) from exc
 
@@ -197,8 +211,11 @@ class MongoSink:
     def _filter_guarded(self, w: TargetWrite) -> Any:
         # The guard: match only a target document older than this event. If a newer
         # (or the same) version is there, the filter misses, the upsert tries to insert
-        # the same _id, and the server answers duplicate key 11000 = "stale, skip".
-        guard = {"_id": w.doc_id, f"{META_FIELD}.v": {"$lt": Int64(w.version)}}
+        # the same _id, and the server answers duplicate key 11000 on _id = "stale, skip".
+        # "Older" includes "no version": on MongoDB ``{$lt: v}`` never matches a missing
+        # _sm.v (an application's document, or one an unstamped write replaced), while
+        # ``$not: {$gte: v}`` does (and a null or non-number _sm.v), as cas mode decides.
+        guard = {"_id": w.doc_id, f"{META_FIELD}.v": {"$not": {"$gte": Int64(w.version)}}}
         if w.document is None:
             return DeleteOne(guard)
         return ReplaceOne(guard, _stamped(w, mark=self.mark_echoes), upsert=True)
@@ -215,8 +232,9 @@ class MongoSink:
                 key = hashable_id(w.doc_id)
                 present = key in current
                 version, same = current.get(key, (None, False))
+                number = _comparable(version)  # no (or a non-number) version = older
                 if (
-                    (version is not None and version >= w.version)
+                    (number is not None and number >= w.version)
                     or (w.document is None and not present)
                     or same
                 ):
@@ -248,11 +266,11 @@ class MongoSink:
             raise _translate(exc) from exc
         self._cas_index_ready = True
 
-    def _current(self, batch: list[TargetWrite]) -> dict[Any, tuple[int | None, bool]]:
-        """_id -> (its _sm.v or None, whether an upsert would leave it as it is)."""
+    def _current(self, batch: list[TargetWrite]) -> dict[Any, tuple[Any, bool]]:
+        """_id -> (its _sm.v as stored, None if absent; whether an upsert would leave it as is)."""
         wanted = {hashable_id(w.doc_id): w for w in batch}
         projection = None if self.skip_equal else {f"{META_FIELD}.v": 1}
-        current: dict[Any, tuple[int | None, bool]] = {}
+        current: dict[Any, tuple[Any, bool]] = {}
         try:
             for doc in self._coll.find({"_id": {"$in": [w.doc_id for w in batch]}}, projection):
                 key = hashable_id(doc["_id"])
@@ -275,7 +293,8 @@ class MongoSink:
                     InsertOne(_stamped(w, mark=self.mark_echoes))
                 )  # 11000 if someone inserted first
                 continue
-            cas = {"_id": w.doc_id, f"{META_FIELD}.v": _bson_version(exp.version)}
+            # The version exactly as read (None also matches a missing _sm.v).
+            cas = {"_id": w.doc_id, f"{META_FIELD}.v": exp.version}
             ops.append(
                 DeleteOne(cas)
                 if w.document is None
@@ -291,11 +310,11 @@ class MongoSink:
         except PyMongoError as exc:
             raise _translate(exc) from exc
         errored = {e["index"] for e in errors}
-        lost = [todo[e["index"]] for e in errors if e.get("code") == _DUPLICATE_KEY]
+        # Only a duplicate _id (an insert that met a document someone else inserted)
+        # lost a race; a duplicate on another unique index is a real conflict.
+        lost = [todo[e["index"]] for e in errors if _is_id_race(e)]
         result.failed.extend(
-            (todo[e["index"]], f"code {e.get('code')}: {e.get('errmsg')}")
-            for e in errors
-            if e.get("code") != _DUPLICATE_KEY
+            (todo[e["index"]], _write_error_reason(e)) for e in errors if not _is_id_race(e)
         )
         conditional = [
             w
@@ -319,32 +338,32 @@ class MongoSink:
                 missed.append(w)
         return missed
 
-    def _bulk(
-        self, ops: list[Any], batch: list[TargetWrite], result: ApplyResult, guarded_deletes: int
-    ) -> None:
+    def _bulk(self, ops: list[Any], batch: list[TargetWrite], result: ApplyResult) -> None:
+        """One unordered bulk of filter-guarded writes; ``ops[i]`` is ``batch[i]``'s write."""
         if not ops:
             return
+        errors: list[dict[str, Any]] = []
         try:
             outcome = self._coll.bulk_write(ops, ordered=False)
-            # A guarded delete that matched nothing met a newer version (or no document).
-            stale_deletes = guarded_deletes - outcome.deleted_count if guarded_deletes else 0
-            result.stale += stale_deletes
-            result.written += len(ops) - stale_deletes
+            removed = outcome.deleted_count
         except BulkWriteError as exc:
-            errors = _write_errors(exc)
-            for err in errors:
-                if err.get("code") == _DUPLICATE_KEY:
-                    result.stale += 1
-                else:
-                    result.failed.append(
-                        (batch[err["index"]], f"code {err.get('code')}: {err.get('errmsg')}")
-                    )
+            errors = _write_errors(exc)  # raises RetryableError on a write-concern failure
             removed = int(exc.details.get("nRemoved", 0))
-            stale_deletes = guarded_deletes - removed if guarded_deletes else 0
-            result.stale += stale_deletes
-            result.written += len(ops) - len(errors) - stale_deletes
         except PyMongoError as exc:
             raise _translate(exc) from exc
+        for err in errors:
+            if _is_id_race(err):
+                result.stale += 1  # a version >= this one holds the _id: stale, skip
+            else:
+                result.failed.append((batch[err["index"]], _write_error_reason(err)))
+        errored = {e["index"] for e in errors}
+        # A guarded delete that matched nothing met a newer version (or no document).
+        sent_deletes = sum(
+            1 for i, w in enumerate(batch) if w.document is None and i not in errored
+        )
+        stale_deletes = sent_deletes - removed
+        result.stale += stale_deletes
+        result.written += len(ops) - len(errors) - stale_deletes
 
 
 def _buried_by(tombstone_version: int | None, w: TargetWrite) -> bool:
@@ -357,7 +376,15 @@ def _buried_by(tombstone_version: int | None, w: TargetWrite) -> bool:
 
 
 def _write_errors(exc: BulkWriteError) -> list[dict[str, Any]]:
-    """The bulk's per-write errors; raises RetryableError if any of them a retry can fix."""
+    """The bulk's per-write errors; raises RetryableError if a retry can fix the batch.
+
+    That is: any write-concern error (the writes ran on the primary but may be rolled
+    back on failover, so they must not count as written nor let offsets be committed;
+    the retry is safe because every write is version-guarded), or a transient write error.
+    """
+    concern = _write_concern_failure(exc)
+    if concern is not None:
+        raise concern from exc
     errors: list[dict[str, Any]] = exc.details.get("writeErrors", [])
     transient = [e for e in errors if e.get("code") in _TRANSIENT_CODES]
     if transient:
@@ -369,14 +396,87 @@ def _write_errors(exc: BulkWriteError) -> list[dict[str, Any]]:
     return errors
 
 
+def _write_concern_failure(exc: BulkWriteError) -> RetryableError | None:
+    """The RetryableError for a bulk whose ``writeConcernErrors`` is not empty, else None."""
+    concern: list[dict[str, Any]] = exc.details.get("writeConcernErrors") or []
+    if not concern:
+        return None
+    first = concern[0]
+    return RetryableError(
+        f"target write was not acknowledged by its write concern (code {first.get('code')} "
+        f"{first.get('codeName', '')}: {first.get('errmsg')}); it may be rolled back on "
+        "failover, so the batch is retried and no offset is committed. If this persists, "
+        "check the replica set's members and the URI's w / wtimeoutMS",
+        retry_after=1.0,
+        code=first.get("code"),
+    )
+
+
+def _is_id_race(err: Mapping[str, Any]) -> bool:
+    """True when a write error is a duplicate key on ``_id`` (or ``sm_cas``): a lost race.
+
+    MongoDB names the index in ``keyPattern`` (``{"_id": 1}``); servers without it
+    (mongo-java-server) are judged by the index name in ``errmsg`` (``index: _id_``).
+    A duplicate on any other unique index is a real conflict, not a stale write.
+    """
+    if err.get("code") != _DUPLICATE_KEY:
+        return False
+    pattern = err.get("keyPattern")
+    if isinstance(pattern, Mapping) and pattern:
+        return list(pattern) in (["_id"], ["_id", f"{META_FIELD}.v"])
+    found = _DUP_INDEX.search(str(err.get("errmsg", "")))
+    return found is not None and found.group(1) in ("_id_", CAS_INDEX)
+
+
+def _duplicate_reason(err: Mapping[str, Any]) -> str:
+    """Why a write hit a duplicate key on a unique index other than ``_id``, and what to do."""
+    msg = str(err.get("errmsg", ""))
+    index = _DUP_INDEX.search(msg)
+    pattern = err.get("keyPattern")
+    name = index.group(1) if index else (dict(pattern) if pattern else "an unnamed index")
+    key_value = err.get("keyValue")
+    dup = _DUP_KEY.search(msg)
+    key = key_value if key_value is not None else (dup.group(1) if dup else "unknown key")
+    return (
+        f"duplicate key on unique index {name} of the target, key {key}: another target "
+        "document already holds this value (code 11000). Resolve the conflict in the data "
+        "(or drop the index), then run `stream-migrator quarantine replay`"
+    )
+
+
+def _write_error_reason(err: Mapping[str, Any]) -> str:
+    """The quarantine reason of one failed write."""
+    if err.get("code") == _DUPLICATE_KEY:
+        return _duplicate_reason(err)
+    return f"code {err.get('code')}: {err.get('errmsg')}"
+
+
+def _comparable(version: Any) -> int | float | Decimal | None:
+    """A stored ``_sm.v`` as a number to compare with, or None (older than every event).
+
+    As MongoDB's ``$gte`` does: only numbers (any numeric type) compare; a missing,
+    null, bool, string or other value is never >= a version, so it counts as older.
+    """
+    if isinstance(version, Decimal128):
+        number = version.to_decimal()
+        return None if number.is_nan() else number
+    if isinstance(version, bool) or not isinstance(version, int | float):
+        return None
+    return version
+
+
 def _same_content(current: dict[str, Any], w: TargetWrite | None) -> bool:
-    """True when an upsert would leave ``current`` as it is (``_sm`` ignored)."""
+    """True when an upsert would leave ``current`` as it is (``_sm`` ignored).
+
+    Compared as canonical BSON (doc_hash): field order is not data, but BSON types
+    are (an int ``1``, a double ``1.0`` and ``true`` differ, though Python's ``==``
+    calls them equal), so a change of type alone is written, not skipped.
+    """
     if w is None or w.document is None:
         return False
-    have = {k: v for k, v in current.items() if k != META_FIELD}
-    want = {k: v for k, v in w.document.items() if k != META_FIELD}
+    want = dict(w.document)
     want["_id"] = w.doc_id
-    return have == want
+    return doc_hash(current) == doc_hash(want)
 
 
 def _translate(exc: PyMongoError) -> RetryableError | FatalError:
@@ -384,7 +484,16 @@ def _translate(exc: PyMongoError) -> RetryableError | FatalError:
     code = getattr(exc, "code", None)
     if isinstance(exc, AutoReconnect | ExecutionTimeout):
         return RetryableError(f"target unavailable: {exc}", retry_after=1.0, code=code)
+    if isinstance(exc, WriteConcernError):
+        # Applied on the primary, not acknowledged as asked: retry (writes are idempotent).
+        return RetryableError(
+            f"target write was not acknowledged by its write concern: {exc}; retrying",
+            code=code,
+        )
     if isinstance(exc, BulkWriteError):
+        concern = _write_concern_failure(exc)
+        if concern is not None:
+            return concern
         errors = exc.details.get("writeErrors", [])
         if errors and all(e.get("code") in _TRANSIENT_CODES for e in errors):
             return RetryableError(f"target write failed transiently: {exc}", code=code)
@@ -398,11 +507,7 @@ class _CasExpect:
     """What the compare-and-set expects: was the document there, and at which version."""
 
     present: bool
-    version: int | None
-
-
-def _bson_version(version: int | None) -> Int64 | None:
-    return None if version is None else Int64(version)
+    version: Any  # the _sm.v exactly as read (None when missing)
 
 
 def _stamped(w: TargetWrite, *, mark: bool = False) -> dict[str, Any]:

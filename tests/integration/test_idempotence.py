@@ -18,13 +18,14 @@ from stream_migrator.settings import load_settings
 from stream_migrator.spec import get_spec
 from stream_migrator.transform import MongoSink, TransformWorker
 from stream_migrator.transform.quarantine import Quarantine
-from stream_migrator.transform.sink import detect_guard_mode
 from tests.integration.helpers import client_for, pipeline, wait_until_match
 
 pytestmark = pytest.mark.integration
 
 
-def test_replaying_topic_leaves_target_unchanged(settings_kwargs: dict[str, Any]) -> None:
+def test_replaying_topic_leaves_target_unchanged(
+    settings_kwargs: dict[str, Any], write_guard: Any
+) -> None:
     """A second consumer group reading the topic from offset 0 changes no target document."""
     s = load_settings(**settings_kwargs)
     client = client_for(s)
@@ -49,7 +50,7 @@ def test_replaying_topic_leaves_target_unchanged(settings_kwargs: dict[str, Any]
         s.changes_topic,
         consumer,
         get_spec(s.spec),
-        MongoSink(tgt, detect_guard_mode(client)),
+        MongoSink(tgt, write_guard),
         Quarantine(producer, s.quarantine_topic),
         stop,
         batch_size=200,
@@ -69,13 +70,14 @@ def test_replaying_topic_leaves_target_unchanged(settings_kwargs: dict[str, Any]
     client.close()
 
 
-@pytest.mark.parametrize("guard", ["filter", "cas"])
-def test_older_event_never_overwrites_newer(settings_kwargs: dict[str, Any], guard: Any) -> None:
+def test_older_event_never_overwrites_newer(
+    settings_kwargs: dict[str, Any], write_guard: Any
+) -> None:
     """Both guard modes: an older upsert or delete after a newer write is stale."""
     s = load_settings(**settings_kwargs)
     client = client_for(s)
     tgt = client[s.split_ns(s.target)[0]]["orders_v2"]
-    sink = MongoSink(tgt, guard)
+    sink = MongoSink(tgt, write_guard)
     oid = ObjectId()
     assert sink.apply([TargetWrite(oid, 20, {"state": "new"})]).written == 1
     old = sink.apply([TargetWrite(oid, 10, {"state": "old"})])
@@ -93,15 +95,14 @@ def test_older_event_never_overwrites_newer(settings_kwargs: dict[str, Any], gua
     client.close()
 
 
-@pytest.mark.parametrize("guard", ["filter", "cas"])
 def test_late_insert_after_delete_does_not_resurrect(
-    settings_kwargs: dict[str, Any], guard: Any
+    settings_kwargs: dict[str, Any], write_guard: Any
 ) -> None:
     """A delete leaves a tombstone; a replayed older insert of that _id is refused."""
     s = load_settings(**settings_kwargs)
     client = client_for(s)
     tgt = client[s.split_ns(s.target)[0]]["orders_v2"]
-    sink = MongoSink(tgt, guard)
+    sink = MongoSink(tgt, write_guard)
     oid, never_seen = ObjectId(), ObjectId()
     sink.apply([TargetWrite(oid, 10, {"state": "v10"})])
     assert sink.apply([TargetWrite(oid, 30, None)]).written == 1
@@ -183,9 +184,8 @@ def test_cas_guard_writes_after_losing_a_race_to_an_older_writer(
     client.close()
 
 
-@pytest.mark.parametrize("guard", ["filter", "cas"])
 def test_a_delete_replayed_after_a_crash_between_tombstone_and_delete_runs(
-    settings_kwargs: dict[str, Any], guard: Any
+    settings_kwargs: dict[str, Any], write_guard: Any
 ) -> None:
     """The tombstone is written first; if the process dies before the delete, the replay deletes.
 
@@ -195,7 +195,7 @@ def test_a_delete_replayed_after_a_crash_between_tombstone_and_delete_runs(
     s = load_settings(**settings_kwargs)
     client = client_for(s)
     tgt = client[s.split_ns(s.target)[0]]["orders_v2"]
-    sink = MongoSink(tgt, guard)
+    sink = MongoSink(tgt, write_guard)
     oid = ObjectId()
     sink.apply([TargetWrite(oid, 10, {"state": "v10"})])
     delete = TargetWrite(oid, 20, None)
@@ -207,4 +207,81 @@ def test_a_delete_replayed_after_a_crash_between_tombstone_and_delete_runs(
     again = sink.apply([delete, TargetWrite(oid, 20, {"state": "same version upsert"})])
     assert tgt.find_one({"_id": oid}) is None  # nothing resurrects it
     assert again.written == 0
+    client.close()
+
+
+def test_unversioned_target_document_is_older_than_any_event(
+    settings_kwargs: dict[str, Any], write_guard: Any
+) -> None:
+    """Both guard modes: a document without ``_sm.v`` is replaced and deleted like an older one.
+
+    On MongoDB a comparison (``_sm.v: {$lt: v}``) never matches a missing field, so the
+    old filter guard could not touch an application's document (the old collection
+    under the reverse stream, or a target document an unstamped write replaced).
+    """
+    s = load_settings(**settings_kwargs)
+    client = client_for(s)
+    tgt = client[s.split_ns(s.target)[0]]["orders_v2"]
+    sink = MongoSink(tgt, write_guard)
+    bare, other, no_meta, null_v = ObjectId(), ObjectId(), ObjectId(), ObjectId()
+    tgt.insert_many(
+        [
+            {"_id": bare, "state": "app"},
+            {"_id": other, "state": "app"},
+            {"_id": no_meta, "state": "app", "_sm": {"echo": b"x"}},
+            {"_id": null_v, "state": "app", "_sm": {"v": None}},
+        ]
+    )
+    replaced = sink.apply(
+        [
+            TargetWrite(bare, 10, {"state": "v10"}),
+            TargetWrite(no_meta, 10, {"state": "v10"}),
+            TargetWrite(null_v, 10, {"state": "v10"}),
+        ]
+    )
+    assert (replaced.written, replaced.stale, replaced.failed) == (3, 0, [])
+    for key in (bare, no_meta, null_v):
+        doc = tgt.find_one({"_id": key})
+        assert doc is not None
+        assert (doc["state"], doc["_sm"]["v"]) == ("v10", 10)
+    deleted = sink.apply([TargetWrite(other, 10, None)])
+    assert (deleted.written, deleted.stale) == (1, 0)
+    assert tgt.find_one({"_id": other}) is None
+    assert sink.apply([TargetWrite(bare, 5, {"state": "older"})]).stale == 1  # now versioned
+    client.close()
+
+
+def test_unique_secondary_index_conflict_is_failed_not_stale(
+    settings_kwargs: dict[str, Any], write_guard: Any
+) -> None:
+    """Both guard modes: a duplicate key on another unique index is a failed write with a reason.
+
+    Only a duplicate ``_id`` means "lost the race / stale"; a collision on, say, a
+    unique order number is a real conflict the worker must quarantine.
+    """
+    s = load_settings(**settings_kwargs)
+    client = client_for(s)
+    tgt = client[s.split_ns(s.target)[0]]["orders_v2"]
+    tgt.create_index("order_no", unique=True, name="order_no_unique")
+    sink = MongoSink(tgt, write_guard)
+    first, second, third = ObjectId(), ObjectId(), ObjectId()
+    assert sink.apply([TargetWrite(first, 10, {"order_no": "A-1"})]).written == 1
+    assert sink.apply([TargetWrite(third, 10, {"order_no": "A-3"})]).written == 1
+    # An insert and a replace of an existing document, both colliding with "A-1".
+    clash = [
+        TargetWrite(second, 11, {"order_no": "A-1"}),
+        TargetWrite(third, 12, {"order_no": "A-1"}),
+    ]
+    result = sink.apply(clash)
+    assert (result.written, result.stale) == (0, 0)
+    assert sorted(w.doc_id for w, _ in result.failed) == sorted([second, third])
+    for _, reason in result.failed:
+        assert "order_no_unique" in reason, reason
+        assert "A-1" in reason, reason
+    assert tgt.find_one({"_id": second}) is None
+    assert (tgt.find_one({"_id": third}) or {}).get("order_no") == "A-3"
+    assert (tgt.find_one({"_id": first}) or {}).get("order_no") == "A-1"
+    # The _id race is still stale, not failed.
+    replay = sink.apply([TargetWrite(first, 9, {"order_no": "A-1"})])
+    assert (replay.written, replay.stale, replay.failed) == (0, 1, [])
     client.close()
