@@ -20,10 +20,12 @@ from stream_migrator.capture.throttle import SnapshotThrottle
 from stream_migrator.interfaces import DocumentSink
 from stream_migrator.kafka import (
     AckedProducer,
+    check_tombstone_retention,
     consumer_config,
     ensure_topic,
     group_lag,
     producer_config,
+    topic_retention,
 )
 from stream_migrator.mongo import connect
 from stream_migrator.observability import HealthServer, HealthState, get_logger
@@ -129,6 +131,16 @@ def run_transform(settings: Settings, stop: StopFlag) -> TransformWorker:
         log.info("http.listening", port=server.port, paths=["/metrics", "/healthz", "/readyz"])
         ensure_topic(settings.kafka_bootstrap, settings.changes_topic, settings.partitions)
         ensure_topic(settings.kafka_bootstrap, settings.quarantine_topic, 1)
+        if settings.output == "mongodb":
+            # Before any data is touched: tombstones must outlive every event a
+            # replay could bring back (a bad config stops here, with both values).
+            check_tombstone_retention(
+                settings.tombstone_retention_s,
+                [
+                    topic_retention(settings.kafka_bootstrap, topic)
+                    for topic in (settings.changes_topic, settings.quarantine_topic)
+                ],
+            )
         client = connect(settings.mongo_uri.get_secret_value(), app="transform")
         stack.callback(client.close)
         producer = AckedProducer(
@@ -178,6 +190,8 @@ def _transform_sink(
     guard = detect_guard_mode(client) if settings.write_guard == "auto" else settings.write_guard
     log.info("sink.guard", mode=guard)
     sink = MongoSink(client[db][coll], guard)
+    if settings.tombstone_retention_s == 0:
+        return sink, None  # tombstones kept forever
 
     def purge() -> None:
         purged = sink.purge_tombstones(settings.tombstone_retention_s)

@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
+from confluent_kafka.admin import (  # type: ignore[attr-defined]
+    AdminClient,
+    ConfigResource,
+    NewTopic,
+    ResourceType,
+)
 
-from stream_migrator.errors import FatalError, InfraError, RetryableError
+from stream_migrator.errors import ConfigError, FatalError, InfraError, RetryableError
 
 
 def producer_config(bootstrap: str, client_id: str) -> dict[str, Any]:
@@ -151,3 +158,88 @@ def group_lag(consumer: Consumer, topic: str, timeout: float = 5.0) -> int | Non
         return total
     except KafkaException:
         return None
+
+
+@dataclass(frozen=True)
+class TopicRetention:
+    """How long a topic keeps its events, from its configuration."""
+
+    topic: str
+    retention_ms: int  # -1 = forever
+    segment_ms: int
+    cleanup_policy: str = "delete"
+
+    @property
+    def longest_ms(self) -> int | None:
+        """Longest an event may stay readable in the topic; None = forever.
+
+        Kafka deletes whole segments, a segment once its newest event is older than
+        retention.ms, and a segment spans at most segment.ms: an event can outlive
+        retention.ms by up to segment.ms. A topic without the delete policy (compact
+        only) or with retention.ms=-1 never deletes by age.
+        """
+        policies = {p.strip() for p in self.cleanup_policy.split(",")}
+        if self.retention_ms < 0 or "delete" not in policies:
+            return None
+        return self.retention_ms + max(0, self.segment_ms)
+
+
+def topic_retention(bootstrap: str, topic: str, timeout: float = 30.0) -> TopicRetention:
+    """retention.ms, segment.ms and cleanup.policy of ``topic`` (describe_configs)."""
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    resource = ConfigResource(ResourceType.TOPIC, topic)
+    try:
+        future = admin.describe_configs([resource], request_timeout=timeout)[resource]
+        config = future.result(timeout=timeout)
+    except KafkaException as exc:
+        raise InfraError(
+            f"cannot read the configuration of Kafka topic {topic!r} on {bootstrap}: "
+            f"{exc.args[0] if exc.args else exc}; is the broker reachable?"
+        ) from exc
+
+    def value(name: str, default: str) -> str:
+        entry = config.get(name)
+        return default if entry is None or entry.value is None else str(entry.value)
+
+    return TopicRetention(
+        topic,
+        retention_ms=int(value("retention.ms", "604800000")),
+        segment_ms=int(value("segment.ms", "604800000")),
+        cleanup_policy=value("cleanup.policy", "delete"),
+    )
+
+
+def check_tombstone_retention(retention_s: float, topics: Sequence[TopicRetention]) -> None:
+    """Refuse (ConfigError) a tombstone retention shorter than any topic keeps its events.
+
+    Why: a tombstone is what stops an older insert or update, replayed from a topic
+    (a rewound consumer group, ``quarantine replay``), from resurrecting a deleted
+    document. Purged while such an event is still readable, it stops nothing.
+    ``retention_s`` 0 means tombstones are kept forever (no purge): always enough.
+    """
+    if retention_s == 0:
+        return
+    for t in topics:
+        longest = t.longest_ms
+        if longest is None:
+            raise ConfigError(
+                f"Kafka topic {t.topic!r} keeps its events forever (retention.ms="
+                f"{t.retention_ms}, cleanup.policy={t.cleanup_policy}), but "
+                f"SM_TOMBSTONE_RETENTION_S={retention_s:g} purges delete tombstones after "
+                f"{_days(retention_s * 1000)}: an old insert replayed from the topic could "
+                "resurrect a deleted document. Set SM_TOMBSTONE_RETENTION_S=0 (keep "
+                "tombstones forever) or give the topic a finite retention.ms."
+            )
+        if retention_s * 1000 <= longest:
+            raise ConfigError(
+                f"SM_TOMBSTONE_RETENTION_S={retention_s:g} ({_days(retention_s * 1000)}) is "
+                f"not longer than Kafka topic {t.topic!r} keeps its events: retention.ms="
+                f"{t.retention_ms} + segment.ms={t.segment_ms} = {_days(longest)}. An old "
+                "insert replayed from the topic could resurrect a deleted document. Set "
+                f"SM_TOMBSTONE_RETENTION_S above {longest // 1000} (or 0 = forever), or "
+                "lower the topic's retention.ms."
+            )
+
+
+def _days(ms: float) -> str:
+    return f"{ms / 86_400_000:.4g} days"

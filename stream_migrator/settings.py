@@ -67,10 +67,12 @@ class Settings(BaseSettings):
         "Keep it at or below the topic's max.message.bytes.",
     )
     tombstone_retention_s: float = Field(
-        7 * 86400,
-        gt=0,
+        30 * 86400,
+        ge=0,
         description="Seconds a delete's tombstone is kept to refuse late replayed inserts; "
-        "keep it longer than the change topic's retention.",
+        "0 = forever (no purge). Must exceed how long the changes and quarantine topics "
+        "keep events (retention.ms + segment.ms; Kafka's defaults: 14 days): the worker "
+        "checks the topics at start and refuses to run otherwise.",
     )
     write_guard: Literal["auto", "filter", "cas"] = Field(
         "auto",

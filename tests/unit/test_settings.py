@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from stream_migrator.errors import ConfigError
+from stream_migrator.kafka import TopicRetention, check_tombstone_retention
 from stream_migrator.settings import Settings, load_settings, reference_table
 
 
@@ -69,3 +70,55 @@ def test_reference_table_names_each_cli_flag() -> None:
     for name, flag in _SETTING_FLAGS.items():
         assert f"| `{flag}` |" in rows[f"SM_{name.upper()}"]
     assert "| `SM_METADATA_DB` |  |" in reference_table()
+
+
+def test_default_tombstone_retention_outlives_kafka_default_topic() -> None:
+    """The default outlives a topic on Kafka's defaults (7 d retention + 7 d segments)."""
+    week_ms = 7 * 86_400_000
+    default = Settings.model_fields["tombstone_retention_s"].default
+    assert default * 1000 > 2 * week_ms
+    check_tombstone_retention(default, [TopicRetention("sm.m.changes", week_ms, week_ms)])
+
+
+@pytest.mark.parametrize("tombstone_s", [3600.0, 4200.0])
+def test_check_tombstone_retention_refuses_shorter_or_equal_than_topic(tombstone_s: float) -> None:
+    """Shorter than (or equal to) retention.ms + segment.ms: ConfigError naming both values."""
+    topic = TopicRetention("sm.m.changes", retention_ms=3_600_000, segment_ms=600_000)
+    with pytest.raises(ConfigError) as info:
+        check_tombstone_retention(tombstone_s, [topic])
+    text = str(info.value)
+    assert f"SM_TOMBSTONE_RETENTION_S={tombstone_s:g}" in text
+    assert "retention.ms=3600000" in text
+    assert "segment.ms=600000" in text
+    assert "'sm.m.changes'" in text
+    assert "above 4200" in text
+
+
+def test_check_tombstone_retention_accepts_longer_than_topic() -> None:
+    """Longer than every topic keeps events: no error."""
+    topics = [
+        TopicRetention("sm.m.changes", retention_ms=3_600_000, segment_ms=600_000),
+        TopicRetention("sm.m.quarantine", retention_ms=60_000, segment_ms=60_000),
+    ]
+    check_tombstone_retention(4201.0, topics)
+
+
+@pytest.mark.parametrize(("retention_ms", "policy"), [(-1, "delete"), (3_600_000, "compact")])
+def test_check_tombstone_retention_forever_topic_needs_forever_tombstones(
+    retention_ms: int, policy: str
+) -> None:
+    """A topic that never deletes by age (retention.ms=-1, compact only) needs 0 = forever."""
+    topic = TopicRetention("sm.m.changes", retention_ms, 600_000, policy)
+    assert topic.longest_ms is None
+    with pytest.raises(ConfigError, match="keeps its events forever") as info:
+        check_tombstone_retention(10 * 365 * 86400.0, [topic])
+    assert "SM_TOMBSTONE_RETENTION_S=0" in str(info.value)
+    assert f"retention.ms={retention_ms}" in str(info.value)
+    check_tombstone_retention(0, [topic])
+
+
+def test_tombstone_retention_zero_means_forever_and_negative_is_refused() -> None:
+    """SM_TOMBSTONE_RETENTION_S=0 is valid (no purge); a negative value names the setting."""
+    assert load_settings(tombstone_retention_s=0).tombstone_retention_s == 0
+    with pytest.raises(ConfigError, match="SM_TOMBSTONE_RETENTION_S"):
+        load_settings(tombstone_retention_s=-1)
