@@ -95,11 +95,8 @@ def majority_read_time(coll: Collection[dict[str, Any]], *, after_past: bool = F
         reply = coll.database.command(command, read_preference=ReadPreference.PRIMARY)
     except ConnectionFailure as exc:
         raise RetryableError(f"MongoDB is unreachable: {exc}", retry_after=1.0) from exc
-    except PyMongoError as exc:
-        raise FatalError(
-            f"cannot read the majority commit point of {coll.full_name}: {exc}; the "
-            "snapshot needs a replica set (or sharded cluster) with majority read concern"
-        ) from exc
+    # Other failures (no primary during an election, ...) reach the caller as they are:
+    # capture backs off and retries them with their server code logged.
     point = reply.get("operationTime")
     if not isinstance(point, Timestamp):
         return cluster_time_now(coll.database.client, after_past=after_past)

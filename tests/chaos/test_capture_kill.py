@@ -76,3 +76,37 @@ def test_capture_sigkill_mid_stream_loses_nothing(
     assert checkpoint is not None
     assert checkpoint["resume_token"] is not None
     client.close()
+
+
+def test_capture_sigkill_inside_int_ids_snapshot_copies_every_type(
+    settings_kwargs: dict[str, Any], tmp_path: Any
+) -> None:
+    """SIGKILL while the snapshot copies int _ids; after restart strings and ObjectIds arrive."""
+    s = load_settings(**{**settings_kwargs, "max_docs_per_second": 2000})
+    env = settings_env(s)
+    client = client_for(s)
+    src = client[s.split_ns(s.source)[0]]["orders"]
+    ids: list[Any] = [*range(12_000), *(f"s{k:04}" for k in range(300))]
+    ids += [ObjectId() for _ in range(300)]
+    src.insert_many([{"_id": i, "cust_name": f"c{k}", "total": k} for k, i in enumerate(ids)])
+    checkpoints = client[s.metadata_db]["checkpoints"]
+    log = (tmp_path / "capture.log").open("wb")
+    proc = _start_capture(env, log)
+    deadline = time.monotonic() + 60
+    while True:
+        snapshot = (checkpoints.find_one({"_id": f"{s.migration}/capture"}) or {}).get("snapshot")
+        if snapshot and snapshot.get("last_id") is not None:
+            break
+        assert time.monotonic() < deadline, (tmp_path / "capture.log").read_text()[-2000:]
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(30)
+    assert snapshot["done"] is False
+    assert isinstance(snapshot["last_id"], int), f"not killed inside the ints: {snapshot}"
+    with pipeline(s, capture=False) as stages:
+        proc = _start_capture(env, log)
+        report = wait_until_match(s, timeout=120, stages=stages)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 0, (tmp_path / "capture.log").read_text()[-2000:]
+    assert report.source_count == len(ids)
+    client.close()
