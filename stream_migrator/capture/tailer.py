@@ -150,8 +150,7 @@ class Capture:
 
     def _snapshot(self, state: dict[str, Any]) -> bool:
         """Copy documents in _id order; returns False if stopped before the end."""
-        snapshot = state.get("snapshot", {})
-        last_id = snapshot.get("last_id")
+        last_id = state.get("snapshot", {}).get("last_id")
         source = self.snapshot_source
         # A majority read time taken before the first read: every document copied
         # contains every write up to it, so a replayed change newer than this still
@@ -160,7 +159,7 @@ class Capture:
         # `{_id: {$gt: x}}` stops at the end of x's BSON type bracket: resuming inside
         # the numbers must go on to the strings, ObjectIds, ... one query per bracket.
         queries = [{}] if last_id is None else after_id_filters(last_id)
-        log.info("snapshot.start", resume_after_id=str(last_id) if last_id else None)
+        log.info("snapshot.start", resume_after_id=None if last_id is None else str(last_id))
         copied = 0
         for query in queries:
             cursor = source.find(query).sort("_id", 1).batch_size(2_000)
