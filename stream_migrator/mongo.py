@@ -100,8 +100,11 @@ def majority_read_time(coll: Collection[dict[str, Any]], *, after_past: bool = F
     point = reply.get("operationTime")
     if not isinstance(point, Timestamp):
         return cluster_time_now(coll.database.client, after_past=after_past)
-    if not after_past:
-        return point
-    if point.inc == 0xFFFFFFFF:
-        return Timestamp(point.time + 1, 0)
-    return Timestamp(point.time, point.inc + 1)
+    return next_tick(point) if after_past else point
+
+
+def next_tick(ts: Timestamp) -> Timestamp:
+    """The cluster time right after ``ts`` (the increment is 32 bits; then the next second)."""
+    if ts.inc == 0xFFFFFFFF:
+        return Timestamp(ts.time + 1, 0)
+    return Timestamp(ts.time, ts.inc + 1)

@@ -11,6 +11,7 @@ from stream_migrator.capture.split_events import SplitEventAssembler, supports_s
 from stream_migrator.capture.tailer import history_lost_error
 from stream_migrator.capture.throttle import SnapshotThrottle
 from stream_migrator.errors import ConfigError, FatalError
+from stream_migrator.mongo import next_tick
 from stream_migrator.runtime import StopFlag
 
 
@@ -145,3 +146,9 @@ def test_history_lost_is_fatal_and_says_what_to_do() -> None:
     assert "shop.orders" in str(err)
     assert err.code == 286
     assert history_lost_error(OperationFailure("other", code=2), "shop.orders") is None
+
+
+def test_next_tick_follows_increment_then_second() -> None:
+    """A stream start one tick after a majority read time: next increment, or next second."""
+    assert next_tick(Timestamp(1_700_000_000, 7)) == Timestamp(1_700_000_000, 8)
+    assert next_tick(Timestamp(1_700_000_000, 0xFFFFFFFF)) == Timestamp(1_700_000_001, 0)
