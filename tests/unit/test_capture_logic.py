@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from bson import Timestamp
 from pymongo.errors import OperationFailure
@@ -15,7 +17,7 @@ from stream_migrator.mongo import next_tick
 from stream_migrator.runtime import StopFlag
 
 
-def _fragments() -> list[dict]:
+def _fragments() -> list[dict[str, Any]]:
     """Fragments shaped as MongoDB documents them: top-level fields spread in order."""
     ts = Timestamp(1_700_000_000, 3)
     return [
