@@ -49,14 +49,16 @@ def _measure(impl: str, size: int, polls: int, updates: int) -> dict[str, float]
         coll = client.bench.docs
         for start in range(0, size, 10_000):
             coll.insert_many([{"_id": i, "n": i} for i in range(start, min(size, start + 10_000))])
-        start = int(time.time()) + 1  # after every fill entry: the stream sees only what follows
-        stream = coll.watch(full_document="updateLookup", start_at_operation_time=Timestamp(start, 0))
+        begin = int(time.time()) + 1  # after every fill entry: the stream sees only what follows
+        stream = coll.watch(
+            full_document="updateLookup", start_at_operation_time=Timestamp(begin, 0)
+        )
         stream.try_next()  # the first getMore warms the cursor up
         before = _cpu_seconds(pid)
         for _ in range(polls):
             assert stream.try_next() is None
         empty_ms = (_cpu_seconds(pid) - before) * 1000 / polls
-        time.sleep(max(0.0, start + 0.05 - time.time()))  # updates inside the stream's window
+        time.sleep(max(0.0, begin + 0.05 - time.time()))  # updates inside the stream's window
         for i in range(updates):
             coll.update_one({"_id": i % max(size, 1)}, {"$set": {"n": -i - 1}}, upsert=True)
         before = _cpu_seconds(pid)
