@@ -8,6 +8,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -19,14 +20,30 @@ from tests.integration.helpers import REPO, client_for, pipeline, settings_env, 
 pytestmark = [pytest.mark.integration, pytest.mark.chaos]
 
 
+_started: list[subprocess.Popen[bytes]] = []
+
+
+@pytest.fixture(autouse=True)
+def _kill_leftover_captures() -> Iterator[None]:
+    """A failed assertion must not leave a capture process tailing the shared servers."""
+    yield
+    while _started:
+        proc = _started.pop()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(30)
+
+
 def _start_capture(env: dict[str, str], log: Any) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
+    proc = subprocess.Popen(
         [sys.executable, "-m", "stream_migrator", "capture"],
         cwd=REPO,
         env={**os.environ, **env},
         stdout=log,
         stderr=subprocess.STDOUT,
     )
+    _started.append(proc)
+    return proc
 
 
 def test_capture_sigkill_mid_stream_loses_nothing(
