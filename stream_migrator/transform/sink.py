@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from bson.decimal128 import Decimal128
 from bson.int64 import Int64
-from pymongo import DeleteOne, InsertOne, MongoClient, ReplaceOne, UpdateOne
+from pymongo import DeleteOne, InsertOne, MongoClient, ReadPreference, ReplaceOne, UpdateOne
 from pymongo.collection import Collection
 from pymongo.errors import (
     AutoReconnect,
@@ -100,7 +100,11 @@ class MongoSink:
         skip_equal: bool = False,
         mark_echoes: bool = False,
     ) -> None:
-        self._coll = collection
+        # Every read here decides a write (versions, tombstones, skip_equal content), so it
+        # goes to the primary whatever the URI's read preference: a lagging secondary would
+        # show an older state, and skip_equal would skip a needed write or a missed
+        # tombstone let a late insert resurrect a deleted document.
+        self._coll = collection.with_options(read_preference=ReadPreference.PRIMARY)
         # mark_echoes: each document written carries _sm.echo = the hash of its content,
         # so the stream that captures this collection can tell "exactly what this sink
         # wrote" (an echo, not carried back) from a later change by an application.
@@ -111,9 +115,9 @@ class MongoSink:
         self.skip_equal = skip_equal
         # Tombstones live beside the target, not in it, so readers of the target
         # never see them: <target>.sm_tombstones {_id, v, at}.
-        self.tombstones: Collection[dict[str, Any]] = collection.database[
-            f"{collection.name}.{TOMBSTONE_SUFFIX}"
-        ]
+        self.tombstones: Collection[dict[str, Any]] = collection.database.get_collection(
+            f"{collection.name}.{TOMBSTONE_SUFFIX}", read_preference=ReadPreference.PRIMARY
+        )
         self.guard = guard
         self._cas_index_ready = False
 

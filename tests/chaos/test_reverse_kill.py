@@ -84,6 +84,7 @@ class _Reverse:
                 p.wait(10)
 
 
+@pytest.mark.usefixtures("write_guard")  # both guard modes, as SM_WRITE_GUARD
 def test_reverse_sigkill_mid_stream_loses_no_new_path_write(
     settings_kwargs: dict[str, Any], tmp_path: Path
 ) -> None:

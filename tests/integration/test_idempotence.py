@@ -12,7 +12,7 @@ from bson.int64 import Int64
 from confluent_kafka import Consumer
 
 from stream_migrator.interfaces import TargetWrite
-from stream_migrator.kafka import AckedProducer, consumer_config, producer_config
+from stream_migrator.kafka import AckedProducer, consumer_config, ensure_topic, producer_config
 from stream_migrator.runtime import StopFlag
 from stream_migrator.settings import load_settings
 from stream_migrator.spec import get_spec
@@ -284,4 +284,44 @@ def test_unique_secondary_index_conflict_is_failed_not_stale(
     # The _id race is still stale, not failed.
     replay = sink.apply([TargetWrite(first, 9, {"order_no": "A-1"})])
     assert (replay.written, replay.stale, replay.failed) == (0, 1, [])
+    client.close()
+
+
+def test_unique_index_collision_in_the_pipeline_goes_to_quarantine(
+    settings_kwargs: dict[str, Any], write_guard: Any
+) -> None:
+    """Both guard modes: two source documents colliding on a unique target index.
+
+    One lands; the other is quarantined (stage ``write``) with a reason naming the
+    index and the key, and the partition keeps moving (later documents land).
+    """
+    s = load_settings(**settings_kwargs)
+    client = client_for(s)
+    src = client[s.split_ns(s.source)[0]]["orders"]
+    tgt = client[s.split_ns(s.target)[0]]["orders_v2"]
+    tgt.create_index("customer.name", unique=True, name="customer_name_unique")
+    twins = [{"_id": ObjectId(), "cust_name": "twin", "total": 1} for _ in range(2)]
+    others = [{"_id": ObjectId(), "cust_name": f"c{i}", "total": 1} for i in range(5)]
+    src.insert_many([*twins, *others])
+    ensure_topic(s.kafka_bootstrap, s.quarantine_topic, 1)  # to subscribe before it is used
+    consumer = Consumer(consumer_config(s.kafka_bootstrap, f"{s.migration}-q", "q-reader"))
+    consumer.subscribe([s.quarantine_topic])
+    headers: list[dict[str, str]] = []
+    try:
+        with pipeline(s):
+            deadline = time.monotonic() + 60
+            while not headers or tgt.count_documents({}) < 1 + len(others):
+                assert time.monotonic() < deadline, f"quarantine holds {headers}"
+                msg = consumer.poll(0.5)
+                if msg is not None and not msg.error():
+                    headers.append({k: v.decode() for k, v in (msg.headers() or [])})
+    finally:
+        consumer.close()
+    landed = [d["_id"] for d in tgt.find({"customer.name": "twin"})]
+    assert len(landed) == 1
+    assert {h["sm.stage"] for h in headers} == {"write"}
+    reason = headers[0]["sm.reason"]
+    assert "customer_name_unique" in reason, reason
+    assert "twin" in reason, reason
+    assert tgt.count_documents({}) == 1 + len(others)
     client.close()

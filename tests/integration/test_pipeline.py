@@ -29,6 +29,7 @@ def _order(i: int, **extra: Any) -> dict[str, Any]:
     }
 
 
+@pytest.mark.usefixtures("write_guard")  # both guard modes
 def test_insert_update_delete_reach_target(settings_kwargs: dict[str, Any]) -> None:
     """Snapshot docs, then live insert/update/replace/delete, all land transformed in the target."""
     s = load_settings(**settings_kwargs)

@@ -267,6 +267,7 @@ def test_router_routes_ten_percent_of_100k_keys_sticky(
         assert router.write_target(new_key).namespace == s.target
 
 
+@pytest.mark.usefixtures("write_guard")  # both guard modes
 def test_rollback_from_canary_keeps_writes_made_on_new(
     migrated: tuple[Settings, Any], tmp_path: Path
 ) -> None:
@@ -340,6 +341,7 @@ def test_injected_lag_halts_and_reverts_within_one_interval(
         c.advance(s.migration)
 
 
+@pytest.mark.usefixtures("write_guard")  # both guard modes
 def test_rollback_after_breaches_finishes_by_itself_once_the_streams_drain(
     running: tuple[Settings, Any, dict[str, StageThread]], tmp_path: Path
 ) -> None:
@@ -380,6 +382,7 @@ def _tick_until(c: Controller, s: Settings, stage: Stage) -> bool:
     return c.status(s.migration).stage == stage
 
 
+@pytest.mark.usefixtures("write_guard")  # both guard modes
 def test_rollback_from_cutover_keeps_writes_made_on_new(
     migrated: tuple[Settings, Any], tmp_path: Path
 ) -> None:
@@ -456,6 +459,7 @@ def _echoes(migration: str) -> float:
     return sample or 0.0
 
 
+@pytest.mark.usefixtures("write_guard")  # both guard modes
 def test_reverse_stream_carries_back_only_new_path_writes(
     migrated: tuple[Settings, Any],
 ) -> None:
@@ -512,6 +516,7 @@ def test_reverse_stream_carries_back_only_new_path_writes(
         stop_all(reverse)
 
 
+@pytest.mark.usefixtures("write_guard")  # both guard modes
 def test_echo_of_an_older_forward_write_never_overwrites_a_newer_old_path_write(
     settings_kwargs: dict[str, Any],
 ) -> None:

@@ -5,11 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from pymongo import MongoClient, ReadPreference
 from pymongo.errors import BulkWriteError, WriteConcernError
 
 from stream_migrator.errors import RetryableError
 from stream_migrator.interfaces import TargetWrite
 from stream_migrator.transform.sink import (
+    MongoSink,
     _duplicate_reason,
     _is_id_race,
     _same_content,
@@ -149,3 +151,24 @@ def test_same_content_tells_bson_types_apart() -> None:
     assert not _same_content(current, TargetWrite(7, 9, {"flag": True, "nested": {"a": 1, "b": 2}}))
     assert not _same_content(current, TargetWrite(7, 9, {"flag": 1.0, "nested": {"a": 1, "b": 2}}))
     assert not _same_content(current, TargetWrite(7, 9, None))
+
+
+def test_sink_reads_that_decide_a_write_go_to_the_primary() -> None:
+    """Versions, tombstones and skip_equal content are read from the primary, whatever the URI.
+
+    A lagging secondary would report an older state: skip_equal would skip a needed
+    write, and a missed tombstone would let a late insert resurrect a deleted document.
+    """
+    client: MongoClient[dict[str, Any]] = MongoClient(
+        "mongodb://127.0.0.1:1/?readPreference=secondaryPreferred", connect=False
+    )
+    try:
+        coll = client["db"]["orders_v2"]
+        assert coll.read_preference != ReadPreference.PRIMARY  # what the URI asked for
+        sink = MongoSink(coll, "cas", skip_equal=True)
+        assert sink._coll.read_preference == ReadPreference.PRIMARY
+        assert sink.tombstones.read_preference == ReadPreference.PRIMARY
+        assert sink._coll.full_name == "db.orders_v2"
+        assert sink.tombstones.full_name == "db.orders_v2.sm_tombstones"
+    finally:
+        client.close()
