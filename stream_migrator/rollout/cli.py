@@ -108,8 +108,9 @@ def _cmd_rollout(args: argparse.Namespace, base: Settings) -> int:
             stop.install_signal_handlers()
             structlog.contextvars.bind_contextvars(process="rollout")
             log.info("rollout.start", plan=args.plan_file, settings=settings.masked())
-            # A tick may wait for a rollback's drain: liveness must outlast that wait.
-            stale_after = max(30.0, 3 * plan.evaluation_interval_s, timeout + 30.0)
+            # A tick may wait for a rollback: two drains and the routers' acknowledgement
+            # (up to their lease); liveness must outlast that wait.
+            stale_after = max(30.0, 3 * plan.evaluation_interval_s, 2 * timeout + 60.0)
             health = HealthState("rollout", stale_after_s=stale_after)
             with HealthServer(health, settings.metrics_host, settings.metrics_port) as server:
                 paths = ["/metrics", "/healthz", "/readyz"]
@@ -132,15 +133,27 @@ def _cmd_rollout(args: argparse.Namespace, base: Settings) -> int:
         elif args.action == "complete":
             state = controller.complete(name, reason)
         else:
-            state = controller.status(name)
-            if plan.migration(name).rollback_required:
-                problem = reverse_stream_problem(migration_settings(settings, plan.migration(name)))
-                _print_state(state, reverse=f"not ready: {problem}" if problem else "ready")
-                return 0
+            _status(controller, migration_settings(settings, plan.migration(name)))
+            return 0
     finally:
         client.close()
     _print_state(state)
     return 0
+
+
+def _status(controller: Any, s: Settings) -> None:
+    """The state document, the routers' leases and (rollback required) the reverse stream."""
+    from stream_migrator.rollout.reverse import reverse_stream_problem
+
+    state = controller.status(s.migration)
+    leases = controller.leases.of(s.migration)
+    acked = sum(lease.acked_version >= state.version for lease in leases)
+    routers = f"{len(leases)} with a lease, {acked} on version {state.version}"
+    reverse = None
+    if controller.plan.migration(s.migration).rollback_required:
+        problem = reverse_stream_problem(s)
+        reverse = f"not ready: {problem}" if problem else "ready"
+    _print_state(state, reverse=reverse, routers=routers)
 
 
 def _run_reverse(s: Settings) -> int:
@@ -184,7 +197,7 @@ def _run_reverse(s: Settings) -> int:
     return 1 if failed or stuck else 0
 
 
-def _print_state(s: Any, *, reverse: str | None = None) -> None:
+def _print_state(s: Any, *, reverse: str | None = None, routers: str | None = None) -> None:
     rows = [
         ("migration", s.migration),
         ("stage", str(s.stage) + ("  [HALTED: " + str(s.halt_reason) + "]" if s.halted else "")),
@@ -197,6 +210,10 @@ def _print_state(s: Any, *, reverse: str | None = None) -> None:
         ("old / new", f"{s.old_ns} ({s.old_schema}) / {s.new_ns} ({s.new_schema})"),
         ("updated", f"{s.updated_at} by {s.updated_by} (version {s.version})"),
     ]
+    if s.hold_reason:
+        rows.insert(2, ("held", s.hold_reason))
+    if routers is not None:
+        rows.append(("routers", routers))
     if reverse is not None:
         rows.append(("reverse stream", reverse))
     for key, value in rows:

@@ -422,6 +422,8 @@ class Controller:
             halt_reason=f"rolled back: {reason}",
         )
         self._audit(name, "rollback", _label(state), _label(after), reason, details)
+        if came_from in WRITES_ON_NEW:
+            self.leases.forget(acks.expired)  # crashed routers: the next rollback need not wait
         rm.TRANSITIONS.labels(name, "rollback").inc()
         self._export(after)
         log.warning("rollout.rolled_back", migration=name, reason=reason)

@@ -95,6 +95,12 @@ class LeaseStore:
     def release(self, router: str) -> None:
         self.coll.delete_one({"_id": router})
 
+    def forget(self, leases: Iterable[Lease]) -> None:
+        """Remove expired leases, each only if no beat came since it was judged (a router
+        that comes back writes a new one before it routes writes to new again)."""
+        for lease in leases:
+            self.coll.delete_one({"_id": lease.router, "beat": lease.beat})
+
     def of(self, migration: str) -> list[Lease]:
         return [Lease.from_doc(d) for d in self.coll.find({"migration": migration})]
 

@@ -105,7 +105,7 @@ def _stale_router(s: Settings, client: Any) -> Router:
 
 def _key_on_new(router: Router, src: Any) -> Any:
     for doc in src.find({}, {"_id": 1}):
-        if router.write_target(doc["_id"]).side == "new":
+        if router.read_target(doc["_id"]).side == "new":  # writes follow the same rule
             return doc["_id"]
     raise AssertionError("no key routes to new")
 
@@ -268,16 +268,18 @@ def test_rollback_proceeds_once_an_unreachable_routers_lease_expires(
         s.migration,
         metadata_db=s.metadata_db,
         poll_interval_s=0.2,
-        timeout_ms=300,
-        lease_s=2.0,
+        timeout_ms=1_000,
+        lease_s=3.0,
     )
     try:
+        _wait("the router's first state and lease", lambda: router.state is not None)
+        _wait("the router's lease", router.lease_valid)
         key = _key_on_new(router, src)
         proxy.cut()
         started = time.monotonic()
         done = c.rollback(s.migration, "test")
         assert done.stage == Stage.ROLLED_BACK
-        assert time.monotonic() - started >= 2.0  # it waited for the lease, not less
+        assert time.monotonic() - started >= 3.0  # it waited for the lease, not less
         assert not router.lease_valid()
         state = router.state
         assert state is not None
