@@ -28,6 +28,20 @@ _LOST_TO_REBALANCE = {
     KafkaError.UNKNOWN_MEMBER_ID,
     KafkaError._ASSIGNMENT_LOST,
 }
+#: A commit that failed because no group coordinator answered (a broker restart,
+#: a network cut): the writes are durable, only their offsets wait; retried.
+_COMMIT_LATER = {
+    KafkaError._WAIT_COORD,
+    KafkaError._TRANSPORT,
+    KafkaError._TIMED_OUT,
+    KafkaError._ALL_BROKERS_DOWN,
+    KafkaError.REQUEST_TIMED_OUT,
+    KafkaError.NETWORK_EXCEPTION,
+    KafkaError.COORDINATOR_NOT_AVAILABLE,
+    KafkaError.NOT_COORDINATOR,
+    KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+}
+_COMMIT_RETRY_S = 1.0
 
 
 class TransformWorker:
@@ -79,6 +93,10 @@ class TransformWorker:
         # True while a batch is retried against a failing target: every owned
         # partition is paused, including those assigned during the outage.
         self._backpressure = False
+        # Next offsets whose writes are acknowledged but whose commit failed for want
+        # of a coordinator; retried until Kafka answers (a later commit covers them).
+        self._uncommitted: dict[tuple[str, int], int] = {}
+        self._last_commit_try = 0.0
 
     def run(self) -> None:
         """Consume until stopped. Each batch is committed before the next is read."""
@@ -91,12 +109,20 @@ class TransformWorker:
                 batch = [msg for msg in msgs if not self._is_noise(msg)]
                 if batch:
                     self._process(batch)
+                elif self._uncommitted and (
+                    time.monotonic() - self._last_commit_try >= _COMMIT_RETRY_S
+                ):
+                    self._flush_commits()
                 self._maybe_report_lag()
                 self._maybe_maintain()
                 self._health.beat("ok", applied=self.applied, lag=self.lag)
         finally:
-            # Nothing is uncommitted here: every batch was committed (or, on failure,
-            # deliberately not) before control returned to the loop.
+            # Every batch was committed (or, on failure, deliberately not) before
+            # control returned to the loop, except offsets deferred while Kafka had no
+            # coordinator: one last try; if it fails too, the next owner replays them.
+            if self._uncommitted:
+                with contextlib.suppress(KafkaException):
+                    self._flush_commits()
             self._consumer.close()
             log.info("transform.stopped", reason=self._stop.reason, applied=self.applied)
 
@@ -223,21 +249,39 @@ class TransformWorker:
         moved = sorted(p for (t, p) in next_offsets if (t, p) not in owned)
         if moved:
             log.info("commit.skipped_revoked", partitions=moved)
-        offsets = [TopicPartition(t, p, o) for (t, p), o in next_offsets.items() if (t, p) in owned]
-        if not offsets:
+        for tp_key, offset in next_offsets.items():
+            if tp_key in owned:
+                self._uncommitted[tp_key] = max(self._uncommitted.get(tp_key, 0), offset)
+        self._flush_commits()
+
+    def _flush_commits(self) -> None:
+        """Commit the acknowledged offsets synchronously; defer them while Kafka cannot."""
+        self._last_commit_try = time.monotonic()
+        if not self._uncommitted:
             return
+        offsets = [TopicPartition(t, p, o) for (t, p), o in self._uncommitted.items()]
         try:
             self._consumer.commit(offsets=offsets, asynchronous=False)
         except KafkaException as exc:
             err = exc.args[0] if exc.args else None
-            if isinstance(err, KafkaError) and err.code() in _LOST_TO_REBALANCE:
+            code = err.code() if isinstance(err, KafkaError) else None
+            if code in _LOST_TO_REBALANCE:
                 # The group moved on while we wrote: the new owner resumes from the
                 # last committed offset and replays this batch, which the version
                 # guard turns into stale skips. Nothing is lost; do not crash.
+                self._uncommitted.clear()
                 m.COMMITS_LOST.labels(self._migration).inc()
                 log.warning("commit.lost_to_rebalance", error=str(err))
                 return
+            if code in _COMMIT_LATER or (isinstance(err, KafkaError) and err.retriable()):
+                # Kafka is unreachable, not the data wrong: keep the offsets and try
+                # again (next batch or idle loop). Not committing only means a crash
+                # now replays these writes, which the version guard makes harmless.
+                log.warning("commit.deferred", error=str(err), partitions=len(offsets))
+                self._health.beat("backpressure", error=f"offset commit deferred: {err}")
+                return
             raise
+        self._uncommitted.clear()
 
     # -- group membership and lag --------------------------------------------
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
@@ -254,8 +298,15 @@ class TransformWorker:
         # Revocation runs inside consume(): between batches, when each batch has been
         # committed, or during a backpressure with a batch in flight. That batch is
         # still written, but the revoked partitions' offsets are not committed (see
-        # _commit): nothing to flush here.
+        # _commit). Offsets deferred while Kafka had no coordinator are committed
+        # now, while the partitions are still ours (best effort: else a replay).
         log.info("partitions.revoked", partitions=[p.partition for p in partitions])
+        revoked = {(p.topic, p.partition) for p in partitions}
+        if revoked & self._uncommitted.keys():
+            with contextlib.suppress(KafkaException):
+                self._flush_commits()
+            for key in revoked:
+                self._uncommitted.pop(key, None)
 
     def _is_noise(self, msg: Message) -> bool:
         err = msg.error()
