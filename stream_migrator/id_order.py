@@ -87,7 +87,9 @@ def after_id_filters(last_id: Any) -> list[dict[str, Any]]:
     a crash inside the numeric ids still reaches the strings and ObjectIds.
     """
     rank = type_rank(last_id)
-    filters: list[dict[str, Any]] = [{"_id": {"$gt": last_id}}]
+    # MinKey is the one operand MongoDB does not bracket: {$gt: MinKey} matches every
+    # other type, which the $type filters below already select (each id once).
+    filters: list[dict[str, Any]] = [] if rank == 0 else [{"_id": {"$gt": last_id}}]
     filters.extend({"_id": {"$type": aliases}} for r, aliases in _BRACKET_TYPES if r > rank)
     return filters
 
