@@ -35,8 +35,9 @@ class Quarantine:
         self._producer.produce(self.topic, msg.key() or b"", msg.value() or b"", headers=headers)
         self.count += 1
 
-    def flush(self) -> None:
-        self._producer.barrier()
+    def flush(self, timeout: float = 60.0) -> None:
+        """Return once Kafka acknowledged every event sent; RetryableError after ``timeout``."""
+        self._producer.barrier(timeout)
 
 
 @dataclass(frozen=True)

@@ -42,6 +42,7 @@ _COMMIT_LATER = {
     KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
 }
 _COMMIT_RETRY_S = 1.0
+_QUARANTINE_WAIT_S = 10.0
 
 
 class TransformWorker:
@@ -142,7 +143,8 @@ class TransformWorker:
         # The commit order: target writes acknowledged (above) -> quarantine
         # producer flushed -> offsets committed synchronously. An offset is stored
         # only after its effect is durable, so a crash anywhere replays, never skips.
-        self._quarantine.flush()
+        if not self._flush_quarantine():
+            return  # stopping while Kafka was unreachable: commit nothing
         self._commit(batch)
         now_ms = time.time() * 1000
         for w in writes:
@@ -221,6 +223,25 @@ class TransformWorker:
         self._consumer.pause([tp])
         self._consumer.seek(tp)
         log.info("backpressure.rewound", partition=tp.partition, offset=tp.offset)
+
+    def _flush_quarantine(self) -> bool:
+        """Wait until Kafka acknowledged every quarantined event; False if stopped first.
+
+        A broker that is down (restarting) is waited for, alive under backpressure:
+        the events stay queued in the producer and the batch is not committed, so
+        giving up (stop) only means a replay that quarantines them again.
+        """
+        while True:
+            try:
+                # Short waits, so a stop is noticed within seconds.
+                self._quarantine.flush(_QUARANTINE_WAIT_S)
+                return True
+            except RetryableError as exc:
+                if self._stop.is_set():
+                    log.warning("transform.abandon_batch_on_stop", error=str(exc))
+                    return False
+                self._health.beat("backpressure", error=str(exc))
+                log.warning("quarantine.flush_waiting", error=str(exc))
 
     def _quarantine_msg(self, msg: Message, stage: str, reason: str) -> None:
         with structlog.contextvars.bound_contextvars(

@@ -18,6 +18,7 @@ from bson import ObjectId
 
 from stream_migrator.infra import LocalStack
 from stream_migrator.settings import load_settings
+from stream_migrator.transform.quarantine import read_quarantine
 from tests.backends import REPO
 from tests.integration.helpers import client_for, settings_env, wait_until_match
 from tests.integration.processes import Proc, wait_for
@@ -126,6 +127,57 @@ def test_kafka_sigkill_and_restart_mid_drain_loses_nothing(
         report = wait_until_match(s, timeout=240)
         assert report.mismatches == 0
         assert tgt.count_documents({}) == src.count_documents({}) == 3000 - 20 + 200
+        assert worker.terminate() == 0, worker.text()[-3000:]
+        assert capture.terminate() == 0, capture.text()[-3000:]
+    finally:
+        client.close()
+
+
+def test_kafka_down_past_the_quarantine_wait_keeps_the_worker_alive(
+    settings_kwargs: dict[str, Any], own_kafka: _Broker, tmp_path: Path, procs: list[Proc]
+) -> None:
+    """Broker down longer than one quarantine flush wait (60 s): worker waits, loses nothing."""
+    s = load_settings(
+        **{
+            **settings_kwargs,
+            "kafka_bootstrap": f"{own_kafka.host}:{own_kafka.port}",
+            "batch_size": 100,
+        }
+    )
+    client = client_for(s)
+    src = client[s.split_ns(s.source)[0]][s.split_ns(s.source)[1]]
+    tgt = client[s.split_ns(s.target)[0]][s.split_ns(s.target)[1]]
+    # Every other order has an address the spec cannot parse: each batch quarantines.
+    docs = [
+        {"_id": ObjectId(), "cust_name": f"c{i}", "total": i}
+        | ({"address": "nowhere"} if i % 2 else {})
+        for i in range(3000)
+    ]
+    src.insert_many(docs)
+    bad = {d["_id"] for d in docs if "address" in d}
+    env = settings_env(s)
+    capture = Proc(["capture"], env, tmp_path / "capture.log")
+    procs.append(capture)
+    worker = Proc(["transform"], env, tmp_path / "worker.log")
+    procs.append(worker)
+    try:
+        wait_for("the drain to start", lambda: tgt.count_documents({}) >= 100, 120, proc=worker)
+        own_kafka.kill()
+        deadline = time.monotonic() + 75  # past the old 60 s barrier, which then crashed
+        while time.monotonic() < deadline:
+            worker.assert_running()
+            time.sleep(1)
+        own_kafka.start()
+
+        good = len(docs) - len(bad)
+        wait_for("every good order", lambda: tgt.count_documents({}) == good, 240, proc=worker)
+        assert not bad & {d["_id"] for d in tgt.find({}, {"_id": 1})}
+
+        def quarantined() -> set[Any]:
+            return {e.doc_id() for e in read_quarantine(s.kafka_bootstrap, s.quarantine_topic)}
+
+        wait_for("every bad order quarantined", lambda: quarantined() >= bad, 120, proc=worker)
+        assert any(e["event"] == "quarantine.flush_waiting" for e in worker.events())
         assert worker.terminate() == 0, worker.text()[-3000:]
         assert capture.terminate() == 0, capture.text()[-3000:]
     finally:
