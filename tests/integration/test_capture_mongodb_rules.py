@@ -126,23 +126,3 @@ def test_idle_stream_checkpoints_advancing_post_batch_token(
                 pytest.fail("the idle stream's post-batch token was never checkpointed")
             time.sleep(0.3)
     client.close()
-
-
-def test_majority_read_reply_carries_operation_time(
-    settings_kwargs: dict[str, Any], request: pytest.FixtureRequest
-) -> None:
-    """MongoDB answers a majority read with operationTime, the time the snapshot version uses."""
-    client = client_for(load_settings(**settings_kwargs))
-    if _is_standin(client):
-        request.applymarker(
-            pytest.mark.xfail(
-                strict=True,
-                reason="mongo-java-server deviation: replies carry no operationTime or "
-                "$clusterTime; capture falls back to its oplog clock (mongo.cluster_time_now)",
-            )
-        )
-    reply = client["sm_probe"].command(
-        {"find": "none", "limit": 1, "singleBatch": True, "readConcern": {"level": "majority"}}
-    )
-    client.close()
-    assert "operationTime" in reply
