@@ -10,9 +10,14 @@ stream at the end of it and measures the JVM's CPU time (utime + stime from
 - getMores that return update events with ``fullDocument: updateLookup`` (the
   library looks the document up by scanning the whole collection per event).
 
+With ``--idle-capture SECONDS`` (needs SM_KAFKA_BOOTSTRAP: a running Kafka) it also
+runs a real ``stream-migrator capture`` on an empty collection of that server and
+reports the server's CPU while the capture sits idle, in cores.
+
 Prints figures; asserts nothing.
 
     .venv/bin/python benchmarks/oplog_getmore.py [--sizes 0 200000] [--polls 40] [--updates 200]
+        [--idle-capture 20]
 """
 
 from __future__ import annotations
@@ -20,6 +25,8 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import subprocess
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -28,7 +35,7 @@ from typing import Any
 from bson import Timestamp
 from pymongo import MongoClient
 
-from stream_migrator.infra import LocalStack
+from stream_migrator.infra import LocalStack, free_port
 
 REPO = Path(__file__).resolve().parents[1]
 _TICK = os.sysconf("SC_CLK_TCK")
@@ -39,7 +46,44 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / _TICK  # utime, stime (fields 14, 15)
 
 
-def _measure(impl: str, size: int, polls: int, updates: int) -> dict[str, float]:
+def _idle_capture_cores(uri: str, pid: int, seconds: float) -> float:
+    """Server CPU (in cores) while a real capture tails an empty collection for ``seconds``."""
+    tag = uuid.uuid4().hex[:8]
+    env = {
+        **os.environ,
+        "SM_MONGO_URI": uri,
+        "SM_MIGRATION": f"bench-idle-{tag}",
+        "SM_SOURCE": f"benchidle_{tag}.orders",
+        "SM_TARGET": f"benchidle_{tag}.orders_v2",
+        "SM_METADATA_DB": f"benchmeta_{tag}",
+        "SM_METRICS_PORT": str(free_port()),
+    }
+    client: MongoClient[dict[str, Any]] = MongoClient(uri)
+    checkpoints = client[env["SM_METADATA_DB"]]["checkpoints"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "stream_migrator", "capture"],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not (checkpoints.find_one({"snapshot.done": True})):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit(f"capture did not reach its stream (exit {proc.poll()})")
+            time.sleep(0.5)
+        time.sleep(2)  # past the stream's opening
+        before, t0 = _cpu_seconds(pid), time.monotonic()
+        time.sleep(seconds)
+        return (_cpu_seconds(pid) - before) / (time.monotonic() - t0)
+    finally:
+        proc.terminate()
+        proc.wait(60)
+        client.close()
+
+
+def _measure(impl: str, size: int, polls: int, updates: int, idle_s: float) -> dict[str, float]:
     state = REPO / ".sm" / f"bench-oplog-{uuid.uuid4().hex[:8]}"
     stack = LocalStack(state, oplog_impl=impl)
     try:
@@ -70,7 +114,13 @@ def _measure(impl: str, size: int, polls: int, updates: int) -> dict[str, float]
         update_ms = (_cpu_seconds(pid) - before) * 1000 / max(seen, 1)
         stream.close()
         client.close()
-        return {"empty_getmore_ms": empty_ms, "update_event_ms": update_ms, "events": seen}
+        idle = _idle_capture_cores(stack.mongo_uri(), pid, idle_s) if idle_s else float("nan")
+        return {
+            "empty_getmore_ms": empty_ms,
+            "update_event_ms": update_ms,
+            "events": seen,
+            "idle_capture_cores": idle,
+        }
     finally:
         stack.down()
         shutil.rmtree(state, ignore_errors=True)
@@ -82,14 +132,21 @@ def main() -> None:
     parser.add_argument("--impls", nargs="+", default=["library", "bounded"])
     parser.add_argument("--polls", type=int, default=40)
     parser.add_argument("--updates", type=int, default=200)
+    parser.add_argument("--idle-capture", type=float, default=0.0, metavar="SECONDS")
     args = parser.parse_args()
-    print(f"{'oplog':>8} {'entries':>8} {'empty getMore':>15} {'update event':>14}")
+    if args.idle_capture and not os.environ.get("SM_KAFKA_BOOTSTRAP"):
+        parser.error("--idle-capture needs SM_KAFKA_BOOTSTRAP (a running Kafka broker)")
+    print(
+        f"{'oplog':>8} {'entries':>8} {'empty getMore':>15} {'update event':>14}"
+        f" {'idle capture':>14}"
+    )
     for size in args.sizes:
         for impl in args.impls:
-            r = _measure(impl, size, args.polls, args.updates)
+            r = _measure(impl, size, args.polls, args.updates, args.idle_capture)
             print(
                 f"{impl:>8} {size:>8} {r['empty_getmore_ms']:>12.2f} ms"
-                f" {r['update_event_ms']:>11.2f} ms  ({r['events']:.0f} events)",
+                f" {r['update_event_ms']:>11.2f} ms {r['idle_capture_cores']:>8.2f} cores"
+                f"  ({r['events']:.0f} events)",
                 flush=True,
             )
 
