@@ -14,8 +14,9 @@ mongos, events of different shards may share a cluster time; they concern
 different documents (a document lives on one shard), so folding per document
 is still right.
 
-A group is complete when an event with another cluster time arrives, or when
-the stream has nothing more: a committed transaction's events are all in the
+An event outside a transaction (no ``txnNumber``) is released at once. A
+transaction's group is complete when an event with another cluster time arrives,
+or when the stream has nothing more: a committed transaction's events are all in the
 oplog at once, so an empty answer never falls inside one. A checkpoint must never
 land inside a group (a restart would resume after its first half and lose it):
 :attr:`TransactionFolder.position` is the token just before the held group, or the
@@ -59,8 +60,12 @@ class TransactionFolder:
         released: list[dict[str, Any]] = []
         if self._group and at != self._group[0].get("clusterTime"):
             released = self._release(self._group[-1]["_id"])
-        if at is None:
-            # MongoDB stamps every event; one without a time cannot be grouped.
+        if at is None or ("txnNumber" not in change and not self._group):
+            # Outside a transaction (MongoDB sets txnNumber only on a transaction's
+            # events) an event is a group of its own: release it now rather than one
+            # event late. One sharing the held group's time (another shard's, through
+            # mongos) joins that group instead, so the group is never split. An event
+            # without a time cannot be grouped at all.
             self._position = change["_id"]
             return [*released, change]
         self._group.append(change)

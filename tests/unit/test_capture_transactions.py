@@ -93,18 +93,30 @@ def test_fold_keyless_update_is_never_folded() -> None:
     assert fold([keyless, ins, dict(keyless)]) == [keyless, ins, keyless]
 
 
-def test_folder_single_writes_pass_unchanged_one_event_behind() -> None:
-    """Writes with their own cluster times are each released by the next, none folded."""
+def test_folder_single_writes_pass_unchanged_at_once() -> None:
+    """Writes outside a transaction are released as they arrive, none folded."""
     folder = TransactionFolder({"_data": "start"})
     a, b, c = _event("insert", 1, T1), _event("update", 1, T2, {"x": 1}), _event("delete", 1, T3)
-    assert folder.add(a) == []
-    assert folder.position == {"_data": "start"}
-    assert folder.add(b) == [a]
+    assert folder.add(a) == [a]
     assert folder.position == a["_id"]
-    assert folder.add(c) == [b]
-    assert folder.idle({"_data": "pbrt"}) == [c]
+    assert folder.add(b) == [b]
+    assert folder.position == b["_id"]
+    assert folder.add(c) == [c]
+    assert folder.idle({"_data": "pbrt"}) == []
     assert folder.position == {"_data": "pbrt"}
     assert folder.folded == 0
+
+
+def test_folder_plain_write_at_the_held_time_joins_the_group() -> None:
+    """A non-transaction event sharing the held group's time (another shard) never splits it."""
+    folder = TransactionFolder(None)
+    txn = [_event("insert", 1, T1, txn=4), _event("update", 1, T1, {"total": 2}, txn=4)]
+    other_shard = _event("insert", 2, T1)
+    assert folder.add(txn[0]) == []
+    assert folder.add(other_shard) == []
+    assert folder.add(txn[1]) == []
+    assert folder.position is None
+    assert folder.idle({"_data": "pbrt"}) == [other_shard, txn[1]]
 
 
 def test_folder_position_never_lands_inside_a_transaction() -> None:
@@ -112,15 +124,15 @@ def test_folder_position_never_lands_inside_a_transaction() -> None:
     before = _event("insert", 9, T1)
     txn = [_event("insert", 1, T2, txn=7), _event("update", 1, T2, {"total": 2}, txn=7)]
     folder = TransactionFolder(None)
-    assert folder.add(before) == []
-    assert folder.add(txn[0]) == [before]
+    assert folder.add(before) == [before]
+    assert folder.add(txn[0]) == []
     assert folder.position == before["_id"]
     assert folder.add(txn[1]) == []
     assert folder.held
     assert folder.position == before["_id"], "a checkpoint here would lose the insert"
     after = _event("insert", 2, T3)
-    assert folder.add(after) == [txn[1]]
-    assert folder.position == txn[1]["_id"]
+    assert folder.add(after) == [txn[1], after]
+    assert folder.position == after["_id"]
     assert folder.folded == 1
 
 
