@@ -20,6 +20,7 @@ from stream_migrator.kafka import ensure_topic
 from stream_migrator.reconcile import ReconcileSettings, full_compare, load_reconcile_settings
 from stream_migrator.reconcile.engine import Reconciler
 from stream_migrator.reconcile.lag import LagProbe
+from stream_migrator.reconcile.report import render_text
 from stream_migrator.reconcile.service import run_reconcile
 from stream_migrator.rollout.reverse import inverted
 from stream_migrator.runtime import StopFlag
@@ -143,6 +144,8 @@ def test_untransformable_source_named_in_report(settings_kwargs: dict[str, Any])
     assert [x["_id"] for x in report.samples["untransformable"]] == [ids[25]]
     assert not report.verdict.ready
     assert any(str(ids[25]) in r for r in report.verdict.reasons)
+    text = render_text(report)
+    assert f"  _id={ids[25]!r}: address: 'no commas here' does not match" in text
     client.close()
 
 
