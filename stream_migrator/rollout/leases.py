@@ -80,14 +80,14 @@ class LeaseStore:
         self.coll.update_one(
             {"_id": router},
             {
+                # $max: of two concurrent heartbeats of one router the older may land last.
+                "$max": {"acked_version": acked_version, "beat": beat},
                 "$set": {
                     "migration": migration,
-                    "acked_version": acked_version,
-                    "beat": beat,
                     "lease_s": lease_s,
                     "at": dt.datetime.now(dt.UTC),
                     "host": f"{socket.gethostname()}:{os.getpid()}",
-                }
+                },
             },
             upsert=True,
         )

@@ -358,7 +358,12 @@ class Router:
         started = time.monotonic()
         try:
             reply = self._coll.database.command(
-                {"find": self._coll.name, "filter": {"_id": self.migration}, "limit": 1},
+                {
+                    "find": self._coll.name,
+                    "filter": {"_id": self.migration},
+                    "limit": 1,
+                    "singleBatch": True,
+                },
                 codec_options=self._coll.codec_options,
                 read_preference=self._coll.read_preference,
             )
@@ -368,8 +373,12 @@ class Router:
         except PyMongoError as exc:
             return self._failed("router.refresh_failed", exc)
         with self._lock:
-            version = state.version if state is not None else 0
             current = self._state.version if self._state is not None else None
+            if state is not None and current is not None and state.version < current:
+                # An older version (a lagging secondary under a secondary read preference):
+                # never go back to it - this router may have acknowledged the newer one.
+                state = self._state
+            version = state.version if state is not None else 0
             if current != version:
                 self._applied_at = started
                 if current is None:  # nothing served before: nothing in flight
@@ -389,7 +398,8 @@ class Router:
         except PyMongoError as exc:
             return self._failed("router.heartbeat_failed", exc)
         with self._lock:
-            self._lease_until = started + self.lease_s
+            # max: a slower concurrent refresh (thread + caller) must not shorten it.
+            self._lease_until = max(self._lease_until or 0.0, started + self.lease_s)
         self.last_refresh = time.monotonic()
         return True
 

@@ -126,7 +126,8 @@ def test_router_keeps_last_state_through_outage_and_follows_after_restore(
         on_new = Target("new", names["new"], "v2")
         assert {router.read_target(k) for k in KEYS} == {on_new}
         assert {router.write_target(k) for k in KEYS} == {on_new}
-        assert router.refresh() is True
+        # 300 ms timeouts: under load one refresh may time out; one must succeed.
+        _wait_for(router.refresh, "a refresh succeeds after restore")
 
 
 def test_router_that_never_reached_mongodb_serves_fallback_or_raises(
