@@ -325,3 +325,46 @@ def test_unique_index_collision_in_the_pipeline_goes_to_quarantine(
     assert "twin" in reason, reason
     assert tgt.count_documents({}) == 1 + len(others)
     client.close()
+
+
+class _InterleavedFilterSink(MongoSink):
+    """A filter sink whose first attempt misses like a guarded upsert racing an insert.
+
+    MongoDB evaluates a guarded upsert's filter, finds no document, then inserts; a
+    concurrent insert of the same _id (an OLDER version, by a zombie worker) landing in
+    between makes the insert fail duplicate key on _id although the guard would match
+    it. The server's interleaving cannot be forced from outside, so the first round's
+    filter is made to miss the document that is there, which is what the race does.
+    """
+
+    def __init__(self, coll: Any) -> None:
+        super().__init__(coll, "filter")
+        self.rounds = 0
+
+    def _guard_filter(self, w: TargetWrite) -> dict[str, Any]:
+        self.rounds += 1
+        guard = super()._guard_filter(w)
+        return {**guard, "_sm.no_such_field": {"$exists": True}} if self.rounds == 1 else guard
+
+
+def test_filter_guard_retries_an_upsert_that_lost_an_insert_race(
+    settings_kwargs: dict[str, Any],
+) -> None:
+    """A duplicate _id on a guarded upsert is sent once more: an older racer is replaced."""
+    s = load_settings(**settings_kwargs)
+    client = client_for(s)
+    tgt = client[s.split_ns(s.target)[0]]["orders_v2"]
+    oid = ObjectId()
+    MongoSink(tgt, "filter").apply([TargetWrite(oid, 15, {"state": "zombie v15"})])
+    sink = _InterleavedFilterSink(tgt)
+    result = sink.apply([TargetWrite(oid, 20, {"state": "v20"})])
+    doc = tgt.find_one({"_id": oid})
+    assert doc is not None
+    assert (doc["state"], doc["_sm"]["v"]) == ("v20", 20)
+    assert (result.written, result.stale) == (1, 0)
+    assert sink.rounds == 2
+    # A write that really is stale stays stale after its second attempt.
+    again = _InterleavedFilterSink(tgt).apply([TargetWrite(oid, 18, {"state": "v18"})])
+    assert (again.written, again.stale) == (0, 1)
+    assert (tgt.find_one({"_id": oid}) or {})["state"] == "v20"
+    client.close()
