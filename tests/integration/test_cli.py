@@ -83,6 +83,7 @@ def test_demo_rollout_halts_on_breach_and_rolls_back(backend: backends.Backend) 
         *["advance"] * 4,
         "fence_breach",
         "rollback_start",
+        "rollback_route_old",  # verified old: every key routes old, routers acknowledge
         "rollback",
     ]
     assert "RESULT                OK: target matches source" in text
