@@ -22,7 +22,9 @@
 //     (the library re-scans and re-sorts the whole oplog collection on every getMore, so an
 //     idle change stream's cost grew with the oplog), and updateLookup finds the document by
 //     its _id index (the library scanned the whole collection per update event);
-//   - the events themselves are the library's, field for field (its deviations from MongoDB
+//   - no event for a document an insert rejected (the library logs every document of the
+//     insert command, so a duplicate-key insert produced a phantom insert event);
+//   - otherwise the events are the library's, field for field (its deviations from MongoDB
 //     are stated by tests/integration/test_mongodb_semantics.py);
 //   - local.oplog.rs still holds every kept entry (tools read it), trimmed with the bound.
 //   -Dsm.oplog.impl=library selects the library's oplog instead (for A/B measurements).
@@ -282,13 +284,30 @@ public class MongoServerLauncher {
             if (isOplog(namespace)) {
                 return;
             }
+            // The library passes every document of the insert command, also those it rejected
+            // (duplicate key) or never tried (after an ordered batch's first error): only a
+            // document the collection now holds was inserted, so only it becomes an event.
+            MongoCollection<?> target = backend.resolveDatabase(database(namespace))
+                .resolveCollection(collectionName(namespace), false);
             List<Document> added = new ArrayList<>();
             synchronized (this) {
                 for (Document document : documents) {
+                    if (target != null && !holds(target, document)) {
+                        continue;
+                    }
                     added.add(entry("i", namespace).append("o", document.cloneDeeply()));
                 }
                 append(added);
             }
+        }
+
+        /** The collection holds exactly this document under its _id (found by the _id index). */
+        private static boolean holds(MongoCollection<?> collection, Document document) {
+            if (!document.containsKey("_id")) {
+                return false;
+            }
+            Iterator<Document> found = collection.handleQuery(new Document("_id", document.get("_id")), 0, 1).iterator();
+            return found.hasNext() && found.next().equals(document);
         }
 
         @Override

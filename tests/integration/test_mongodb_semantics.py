@@ -371,6 +371,33 @@ def test_resume_tokens_increase_in_stream_order(db: Database[Doc]) -> None:
     assert times == sorted(times)
 
 
+def test_rejected_inserts_emit_no_change_event(
+    db: Database[Doc], client: MongoClient[Doc], request: pytest.FixtureRequest
+) -> None:
+    """Only inserted documents become events: capture would copy a rejected one to the target."""
+    _deviation(
+        request,
+        _on_stand_in(client) and _stand_in_oplog(client) != "bounded",
+        "its own oplog logs every document of an insert command, also those rejected "
+        "(duplicate key) or never tried after an ordered batch's error: phantom insert "
+        "events; the deploy/local launcher's BoundedOplog logs only what was inserted",
+    )
+    coll = db["phantom"]
+    coll.insert_one({"_id": 1, "v": "original"})
+    with _stream(coll, full_document="updateLookup") as stream:
+        with pytest.raises(BulkWriteError):
+            coll.insert_many([{"_id": 1, "v": "duplicate"}, {"_id": 2, "v": "never tried"}])
+        with pytest.raises(BulkWriteError):
+            coll.insert_many([{"_id": 1, "v": "duplicate"}, {"_id": 3}], ordered=False)
+        coll.insert_one({"_id": 4})
+        events = _events(stream, 2)
+    assert [(e["operationType"], e["documentKey"]["_id"]) for e in events] == [
+        ("insert", 3),
+        ("insert", 4),
+    ]
+    assert coll.find_one({"_id": 1}) == {"_id": 1, "v": "original"}
+
+
 def test_change_events_carry_ns(
     db: Database[Doc], client: MongoClient[Doc], request: pytest.FixtureRequest
 ) -> None:
