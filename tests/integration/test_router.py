@@ -262,3 +262,19 @@ def test_router_with_expired_lease_refuses_writes_to_new_until_renewed(
         proxy.restore()
         _wait_for(router.lease_valid, "the lease was renewed after restore")
         assert {k: router.write_target(k) for k in KEYS} == reads
+
+
+def test_router_never_applies_an_older_state_version(
+    mongo_uri: str, direct: MongoClient[dict[str, Any]], names: dict[str, str]
+) -> None:
+    """A read that returns an older version (a lagging secondary) does not move the router back."""
+    split = _create_state(direct, names, stage=Stage.CANARY, tier=0, percentage=50.0)
+    with Router(
+        mongo_uri, names["migration"], metadata_db=names["metadata_db"], background=False
+    ) as router:
+        assert router.state == split
+        older = RolloutState(names["migration"], names["old"], names["new"], version=1)
+        doc = older.to_doc()
+        direct[names["metadata_db"]]["rollout"].replace_one({"_id": names["migration"]}, doc)
+        assert router.refresh() is True
+        assert router.state == split  # what it may have acknowledged stays
