@@ -204,6 +204,15 @@ class Router:
     ``fallback_namespace`` (``"db.collection"``, the old collection) is what the
     router answers before it knows a state; without it, asking for a target then
     raises :class:`NoRolloutStateError`.
+
+    ``lease_s``: how long after its last heartbeat (each refresh writes one to
+    ``<metadata_db>.rollout_routers``; the router needs write access there) the
+    router keeps sending writes to new; at least 3 x ``poll_interval_s``. A MongoDB
+    outage longer than that fails writes to new with :class:`RouterLeaseExpiredError`,
+    and a rollback waits up to about ``lease_s`` for a router that has gone.
+    ``ack_delay_s`` (default ``poll_interval_s``): how long a new state is served
+    before the router acknowledges it; a write must be sent within that time of
+    ``write_target`` returning.
     """
 
     def __init__(
