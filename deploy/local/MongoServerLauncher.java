@@ -28,7 +28,10 @@
 //     are stated by tests/integration/test_mongodb_semantics.py);
 //   - local.oplog.rs still holds every kept entry (tools read it), trimmed with the bound.
 //   -Dsm.oplog.impl=library selects the library's oplog instead (for A/B measurements).
-//   buildInfo carries "smStandIn": {"oplog": <impl>, "oplogMaxEntries": <n>} so tests can tell.
+//   - change-stream replies carry postBatchResumeToken (MongoDB's since 4.0.7): on an empty
+//     batch it is the newest oplog entry's time, so an idle stream's resume token advances;
+//   buildInfo carries "smStandIn": {"oplog": <impl>, "oplogMaxEntries": <n>,
+//   "postBatchResumeToken": <bool>} so tests can tell.
 
 import java.net.InetSocketAddress;
 import java.time.Clock;
@@ -36,10 +39,10 @@ import java.util.ArrayList;
 import java.util.Iterator;
 import java.util.List;
 import java.util.Map;
-import java.util.NavigableMap;
 import java.util.UUID;
 import java.util.concurrent.ConcurrentSkipListMap;
 import java.util.concurrent.CountDownLatch;
+import java.util.stream.Collectors;
 import java.util.stream.Stream;
 
 import de.bwaldvogel.mongo.MongoBackend;
@@ -57,7 +60,6 @@ import de.bwaldvogel.mongo.bson.BsonTimestamp;
 import de.bwaldvogel.mongo.bson.Document;
 import de.bwaldvogel.mongo.exception.MongoServerError;
 import de.bwaldvogel.mongo.oplog.Oplog;
-import de.bwaldvogel.mongo.oplog.OplogCursor;
 import de.bwaldvogel.mongo.oplog.OplogPosition;
 import de.bwaldvogel.mongo.backend.AbstractCursor;
 import io.netty.channel.Channel;
@@ -120,10 +122,33 @@ public class MongoServerLauncher {
         return new BoundedOplog(backend, collection, cursors, oplogMaxEntries());
     }
 
-    /** buildInfo plus "smStandIn", so a test can tell this launcher's oplog from the library's. */
-    static Document markBuildInfo(String command, Document response) {
+    /**
+     * buildInfo plus "smStandIn" (so a test can tell this launcher's oplog from the library's), and
+     * a change stream's aggregate/getMore reply plus its postBatchResumeToken (BoundedOplog only).
+     */
+    static Document extendReply(CursorRegistry cursors, String command, Document response) {
         if (command.equalsIgnoreCase("buildinfo")) {
-            response.put("smStandIn", new Document("oplog", oplogImpl()).append("oplogMaxEntries", oplogMaxEntries()));
+            boolean bounded = oplogImpl().equals("bounded");
+            response.put("smStandIn", new Document("oplog", oplogImpl())
+                .append("oplogMaxEntries", oplogMaxEntries())
+                .append("postBatchResumeToken", bounded));
+        } else if (command.equalsIgnoreCase("getMore") || command.equalsIgnoreCase("aggregate")) {
+            Object cursorReply = response.get("cursor");
+            if (cursorReply instanceof Document && ((Document) cursorReply).get("id") instanceof Number) {
+                long id = ((Number) ((Document) cursorReply).get("id")).longValue();
+                Cursor cursor = null;
+                if (id != 0) {
+                    try {
+                        cursor = cursors.getCursor(id);
+                    } catch (RuntimeException e) {
+                        // not (or no longer) a cursor: nothing to add
+                    }
+                }
+                if (cursor instanceof BoundedOplog.StreamCursor) {
+                    long token = ((BoundedOplog.StreamCursor) cursor).postBatchToken();
+                    ((Document) cursorReply).put("postBatchResumeToken", new Document("_data", Long.toHexString(token)));
+                }
+            }
         }
         return response;
     }
@@ -137,7 +162,7 @@ public class MongoServerLauncher {
 
         @Override
         public Document handleCommand(Channel channel, String databaseName, String command, Document query) {
-            return markBuildInfo(command, super.handleCommand(channel, databaseName, command, query));
+            return extendReply(getCursorRegistry(), command, super.handleCommand(channel, databaseName, command, query));
         }
     }
 
@@ -154,7 +179,7 @@ public class MongoServerLauncher {
 
         @Override
         public Document handleCommand(Channel channel, String databaseName, String command, Document query) {
-            return markBuildInfo(command, super.handleCommand(channel, databaseName, command, query));
+            return extendReply(getCursorRegistry(), command, super.handleCommand(channel, databaseName, command, query));
         }
     }
 
@@ -378,10 +403,68 @@ public class MongoServerLauncher {
                     position = new OplogPosition(new BsonTimestamp(Math.max(now, lastTs)));
                 }
             }
-            OplogCursor cursor = new OplogCursor(cursorRegistry.generateCursorId(),
-                from -> aggregation.runStagesAsStream(stream(changeStream, from, namespace)), position);
+            long at = Long.parseLong(position.toHexString(), 16);
+            boolean inclusive = startAfter == null && resumeAfter == null && startAt != null;
+            StreamCursor cursor = new StreamCursor(cursorRegistry.generateCursorId(), changeStream, namespace,
+                aggregation, inclusive ? at - 1 : at);
             cursorRegistry.add(cursor);
             return cursor;
+        }
+
+        /**
+         * A change stream's cursor. A batch reads the entries after its position up to the newest
+         * one in the oplog when the batch starts (later entries get later timestamps), and its
+         * postBatchResumeToken is where the next batch starts: the last event returned when the
+         * batch filled up, else that newest entry, so on a quiet collection it follows the oplog.
+         */
+        final class StreamCursor extends AbstractCursor {
+            private final Document changeStream;
+            private final String namespace;
+            private final Aggregation aggregation;
+            /** Every entry up to this timestamp value has been delivered (or did not match). */
+            private volatile long after;
+
+            StreamCursor(long id, Document changeStream, String namespace, Aggregation aggregation, long after) {
+                super(id);
+                this.changeStream = changeStream;
+                this.namespace = namespace;
+                this.aggregation = aggregation;
+                this.after = after;
+            }
+
+            long postBatchToken() {
+                return after;
+            }
+
+            @Override
+            public boolean isEmpty() {
+                return false;
+            }
+
+            @Override
+            public synchronized List<Document> takeDocuments(int numberToReturn) {
+                Long newest = entries.isEmpty() ? null : entries.lastKey();
+                if (newest == null || newest <= after) {
+                    return new ArrayList<>();
+                }
+                Stream<Document> events = aggregation.runStagesAsStream(entries.subMap(after, false, newest, true)
+                    .values().stream()
+                    .filter(e -> matchesNamespace(e, namespace))
+                    .map(e -> toEvent(e, changeStream)));
+                if (numberToReturn > 0) {
+                    events = events.limit(numberToReturn);
+                }
+                List<Document> batch = events.collect(Collectors.toList());
+                if (numberToReturn > 0 && batch.size() == numberToReturn) {
+                    Object id = batch.get(batch.size() - 1).get("_id");
+                    if (id instanceof Document && ((Document) id).get("_data") instanceof String) {
+                        after = Long.parseLong((String) ((Document) id).get("_data"), 16);
+                    }
+                } else {
+                    after = Math.max(after, newest);
+                }
+                return batch;
+            }
         }
 
         private MongoServerError historyLost(BsonTimestamp from) {
@@ -401,17 +484,6 @@ public class MongoServerLauncher {
             Document drop = new Document("drop", collectionName(namespace));
             return entries.headMap(after, true).values().stream()
                 .anyMatch(e -> "c".equals(e.get("op")) && commands.equals(e.get("ns")) && drop.equals(e.get("o")));
-        }
-
-        private Stream<Document> stream(Document changeStream, OplogPosition from, String namespace) {
-            long value = Long.parseLong(from.toHexString(), 16);
-            // OplogPosition keeps "inclusive" private; the first batch of a startAtOperationTime stream
-            // is the only inclusive position, and isAfter answers it exactly.
-            NavigableMap<Long, Document> tail = entries.tailMap(value, true);
-            return tail.values().stream()
-                .filter(e -> new OplogPosition(ts(e)).isAfter(from))
-                .filter(e -> matchesNamespace(e, namespace))
-                .map(e -> toEvent(e, changeStream));
         }
 
         private static boolean matchesNamespace(Document entry, String namespace) {

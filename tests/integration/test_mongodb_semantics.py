@@ -77,8 +77,13 @@ def _on_stand_in(client: MongoClient[Doc]) -> bool:
 
 def _stand_in_oplog(client: MongoClient[Doc]) -> str:
     """The stand-in's oplog: "bounded" (deploy/local launcher) or "library" (its own)."""
-    marker = client.admin.command("buildInfo").get("smStandIn") or {}
-    return str(marker.get("oplog", "library"))
+    return str(_stand_in_marker(client).get("oplog", "library"))
+
+
+def _stand_in_marker(client: MongoClient[Doc]) -> Doc:
+    """What the deploy/local launcher adds to the stand-in (buildInfo.smStandIn), else {}."""
+    marker: Doc = client.admin.command("buildInfo").get("smStandIn") or {}
+    return marker
 
 
 def _deviation(request: pytest.FixtureRequest, when: bool, what_it_does: str) -> None:
@@ -310,7 +315,12 @@ def test_idle_getmore_advances_post_batch_resume_token(
     db: Database[Doc], client: MongoClient[Doc], request: pytest.FixtureRequest
 ) -> None:
     """An empty batch carries a newer postBatchResumeToken: tailer._follow checkpoints it."""
-    _deviation(request, _on_stand_in(client), "change-stream replies carry no postBatchResumeToken")
+    _deviation(
+        request,
+        _on_stand_in(client) and not _stand_in_marker(client).get("postBatchResumeToken"),
+        "change-stream replies carry no postBatchResumeToken (the deploy/local "
+        "launcher's BoundedOplog adds it)",
+    )
     start = cluster_time_now(client, after_past=True)
     reply = db.command(
         "aggregate",
@@ -452,9 +462,10 @@ def test_watch_without_a_start_position_sees_later_writes(
     """watch() with no position works on MongoDB; capture still always passes one (tailer._tail)."""
     _deviation(
         request,
-        _on_stand_in(client),
+        _on_stand_in(client) and not _stand_in_marker(client).get("postBatchResumeToken"),
         "replies carry no operationTime, so PyMongo's watch() without a start position "
-        "fails ('Expected field operationTime missing from command response')",
+        "fails ('Expected field operationTime missing from command response'); with the "
+        "deploy/local launcher's postBatchResumeToken PyMongo needs none",
     )
     coll = db["nopos"]
     with coll.watch(max_await_time_ms=200) as stream:
