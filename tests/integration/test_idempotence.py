@@ -135,7 +135,7 @@ class _RacingSink(MongoSink):
         self._racer = racer
         self.reads = 0
 
-    def _current(self, batch: list[TargetWrite]) -> dict[Any, tuple[int | None, bool]]:
+    def _current(self, batch: list[TargetWrite]) -> dict[Any, tuple[Any, bool]]:
         seen = super()._current(batch)
         self.reads += 1
         if self.reads == 1:
@@ -314,7 +314,11 @@ def test_unique_index_collision_in_the_pipeline_goes_to_quarantine(
                 assert time.monotonic() < deadline, f"quarantine holds {headers}"
                 msg = consumer.poll(0.5)
                 if msg is not None and not msg.error():
-                    headers.append({k: v.decode() for k, v in (msg.headers() or [])})
+                    raw = msg.headers() or []  # produced as a list of (name, bytes)
+                    pairs = raw.items() if isinstance(raw, dict) else raw
+                    headers.append(
+                        {k: v.decode() if isinstance(v, bytes) else str(v) for k, v in pairs}
+                    )
     finally:
         consumer.close()
     landed = [d["_id"] for d in tgt.find({"customer.name": "twin"})]
