@@ -223,13 +223,14 @@ def test_unversioned_target_document_is_older_than_any_event(
     client = client_for(s)
     tgt = client[s.split_ns(s.target)[0]]["orders_v2"]
     sink = MongoSink(tgt, write_guard)
-    bare, other, no_meta, null_v = ObjectId(), ObjectId(), ObjectId(), ObjectId()
+    bare, other, no_meta, null_v, text_v = (ObjectId() for _ in range(5))
     tgt.insert_many(
         [
             {"_id": bare, "state": "app"},
             {"_id": other, "state": "app"},
             {"_id": no_meta, "state": "app", "_sm": {"echo": b"x"}},
             {"_id": null_v, "state": "app", "_sm": {"v": None}},
+            {"_id": text_v, "state": "app", "_sm": {"v": "not a number"}},  # $gte: no match
         ]
     )
     replaced = sink.apply(
@@ -237,10 +238,11 @@ def test_unversioned_target_document_is_older_than_any_event(
             TargetWrite(bare, 10, {"state": "v10"}),
             TargetWrite(no_meta, 10, {"state": "v10"}),
             TargetWrite(null_v, 10, {"state": "v10"}),
+            TargetWrite(text_v, 10, {"state": "v10"}),
         ]
     )
-    assert (replaced.written, replaced.stale, replaced.failed) == (3, 0, [])
-    for key in (bare, no_meta, null_v):
+    assert (replaced.written, replaced.stale, replaced.failed) == (4, 0, [])
+    for key in (bare, no_meta, null_v, text_v):
         doc = tgt.find_one({"_id": key})
         assert doc is not None
         assert (doc["state"], doc["_sm"]["v"]) == ("v10", 10)
