@@ -26,6 +26,15 @@ from tests.integration.processes import Proc, wait_for
 pytestmark = [pytest.mark.integration, pytest.mark.chaos]
 
 
+def _running(pid: int) -> bool:
+    """True while ``pid`` runs (a zombie, dead but not yet reaped by its parent, does not)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rpartition(")")[2].split()[0] != "Z"
+
+
 class _Broker:
     """This test's own broker: SIGKILL it, start it again with the same argv and data dir."""
 
@@ -47,7 +56,7 @@ class _Broker:
             self._proc.wait(30)
         else:
             deadline = time.monotonic() + 30
-            while Path(f"/proc/{self.pid}").exists() and time.monotonic() < deadline:
+            while _running(self.pid) and time.monotonic() < deadline:
                 time.sleep(0.1)
 
     def start(self, timeout: float = 120) -> None:
@@ -95,13 +104,14 @@ def test_kafka_sigkill_and_restart_mid_drain_loses_nothing(
         **{
             **settings_kwargs,
             "kafka_bootstrap": f"{own_kafka.host}:{own_kafka.port}",
-            "batch_size": 100,
+            "batch_size": 20,  # many commits: the kill lands between write and commit
         }
     )
     client = client_for(s)
     src = client[s.split_ns(s.source)[0]][s.split_ns(s.source)[1]]
     tgt = client[s.split_ns(s.target)[0]][s.split_ns(s.target)[1]]
-    src.insert_many([{"_id": ObjectId(), "cust_name": f"c{i}", "total": i} for i in range(3000)])
+    seeded = 10_000  # 500 batches: still draining (writing, committing) when Kafka dies
+    src.insert_many([{"_id": ObjectId(), "cust_name": f"c{i}", "total": i} for i in range(seeded)])
     env = settings_env(s)
     capture = Proc(["capture"], env, tmp_path / "capture.log")
     procs.append(capture)
@@ -126,7 +136,7 @@ def test_kafka_sigkill_and_restart_mid_drain_loses_nothing(
 
         report = wait_until_match(s, timeout=240)
         assert report.mismatches == 0
-        assert tgt.count_documents({}) == src.count_documents({}) == 3000 - 20 + 200
+        assert tgt.count_documents({}) == src.count_documents({}) == seeded - 20 + 200
         assert worker.terminate() == 0, worker.text()[-3000:]
         assert capture.terminate() == 0, capture.text()[-3000:]
     finally:
