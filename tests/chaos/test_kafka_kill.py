@@ -151,7 +151,7 @@ def test_kafka_down_past_the_quarantine_wait_keeps_the_worker_alive(
         **{
             **settings_kwargs,
             "kafka_bootstrap": f"{own_kafka.host}:{own_kafka.port}",
-            "batch_size": 100,
+            "batch_size": 20,  # 500 batches: still draining when Kafka dies
         }
     )
     client = client_for(s)
@@ -161,7 +161,7 @@ def test_kafka_down_past_the_quarantine_wait_keeps_the_worker_alive(
     docs = [
         {"_id": ObjectId(), "cust_name": f"c{i}", "total": i}
         | ({"address": "nowhere"} if i % 2 else {})
-        for i in range(3000)
+        for i in range(10_000)
     ]
     src.insert_many(docs)
     bad = {d["_id"] for d in docs if "address" in d}
