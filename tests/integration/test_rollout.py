@@ -282,7 +282,9 @@ def test_rollback_from_canary_keeps_writes_made_on_new(
             c.advance(s.migration)  # ... 50%
         client = client_for(s)
         new = client[s.split_ns(s.target)[0]][s.split_ns(s.target)[1]]
-        with Router(client, s.migration, metadata_db=s.metadata_db, background=False) as router:
+        with Router(
+            client, s.migration, metadata_db=s.metadata_db, background=False, lease_s=600
+        ) as router:  # no refresh thread: a long lease, so a slow write loop keeps it
             moved = []
             for doc in src.find({}):
                 if router.write_target(doc["_id"]).side == "new":
@@ -399,7 +401,9 @@ def test_rollback_from_cutover_keeps_writes_made_on_new(
         assert c.status(s.migration).stage == Stage.CUTOVER
         new = client[s.split_ns(s.target)[0]][s.split_ns(s.target)[1]]
         ids = [d["_id"] for d in src.find({}, {"_id": 1})]
-        with Router(client, s.migration, metadata_db=s.metadata_db, background=False) as router:
+        with Router(
+            client, s.migration, metadata_db=s.metadata_db, background=False, lease_s=600
+        ) as router:  # no refresh thread: a long lease, so a slow write loop keeps it
             for _id in ids[1:]:
                 tgt = router.write_target(_id)
                 assert tgt.side == "new"  # cutover: every key writes new
