@@ -71,7 +71,14 @@ def is_app_version(version: int) -> bool:
 
 
 def hashable_id(value: Any) -> Any:
-    """An ``_id`` usable as a dict key (documents and lists by their repr)."""
+    """An ``_id`` usable as a dict key (documents and lists by their repr).
+
+    Python's ``True == 1`` would merge two _ids MongoDB keeps apart (bool and number
+    are different BSON types), so a bool gets a key of its own; ``1`` and ``1.0`` stay
+    one key, as they are one _id to MongoDB's unique index.
+    """
+    if isinstance(value, bool):
+        return ("bool", value)
     try:
         hash(value)
     except TypeError:

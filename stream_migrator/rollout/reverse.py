@@ -38,6 +38,7 @@ from typing import Any
 
 import structlog
 from confluent_kafka import Consumer
+from pymongo import ReadPreference
 from pymongo.collection import Collection
 from pymongo.errors import PyMongoError
 
@@ -103,7 +104,11 @@ class ReverseSink(MongoSink):
         # mark_echoes: the forward stream sees these writes again on old and must know
         # them (is_marked_echo) from later application writes there.
         super().__init__(old, guard, skip_equal=True, mark_echoes=True)
-        self._forward_tombstones = forward_tombstones
+        # From the primary, as the sink's own reads: a lagging secondary would hide a
+        # fresh forward tombstone and the forward delete would travel back as an app's.
+        self._forward_tombstones = forward_tombstones.with_options(
+            read_preference=ReadPreference.PRIMARY
+        )
         self._echo_window_s = echo_window_s
 
     def apply(self, writes: Sequence[TargetWrite]) -> ApplyResult:

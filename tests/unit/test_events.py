@@ -132,3 +132,11 @@ def test_roundtrip_property(fields: dict) -> None:
     back = events.decode(events.encode(_event(doc))).document
     assert back is not None
     assert bson.encode(back) == bson.encode(doc)
+
+
+def test_hashable_id_keeps_true_apart_from_one() -> None:
+    """``True`` and ``1`` are two _ids to MongoDB (bool, number): two keys; 1 and 1.0 are one."""
+    assert events.hashable_id(True) != events.hashable_id(1)
+    assert events.hashable_id(False) != events.hashable_id(0)
+    assert events.hashable_id(1) == events.hashable_id(1.0)
+    assert events.hashable_id({"a": 1}) == events.hashable_id({"a": 1})

@@ -172,3 +172,24 @@ def test_sink_reads_that_decide_a_write_go_to_the_primary() -> None:
         assert sink.tombstones.full_name == "db.orders_v2.sm_tombstones"
     finally:
         client.close()
+
+
+def test_reverse_sink_reads_forward_tombstones_from_the_primary() -> None:
+    """The reverse sink tells forward deletes by tombstones read on the primary, whatever the URI.
+
+    A lagging secondary would hide a fresh forward tombstone, and the forward delete
+    would travel back to old as if an application had made it.
+    """
+    from stream_migrator.rollout.reverse import ReverseSink
+
+    client: MongoClient[dict[str, Any]] = MongoClient(
+        "mongodb://127.0.0.1:1/?readPreference=secondaryPreferred", connect=False
+    )
+    try:
+        forward_tombstones = client["db"]["orders_v2.sm_tombstones"]
+        assert forward_tombstones.read_preference != ReadPreference.PRIMARY
+        sink = ReverseSink(client["db"]["orders"], "filter", forward_tombstones)
+        assert sink._forward_tombstones.read_preference == ReadPreference.PRIMARY
+        assert sink._forward_tombstones.full_name == "db.orders_v2.sm_tombstones"
+    finally:
+        client.close()
