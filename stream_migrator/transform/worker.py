@@ -124,6 +124,7 @@ class TransformWorker:
             if self._uncommitted:
                 with contextlib.suppress(KafkaException):
                     self._flush_commits()
+                self._uncommitted.clear()  # not again in the revoke that close() runs
             self._consumer.close()
             log.info("transform.stopped", reason=self._stop.reason, applied=self.applied)
 
