@@ -13,7 +13,7 @@ import os
 from typing import Any
 
 from pymongo import ASCENDING, MongoClient
-from pymongo.errors import PyMongoError
+from pymongo.errors import DuplicateKeyError, PyMongoError
 
 from stream_migrator.errors import RetryableError
 
@@ -44,16 +44,20 @@ def record(
     to_state: str | None = None,
     reason: str = "",
     details: dict[str, Any] | None = None,
+    entry_id: str | None = None,
+    at: dt.datetime | None = None,
 ) -> dict[str, Any]:
     """Append one audit entry and return it.
 
     ``action`` is a short verb (``advance``, ``halt``, ``fence_breach``, ``repair``,
     ``quarantine_replay``, ...); ``details`` carries affected document versions or
-    counts. Raises RetryableError when MongoDB cannot take the write: an action
-    that cannot be audited should not be reported as done.
+    counts. ``entry_id`` makes the append idempotent: a second append of the same id
+    (a transition re-recorded after a crash) is the entry already there. Raises
+    RetryableError when MongoDB cannot take the write: an action that cannot be
+    audited should not be reported as done.
     """
     entry: dict[str, Any] = {
-        "at": dt.datetime.now(dt.UTC),
+        "at": at or dt.datetime.now(dt.UTC),
         "migration": migration,
         "action": action,
         "operator": operator,
@@ -62,8 +66,13 @@ def record(
         "reason": reason,
         "details": details or {},
     }
+    if entry_id is not None:
+        entry["_id"] = entry_id
     try:
         client[metadata_db][AUDIT_COLLECTION].insert_one(entry)
+    except DuplicateKeyError:
+        if entry_id is None:
+            raise
     except PyMongoError as exc:
         raise RetryableError(
             f"cannot append to the audit trail {metadata_db}.{AUDIT_COLLECTION}: {exc}"

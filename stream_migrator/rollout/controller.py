@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import os
+import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -133,11 +135,16 @@ class Controller:
             if self.store.create(fresh, self.operator):
                 self._audit(m.name, "init", None, Stage.PLANNED, "state document created")
                 created.append(m.name)
+            else:
+                # A controller killed inside a transition: its audit entry is appended now.
+                self.settle_journal(self.store.get(m.name))
         return created
 
     def status(self, name: str) -> RolloutState:
         self.plan.migration(name)
-        return self.store.get(name)
+        state = self.store.get(name)
+        self.settle_journal(state)
+        return state
 
     # -- measurements -----------------------------------------------------------
     def evaluate(self, name: str) -> Evaluation:
@@ -175,20 +182,17 @@ class Controller:
         )
         if state.hold_reason == reason:
             return state
-        after = self.store.swap(state, self.operator, hold_reason=reason)
         details = {**ev.details(), "missing": ev.missing}
-        self._audit(name, "fence_hold", _label(state), _label(after), reason, details)
+        after = self._transition(state, "fence_hold", reason, details, hold_reason=reason)
         log.warning("rollout.held", migration=name, missing=ev.missing)
         return after
 
     def _unhold(self, name: str, state: RolloutState) -> RolloutState:
         if state.hold_reason is None:
             return state
-        after = self.store.swap(state, self.operator, hold_reason=None)
-        self._audit(
-            name, "fence_hold_cleared", _label(state), _label(after), "every fence is measured"
+        return self._transition(
+            state, "fence_hold_cleared", "every fence is measured", hold_reason=None
         )
-        return after
 
     # -- transitions ------------------------------------------------------------
     def advance(
@@ -228,8 +232,7 @@ class Controller:
                 )
         self._check_reverse_stream(m, before)
         changes = self._next_step(m, before)
-        after = self.store.swap(before, self.operator, **changes, hold_reason=None)
-        self._audit(name, "advance", _label(before), _label(after), reason, details)
+        after = self._transition(before, "advance", reason, details, **changes, hold_reason=None)
         rm.TRANSITIONS.labels(name, "advance").inc()
         self._export(after)
         log.info("rollout.advanced", migration=name, to=_label(after))
@@ -309,13 +312,12 @@ class Controller:
             changes["last_safe_tier"] = max(-1, target - 1)
             if target < 0:
                 changes["stage"] = Stage.CANARY
-        after = self.store.swap(before, self.operator, **changes)
         action = "fence_breach" if breaches else "halt"
         details = {
             "breaches": [vars(b) for b in breaches or []],
             "exposure_before": before.percentage,
         }
-        self._audit(name, action, _label(before), _label(after), reason, details)
+        after = self._transition(before, action, reason, details, **changes)
         rm.TRANSITIONS.labels(name, "halt").inc()
         self._export(after)
         log.warning("rollout.halted", migration=name, reason=reason, to=_label(after))
@@ -328,8 +330,7 @@ class Controller:
             raise RolloutError(f"{name} is not halted")
         if before.stage == Stage.ROLLING_BACK:
             raise RolloutError(f"{name} is rolling back; finish it with `rollout rollback` again")
-        after = self.store.swap(before, self.operator, halted=False, halt_reason=None)
-        self._audit(name, "resume", _label(before), _label(after), reason)
+        after = self._transition(before, "resume", reason, halted=False, halt_reason=None)
         rm.TRANSITIONS.labels(name, "resume").inc()
         self._export(after)
         return after
@@ -359,16 +360,16 @@ class Controller:
             raise RolloutError(f"{name} is {before.stage}; rollback is legal only before complete")
         state = before
         if before.stage != Stage.ROLLING_BACK:
-            state = self.store.swap(
+            state = self._transition(
                 before,
-                self.operator,
+                "rollback_start",
+                reason,
                 stage=Stage.ROLLING_BACK,
                 halted=True,
                 halt_reason=f"rollback: {reason}",
                 hold_reason=None,
                 extra={**before.extra, "rolled_back_from": str(before.stage)},
             )
-            self._audit(name, "rollback_start", _label(before), _label(state), reason)
         came_from = Stage(state.extra.get("rolled_back_from", Stage.PLANNED))
         details: dict[str, Any] = {"from_stage": str(came_from)}
         if came_from in WRITES_ON_NEW:
@@ -411,9 +412,11 @@ class Controller:
                     f"after every router acknowledged failed ({drained}); is the reverse "
                     "stream running? re-run `rollout rollback` when it has drained"
                 )
-        after = self.store.swap(
+        after = self._transition(
             state,
-            self.operator,
+            "rollback",
+            reason,
+            details,
             stage=Stage.ROLLED_BACK,
             tier=-1,
             last_safe_tier=-1,
@@ -421,7 +424,6 @@ class Controller:
             tenants_allow=(),
             halt_reason=f"rolled back: {reason}",
         )
-        self._audit(name, "rollback", _label(state), _label(after), reason, details)
         if came_from in WRITES_ON_NEW:
             self.leases.forget(acks.expired)  # crashed routers: the next rollback need not wait
         rm.TRANSITIONS.labels(name, "rollback").inc()
@@ -433,16 +435,17 @@ class Controller:
         self, name: str, state: RolloutState, reason: str, drained: dict[str, Any]
     ) -> RolloutState:
         """Still rolling back, every key on old; remember the version routers must acknowledge."""
-        after = self.store.swap(
+        after = self._transition(
             state,
-            self.operator,
+            "rollback_route_old",
+            reason,
+            drained,
             tier=-1,
             last_safe_tier=-1,
             percentage=0.0,
             tenants_allow=(),
             extra={**state.extra, "old_only_version": state.version + 1},
         )
-        self._audit(name, "rollback_route_old", _label(state), _label(after), reason, drained)
         rm.TRANSITIONS.labels(name, "rollback_route_old").inc()
         self._export(after)
         log.warning("rollout.routing_old", migration=name, version=after.version)
@@ -488,14 +491,13 @@ class Controller:
                 f"{ends.isoformat(timespec='seconds')} (retention_s={self.plan.retention_s:g} "
                 "after cutover); run complete again then"
             )
-        after = self.store.swap(before, self.operator, stage=Stage.COMPLETE, halted=False)
-        self._audit(
-            name,
+        after = self._transition(
+            before,
             "complete",
-            _label(before),
-            _label(after),
             reason,
             {"old_collection": before.old_ns, "note": "stop the reverse stream; drop old by hand"},
+            stage=Stage.COMPLETE,
+            halted=False,
         )
         rm.TRANSITIONS.labels(name, "complete").inc()
         self._export(after)
@@ -557,9 +559,9 @@ class Controller:
     def _advance_evaluated(self, m: MigrationPlan, state: RolloutState, ev: Evaluation) -> None:
         self._check_reverse_stream(m, state)
         changes = self._next_step(m, state)
-        after = self.store.swap(state, self.operator, **changes, hold_reason=None)
-        details = ev.details()
-        self._audit(m.name, "advance", _label(state), _label(after), "schedule", details)
+        after = self._transition(
+            state, "advance", "schedule", ev.details(), **changes, hold_reason=None
+        )
         rm.TRANSITIONS.labels(m.name, "advance").inc()
         self._export(after)
         log.info("rollout.advanced", migration=m.name, to=_label(after))
@@ -589,6 +591,58 @@ class Controller:
         log.info("rollout.stopped", reason=stop.reason)
 
     # -- helpers ----------------------------------------------------------------
+    def _transition(
+        self,
+        before: RolloutState,
+        action: str,
+        reason: str,
+        details: dict[str, Any] | None = None,
+        **changes: Any,
+    ) -> RolloutState:
+        """Compare-and-set the state, then append the transition to the audit trail.
+
+        Why the journal: the state write and the audit append are two writes, and a
+        controller killed between them would leave a transition nobody audited. The
+        entry therefore travels inside the state's own compare-and-set (``journal``)
+        and is appended under the id ``<migration>@<version>``; whoever next reads
+        the state (:meth:`settle_journal`) appends it if it is missing, and the id
+        makes a second append the same entry.
+        """
+        now = dt.datetime.now(dt.UTC)
+        preview = dataclasses.replace(before, **changes)
+        journal = {
+            "action": action,
+            "from": _label(before),
+            "to": _label(preview),
+            "reason": reason,
+            "details": details or {},
+            "operator": self.operator,
+            "at": now.replace(microsecond=now.microsecond // 1000 * 1000),
+        }
+        after = self.store.swap(before, self.operator, **changes, journal=journal)
+        _failpoint("rollout.after_swap")
+        self.settle_journal(after)
+        return after
+
+    def settle_journal(self, state: RolloutState) -> None:
+        """Append the audit entry of the transition that produced ``state`` if it is missing."""
+        j = state.journal
+        if not j:
+            return
+        audit.record(
+            self.client,
+            self.settings.metadata_db,
+            migration=state.migration,
+            action=j["action"],
+            operator=j["operator"],
+            from_state=j["from"],
+            to_state=j["to"],
+            reason=j["reason"],
+            details=j["details"],
+            entry_id=f"{state.migration}@{state.version}",
+            at=j["at"],
+        )
+
     def _audit(
         self,
         name: str,
@@ -616,6 +670,16 @@ class Controller:
         rm.EXPOSURE.labels(s.migration).set(
             100.0 if s.read_path == "new" else (s.percentage if s.read_path == "split" else 0.0)
         )
+
+
+def _failpoint(name: str) -> None:
+    """Die here with SIGKILL when ``SM_FAILPOINT`` names this point (chaos tests only).
+
+    How the tests put a kill -9 exactly between two writes that no timing can hit
+    reliably; unset (always, in production) it costs one environment lookup.
+    """
+    if os.environ.get("SM_FAILPOINT") == name:
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _label(s: RolloutState) -> str:

@@ -51,6 +51,10 @@ class RolloutState:
     step_entered_at: dt.datetime | None = None  # last advance (a stage or a tier)
     version: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
+    #: The audit entry of the transition that produced this version, written in the
+    #: same compare-and-set as the state: a controller killed before it appended the
+    #: entry leaves it here, and the next one appends it (see Controller._transition).
+    journal: dict[str, Any] | None = None
 
     @property
     def read_path(self) -> Path:
@@ -132,6 +136,8 @@ class StateStore:
     def swap(self, before: RolloutState, operator: str, **changes: Any) -> RolloutState:
         """Write ``before`` + ``changes`` if nobody changed it since ``before`` was read."""
         now = _now()
+        # A journal belongs to the one transition that wrote it, never to the next.
+        changes.setdefault("journal", None)
         if "stage" in changes and changes["stage"] != before.stage:
             changes.setdefault("stage_entered_at", now)
         after = dataclasses.replace(
