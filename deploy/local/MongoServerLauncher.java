@@ -314,12 +314,18 @@ public class MongoServerLauncher {
             // document the collection now holds was inserted, so only it becomes an event.
             MongoCollection<?> target = backend.resolveDatabase(database(namespace))
                 .resolveCollection(collectionName(namespace), false);
+            // Which documents were inserted is asked of the collection BEFORE taking this
+            // oplog's lock: an update holds its collection's lock and then takes this one,
+            // so querying the collection while holding it deadlocked the server (seen in CI).
+            List<Document> inserted = new ArrayList<>();
+            for (Document document : documents) {
+                if (target == null || holds(target, document)) {
+                    inserted.add(document);
+                }
+            }
             List<Document> added = new ArrayList<>();
             synchronized (this) {
-                for (Document document : documents) {
-                    if (target != null && !holds(target, document)) {
-                        continue;
-                    }
+                for (Document document : inserted) {
                     added.add(entry("i", namespace).append("o", document.cloneDeeply()));
                 }
                 append(added);
