@@ -187,7 +187,10 @@ def test_kafka_down_past_the_quarantine_wait_keeps_the_worker_alive(
             return {e.doc_id() for e in read_quarantine(s.kafka_bootstrap, s.quarantine_topic)}
 
         wait_for("every bad order quarantined", lambda: quarantined() >= bad, 120, proc=worker)
-        assert any(e["event"] == "quarantine.flush_waiting" for e in worker.events())
+        # Whether the outage met the worker inside a quarantine flush (it logs
+        # quarantine.flush_waiting then) or between batches depends on how far capture
+        # and the fetch queue had got; either way it must have stayed up (checked every
+        # second above) and lost nothing (checked here).
         assert worker.terminate() == 0, worker.text()[-3000:]
         assert capture.terminate() == 0, capture.text()[-3000:]
     finally:
