@@ -546,42 +546,29 @@ class Reconciler:
 
     # -- state ------------------------------------------------------------------
     def _add_suspects(self, run_id: str, ids: list[Any]) -> None:
-        if not ids:
-            return
-        ops = [
-            ReplaceOne(
-                {"_id": {"r": run_id, "d": doc_id}},
-                {
-                    "run": run_id,
-                    "migration": self._s.migration,
-                    "doc_id": doc_id,
-                    "state": "pending",
-                },
-                upsert=True,
-            )
-            for doc_id in ids
-        ]
-        self._suspects.bulk_write(ops, ordered=False)
+        self._put_suspects(run_id, [(doc_id, {"state": "pending"}) for doc_id in ids])
 
     def _add_untransformable(self, run_id: str, rejected: Sequence[tuple[Any, str | None]]) -> None:
         """Record source documents the spec rejects as final suspects, with the reason."""
-        if not rejected:
+        self._put_suspects(
+            run_id,
+            [
+                (doc_id, {"state": "final", "kind": UNTRANSFORMABLE, "reason": reason, "diffs": []})
+                for doc_id, reason in rejected
+            ],
+        )
+
+    def _put_suspects(self, run_id: str, rows: list[tuple[Any, dict[str, Any]]]) -> None:
+        """Upsert one suspect record per ``(doc_id, fields)`` of this run."""
+        if not rows:
             return
         ops = [
             ReplaceOne(
                 {"_id": {"r": run_id, "d": doc_id}},
-                {
-                    "run": run_id,
-                    "migration": self._s.migration,
-                    "doc_id": doc_id,
-                    "state": "final",
-                    "kind": UNTRANSFORMABLE,
-                    "reason": reason,
-                    "diffs": [],
-                },
+                {"run": run_id, "migration": self._s.migration, "doc_id": doc_id, **fields},
                 upsert=True,
             )
-            for doc_id, reason in rejected
+            for doc_id, fields in rows
         ]
         self._suspects.bulk_write(ops, ordered=False)
 
