@@ -332,9 +332,15 @@ class Router:
     def _expired_error(self) -> RouterLeaseExpiredError:
         with self._lock:
             last_error = self._last_error
+            held = self._lease_until is not None
+        lease = (
+            f"its lease ({self.lease_s:g} s) has expired without a heartbeat to"
+            if held
+            else "it holds no lease (no heartbeat written yet, or released at close) in"
+        )
         return RouterLeaseExpiredError(
             f"router {self.router_id} for migration {self.migration!r} refuses a write to "
-            f"new: its lease ({self.lease_s:g} s) has expired without a heartbeat to "
+            f"new: {lease} "
             f"{self._leases.coll.full_name} (last error: {last_error or 'none'}); a "
             "rollback may have moved writers back to old. The write was not sent anywhere: "
             "retry once the router reaches MongoDB again",
