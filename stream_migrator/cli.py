@@ -10,10 +10,12 @@ from pathlib import Path
 from typing import Any
 
 from stream_migrator.errors import ConfigError, InfraError, StreamMigratorError
+from stream_migrator.redact import redact_text
 from stream_migrator.settings import Settings, load_settings
 
 _SETTING_FLAGS = {
     "mongo_uri": "--mongo-uri",
+    "mongo_uri_file": "--mongo-uri-file",
     "kafka_bootstrap": "--kafka-bootstrap",
     "migration": "--migration",
     "source": "--source",
@@ -244,13 +246,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         code: int = args.func(args)
         return code
     except ConfigError as exc:
-        print(f"stream-migrator: configuration error: {exc}", file=sys.stderr)
+        print(f"stream-migrator: configuration error: {redact_text(str(exc))}", file=sys.stderr)
         return 2
     except InfraError as exc:
-        print(f"stream-migrator: {exc}", file=sys.stderr)
+        print(f"stream-migrator: {redact_text(str(exc))}", file=sys.stderr)
         return 3
     except StreamMigratorError as exc:
-        print(f"stream-migrator: {exc}", file=sys.stderr)
+        print(f"stream-migrator: {redact_text(str(exc))}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

@@ -7,12 +7,22 @@ prints them and the README's reference table is checked against this model.
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from stream_migrator.errors import ConfigError
+from stream_migrator.kafka_security import kafka_security_properties, read_properties_file
+from stream_migrator.redact import (
+    MASK,
+    is_sensitive_property,
+    redact_properties,
+    redact_uri,
+    register_secret,
+    uri_secrets,
+)
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")
 
@@ -26,8 +36,44 @@ class Settings(BaseSettings):
         SecretStr("mongodb://127.0.0.1:27017/?directConnection=true"),
         description="MongoDB connection string for source, target and metadata.",
     )
+    mongo_uri_file: str = Field(
+        "",
+        description="Path of a file holding the MongoDB connection string (e.g. a mounted "
+        "Secret), so it never appears in the environment or on a command line; replaces "
+        "SM_MONGO_URI.",
+    )
     kafka_bootstrap: str = Field(
         "127.0.0.1:9092", description="Kafka bootstrap servers, comma separated."
+    )
+    kafka_security_protocol: Literal["plaintext", "ssl", "sasl_plaintext", "sasl_ssl"] = Field(
+        "plaintext",
+        description="librdkafka security.protocol of every Kafka client (producer, consumer, "
+        "admin): plaintext, ssl, sasl_plaintext or sasl_ssl.",
+    )
+    kafka_sasl_mechanism: Literal["", "PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = Field(
+        "",
+        description="sasl.mechanism: PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512 (required with a "
+        "sasl_* protocol; other mechanisms such as OAUTHBEARER through SM_KAFKA_CONFIG_FILE).",
+    )
+    kafka_sasl_username: str = Field("", description="sasl.username.")
+    kafka_sasl_password: SecretStr = Field(SecretStr(""), description="sasl.password (a secret).")
+    kafka_ssl_ca_location: str = Field(
+        "", description="ssl.ca.location: PEM file of the CA that signed the brokers' certificates."
+    )
+    kafka_ssl_certificate_location: str = Field(
+        "", description="ssl.certificate.location: this client's PEM certificate (mutual TLS)."
+    )
+    kafka_ssl_key_location: str = Field(
+        "", description="ssl.key.location: this client's PEM private key (mutual TLS)."
+    )
+    kafka_ssl_key_password: SecretStr = Field(
+        SecretStr(""), description="ssl.key.password of the private key (a secret)."
+    )
+    kafka_config_file: str = Field(
+        "",
+        description="A librdkafka properties file (key=value lines) for any other client "
+        "property (OAUTHBEARER, ssl.endpoint.identification.algorithm, ...); values of "
+        "sensitive keys are treated as secrets; the SM_KAFKA_* settings above override it.",
     )
     migration: str = Field(
         "orders-v2", description="Migration name; names topics, consumer group and checkpoints."
@@ -103,6 +149,38 @@ class Settings(BaseSettings):
     metrics_host: str = Field("127.0.0.1", description="Address /metrics and /healthz bind to.")
     log_level: str = Field("info", description="Log level: debug, info, warning, error.")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _uri_from_file(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or not data.get("mongo_uri_file"):
+            return data
+        path = str(data["mongo_uri_file"])
+        given = data.get("mongo_uri")
+        if isinstance(given, SecretStr):
+            given = given.get_secret_value()
+        try:
+            uri = Path(path).read_text().strip()
+        except OSError as exc:
+            raise ConfigError(
+                f"SM_MONGO_URI_FILE={path}: cannot read the file: {exc.strerror or exc}"
+            ) from None
+        if not uri.startswith(("mongodb://", "mongodb+srv://")):
+            raise ConfigError(
+                f"SM_MONGO_URI_FILE={path}: the file does not hold a MongoDB connection "
+                "string (expected mongodb:// or mongodb+srv://)"
+            )
+        if given and given != uri:
+            raise ConfigError(
+                f"both SM_MONGO_URI and SM_MONGO_URI_FILE={path} are set: keep one "
+                "(the file keeps the URI off command lines and out of the environment)"
+            )
+        return {**data, "mongo_uri": uri}
+
+    @model_validator(mode="after")
+    def _kafka_security(self) -> Settings:
+        kafka_security_properties(self)  # raises ConfigError naming the setting
+        return self
+
     @field_validator("source", "target")
     @classmethod
     def _namespace(cls, value: str) -> str:
@@ -143,22 +221,41 @@ class Settings(BaseSettings):
         db, _, coll = ns.partition(".")
         return db, coll
 
+    @property
+    def kafka_client(self) -> dict[str, str]:
+        """The librdkafka security properties every Kafka client of this process takes."""
+        return kafka_security_properties(self)
+
     def masked(self) -> dict[str, Any]:
         """The effective settings with secrets masked, for the start-up log line."""
         data = self.model_dump()
-        data["mongo_uri"] = _mask_uri(self.mongo_uri.get_secret_value())
+        data["mongo_uri"] = redact_uri(self.mongo_uri.get_secret_value())
+        for name, value in data.items():
+            if isinstance(value, SecretStr):
+                data[name] = MASK if value.get_secret_value() else ""
+        if self.kafka_config_file:
+            data["kafka_config_file_properties"] = redact_properties(
+                read_properties_file(self.kafka_config_file)
+            )
         return data
 
-
-def _mask_uri(uri: str) -> str:
-    return re.sub(r"//([^:/@]+):([^@]+)@", r"//\1:***@", uri)
+    def register_secrets(self) -> None:
+        """Scrub this process's secrets from every log line and CLI error from now on."""
+        for secret in uri_secrets(self.mongo_uri.get_secret_value()):
+            register_secret(secret)
+        register_secret(self.kafka_sasl_password.get_secret_value())
+        register_secret(self.kafka_ssl_key_password.get_secret_value())
+        if self.kafka_config_file:
+            for key, value in read_properties_file(self.kafka_config_file).items():
+                if is_sensitive_property(key):
+                    register_secret(value)
 
 
 def load_settings(**overrides: Any) -> Settings:
     """Build settings from the environment plus CLI overrides; bad values raise ConfigError."""
     clean = {k: v for k, v in overrides.items() if v is not None}
     try:
-        return Settings(**clean)
+        settings = Settings(**clean)
     except ValueError as exc:  # pydantic.ValidationError subclasses ValueError
         lines = []
         for err in getattr(exc, "errors", lambda: [])():
@@ -166,6 +263,8 @@ def load_settings(**overrides: Any) -> Settings:
             lines.append(f"SM_{where.upper()} ({where}): {err.get('msg')}")
         detail = "; ".join(lines) or str(exc)
         raise ConfigError(f"invalid configuration: {detail}") from exc
+    settings.register_secrets()
+    return settings
 
 
 def reference_table() -> str:

@@ -8,6 +8,8 @@ from typing import Any
 
 import structlog
 
+from stream_migrator.redact import redact_log_event
+
 
 def configure_logging(level: str = "info", *, json: bool | None = None) -> None:
     """Configure structlog once per process. ``json=None`` means "JSON unless stderr is a TTY"."""
@@ -23,6 +25,7 @@ def configure_logging(level: str = "info", *, json: bool | None = None) -> None:
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.format_exc_info,
+            redact_log_event,  # last before rendering: also scrubs tracebacks
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(
