@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 from stream_migrator.errors import TransformError
@@ -36,12 +37,25 @@ def step_reversible(step: Any) -> bool:
     return bool(getattr(step, "reversible", True))
 
 
+def step_copies_on_write(step: Any) -> bool:
+    """Whether ``step`` may get a document whose sub-documents it shares with the caller.
+
+    A hand-written step without a ``copy_on_write`` attribute does not: it may
+    change sub-documents in place, so the spec deep-copies the document for it
+    (once: from then on the working copy is private).
+    """
+    return bool(getattr(step, "copy_on_write", False))
+
+
 @dataclass(frozen=True)
 class MigrationSpec:
     """Transform documents of ``source_version`` into ``target_version`` and back.
 
     ``transform`` and ``inverse`` are pure: the input is never modified, and the
-    same input always gives the same output. The target schema is checked by
+    same input always gives the same output. They do not deep-copy it either:
+    the output shares the sub-documents and arrays no step changed with the
+    input (copy-on-write, see :mod:`stream_migrator.spec.steps`), so neither
+    should be changed in place afterwards. The target schema is checked by
     :meth:`validate_target` (the worker calls :meth:`migrate`, which does both).
     """
 
@@ -63,9 +77,11 @@ class MigrationSpec:
         Raises TransformError on bad input (naming the field and the step), and
         FilteredOut (a TransformError) when a filter step excludes the document.
         """
-        out = copy.deepcopy(doc)
-        out.pop(META_FIELD, None)
-        for number, step in enumerate(self.steps, 1):
+        out = _working_copy(doc)
+        private = False
+        for number, step, shares in self._forward:
+            if not (shares or private):
+                out, private = copy.deepcopy(out), True
             try:
                 step.apply(out)
             except FilteredOut:
@@ -76,14 +92,21 @@ class MigrationSpec:
 
     def inverse(self, doc: dict[str, Any]) -> dict[str, Any]:
         """Return the source-shape copy of a target document (steps undone in reverse)."""
-        out = copy.deepcopy(doc)
-        out.pop(META_FIELD, None)
-        for number, step in reversed(list(enumerate(self.steps, 1))):
+        out = _working_copy(doc)
+        private = False
+        for number, step, shares in reversed(self._forward):
+            if not (shares or private):
+                out, private = copy.deepcopy(out), True
             try:
                 step.invert(out)
             except TransformError as exc:
                 raise _located(exc, number, step, "inverse of ") from None
         return out
+
+    @cached_property
+    def _forward(self) -> tuple[tuple[int, Step, bool], ...]:
+        """``(number, step, copies on write)`` of each step, worked out once per spec."""
+        return tuple((n, s, step_copies_on_write(s)) for n, s in enumerate(self.steps, 1))
 
     def validate_target(self, doc: dict[str, Any]) -> None:
         """Check a transformed document against the target schema (no-op without one).
@@ -103,6 +126,11 @@ class MigrationSpec:
     def irreversible_steps(self) -> list[tuple[int, Step]]:
         """``(number, step)`` of every step without an exact inverse, numbered from 1."""
         return [(n, s) for n, s in enumerate(self.steps, 1) if not step_reversible(s)]
+
+
+def _working_copy(doc: dict[str, Any]) -> dict[str, Any]:
+    """A new top-level dict without the meta field; its values are still the caller's."""
+    return {k: v for k, v in doc.items() if k != META_FIELD}
 
 
 def _located(exc: TransformError, number: int, step: Any, prefix: str = "") -> TransformError:

@@ -4,16 +4,29 @@ Every step is pure and deterministic: the same input document always gives the
 same output, and nothing but the document is read or written. ``reversible``
 says whether ``invert`` gives back every document of the step's domain;
 ``inverse_note`` says what that domain is (where the inverse is exact).
+
+Copy-on-write: :class:`~stream_migrator.spec.model.MigrationSpec` hands the
+steps a shallow copy of the caller's document, whose sub-documents and arrays
+are the caller's. A step that declares ``copy_on_write = True`` (every built-in
+step: they write only through :mod:`~stream_migrator.spec.paths`) changes the
+top-level dict only and replaces, never modifies, a sub-document it writes
+into. A step without the declaration gets a private deep copy. Hooks likewise
+get a deep copy of the document unless their function is marked
+:func:`read_only`.
 """
 
 from __future__ import annotations
 
 import copy
+import datetime as dt
 import re
 import string
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal, Protocol
+from typing import Any, ClassVar, Literal, Protocol, TypeVar
+
+from bson import ObjectId
+from bson.decimal128 import Decimal128
 
 from stream_migrator.errors import TransformError
 from stream_migrator.spec import casts
@@ -24,10 +37,40 @@ from stream_migrator.spec.query import matches
 OnError = Literal["quarantine", "null", "keep"]
 ON_ERROR: tuple[OnError, ...] = ("quarantine", "null", "keep")
 DocFunction = Callable[[dict[str, Any]], Any]
+_Fn = TypeVar("_Fn", bound=Callable[..., Any])
+
+#: The attribute :func:`read_only` sets on a hook function.
+READ_ONLY_ATTR = "sm_read_only"
+
+#: Values that cannot be changed in place, so a step may share them between documents.
+_IMMUTABLE = (str, int, float, bool, type(None), bytes, Decimal128, ObjectId, dt.datetime)
+
+
+def read_only(fn: _Fn) -> _Fn:
+    """Declare that a hook never modifies the document it is given (nor anything in it).
+
+    A hook so marked is called with the spec's working document itself, whose
+    sub-documents are shared with the caller's input; an unmarked hook gets a deep
+    copy (safe, and slower: the copy costs more than most hooks). What a hook
+    returns may share parts of its argument either way.
+    """
+    setattr(fn, READ_ONLY_ATTR, True)
+    return fn
+
+
+def _private(value: Any) -> Any:
+    """``value`` itself when it cannot be changed in place, else a deep copy."""
+    return value if isinstance(value, _IMMUTABLE) else copy.deepcopy(value)
 
 
 class Step(Protocol):
-    """One reversible rewrite of a document (what :class:`MigrationSpec` needs of a step)."""
+    """One reversible rewrite of a document (what :class:`MigrationSpec` needs of a step).
+
+    Optional attributes: ``copy_on_write`` (True: the step changes only the
+    top-level dict it is given and copies any sub-document before writing into
+    it; absent or False: the spec gives it a private deep copy), ``kind`` and
+    ``reversible`` (see :func:`~stream_migrator.spec.model.step_kind`).
+    """
 
     def apply(self, doc: dict[str, Any]) -> None: ...
 
@@ -38,6 +81,9 @@ class BaseStep:
     """Common surface of the built-in steps: a kind, reversibility and a description."""
 
     kind: ClassVar[str] = "step"
+    #: Built-in steps write through ``paths.set_path``/``pop_path`` (see the module
+    #: docstring); a subclass that changes sub-documents in place must say False.
+    copy_on_write: ClassVar[bool] = True
 
     @property
     def reversible(self) -> bool:
@@ -96,9 +142,10 @@ def _move(doc: dict[str, Any], src: str, dst: str) -> None:
 
 
 def _call_hook(ref: str, fn: DocFunction, doc: dict[str, Any], field: str) -> Any:
-    """Run a user hook on a private copy; its exceptions become TransformErrors (-> quarantine)."""
+    """Run a user hook (on a private copy unless :func:`read_only`); errors -> TransformError."""
+    arg = doc if getattr(fn, READ_ONLY_ATTR, False) else copy.deepcopy(doc)
     try:
-        return fn(copy.deepcopy(doc))
+        return fn(arg)
     except TransformError:
         raise
     except Exception as exc:
@@ -331,7 +378,7 @@ class Default(BaseStep):
     def apply(self, doc: dict[str, Any]) -> None:
         current = get_path(doc, self.field)
         if current is MISSING or current is None:
-            set_path(doc, self.field, copy.deepcopy(self.value))
+            set_path(doc, self.field, _private(self.value))
 
     def invert(self, doc: dict[str, Any]) -> None:
         if get_path(doc, self.field) == self.value:
@@ -414,7 +461,7 @@ class Drop(BaseStep):
 
     def invert(self, doc: dict[str, Any]) -> None:
         if self.restore is not MISSING and get_path(doc, self.field) is MISSING:
-            set_path(doc, self.field, copy.deepcopy(self.restore))
+            set_path(doc, self.field, _private(self.restore))
 
     @property
     def reversible(self) -> bool:
@@ -485,6 +532,8 @@ class Hook(BaseStep):
 def _replace(doc: dict[str, Any], new: Any, ref: str) -> None:
     if not isinstance(new, dict):
         raise _error("(document)", f"hook {ref} returned {casts.type_name(new)}, not a document")
+    if new is doc:  # a read-only hook may hand back its argument unchanged
+        return
     doc.clear()
     doc.update(new)
 
