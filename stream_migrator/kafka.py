@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -150,14 +150,78 @@ def group_lag(consumer: Consumer, topic: str, timeout: float = 5.0) -> int | Non
         meta = consumer.list_topics(topic, timeout=timeout).topics.get(topic)
         if meta is None or meta.error is not None:
             return None
-        parts = [TopicPartition(topic, p) for p in meta.partitions]
-        total = 0
-        for tp in consumer.committed(parts, timeout=timeout):
-            low, high = consumer.get_watermark_offsets(tp, timeout=timeout, cached=False)
-            total += max(0, high - (tp.offset if tp.offset >= 0 else low))
-        return total
+        positions = partition_positions(consumer, topic, meta.partitions, timeout=timeout)
+        return sum(p.lag for p in positions.values())
     except KafkaException:
         return None
+
+
+@dataclass(frozen=True, slots=True)
+class PartitionPosition:
+    """Where a consumer group stands on one partition, in Kafka offsets."""
+
+    partition: int
+    low: int  # oldest offset still in the log
+    high: int  # high watermark: the offset the next produced event gets
+    committed: int | None  # the group's committed offset (next to read); None = never committed
+
+    @property
+    def start(self) -> int:
+        """The offset the group reads next: its commit, else (auto.offset.reset earliest) low."""
+        return self.low if self.committed is None else self.committed
+
+    @property
+    def lag(self) -> int:
+        """Events produced and not yet committed by the group."""
+        return max(0, self.high - self.start)
+
+
+def partition_positions(
+    consumer: Consumer,
+    topic: str,
+    partitions: Iterable[int],
+    *,
+    committed: dict[int, int | None] | None = None,
+    cached: bool = False,
+    timeout: float = 5.0,
+) -> dict[int, PartitionPosition]:
+    """Low and high watermarks and ``consumer``'s group's committed offset, per partition.
+
+    The one place lag is computed from. ``committed`` holds offsets the caller
+    already knows (a worker knows what it committed itself); the other partitions'
+    are asked of the group coordinator in one ``committed()`` call and added to
+    it, so a caller that keeps it asks once per partition.
+
+    ``cached=True`` reads the watermarks librdkafka keeps from the fetch responses
+    of the partitions this consumer is fetching, with no request to Kafka. Why:
+    an uncached ``get_watermark_offsets`` is a ListOffsets request on the broker
+    connection the consumer's own long-poll fetch occupies, so it waits up to
+    ``fetch.wait.max.ms`` for it; a consume loop that measures that way spends its
+    time waiting on itself. A partition with nothing cached yet (no fetch response
+    since it was assigned, e.g. assigned paused) is left out of the answer.
+
+    Raises KafkaException when Kafka does not answer in ``timeout`` seconds, or
+    answers a partition's committed offset with an error: unknown, never zero.
+    """
+    known = {} if committed is None else committed
+    wanted = list(partitions)
+    ask = [TopicPartition(topic, p) for p in wanted if p not in known]
+    if ask:
+        for tp in consumer.committed(ask, timeout=timeout):
+            if tp.error is not None:
+                raise KafkaException(tp.error)
+            known[tp.partition] = tp.offset if tp.offset >= 0 else None
+    positions: dict[int, PartitionPosition] = {}
+    for p in wanted:
+        tp = TopicPartition(topic, p)
+        if cached:
+            offsets = consumer.get_watermark_offsets(tp, cached=True)
+        else:
+            offsets = consumer.get_watermark_offsets(tp, timeout=timeout, cached=False)
+        if offsets is None or offsets[0] < 0 or offsets[1] < 0:
+            continue  # not cached yet
+        positions[p] = PartitionPosition(p, offsets[0], offsets[1], known[p])
+    return positions
 
 
 @dataclass(frozen=True)

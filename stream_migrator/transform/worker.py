@@ -13,6 +13,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Topic
 from stream_migrator import events
 from stream_migrator.errors import EnvelopeError, RetryableError, TransformError
 from stream_migrator.interfaces import ApplyResult, DocumentSink, TargetWrite, Transformer
+from stream_migrator.kafka import partition_positions
 from stream_migrator.observability import HealthState, get_logger
 from stream_migrator.observability import metrics as m
 from stream_migrator.runtime import StopFlag
@@ -90,6 +91,10 @@ class TransformWorker:
         self.lag: int | None = None
         # Kafka timestamp (ms) of the newest committed event per partition: lag in seconds.
         self._committed_ts: dict[int, int] = {}
+        # The group's committed offset per owned partition of the topic (None = never
+        # committed): asked of Kafka once when a partition is assigned, then kept up
+        # to date by our own commits, so measuring lag needs no request (see below).
+        self._committed: dict[int, int | None] = {}
         self._lag_partitions: set[int] = set()
         # True while a batch is retried against a failing target: every owned
         # partition is paused, including those assigned during the outage.
@@ -303,6 +308,9 @@ class TransformWorker:
                 self._health.beat("backpressure", error=f"offset commit deferred: {err}")
                 return
             raise
+        for (topic, partition), offset in self._uncommitted.items():
+            if topic == self._topic:
+                self._committed[partition] = offset
         self._uncommitted.clear()
 
     # -- group membership and lag --------------------------------------------
@@ -329,6 +337,10 @@ class TransformWorker:
                 self._flush_commits()
             for key in revoked:
                 self._uncommitted.pop(key, None)
+        for p in partitions:
+            # Another member may commit it before it comes back: asked again then.
+            if p.topic == self._topic:
+                self._committed.pop(p.partition, None)
 
     def _is_noise(self, msg: Message) -> bool:
         err = msg.error()
@@ -354,21 +366,34 @@ class TransformWorker:
             log.warning("maintenance.failed", error=str(exc))
 
     def _maybe_report_lag(self) -> None:
+        """Lag from what this consumer already knows: no broker round trip in the loop.
+
+        High watermarks come from librdkafka's cache, refreshed by every fetch
+        response (so at most about fetch.wait.max.ms old on a caught-up partition;
+        on a paused one, or one whose prefetch queue is full during a backlog, as
+        old as its last fetch). Committed offsets are our own commits; only a newly
+        assigned partition's is asked of the coordinator, once.
+        """
         if time.monotonic() - self._last_lag < _LAG_EVERY_S:
             return
         self._last_lag = time.monotonic()
+        owned = [tp.partition for tp in self._consumer.assignment() if tp.topic == self._topic]
         try:
-            lags = partition_lag(self._consumer)
+            positions = partition_positions(
+                self._consumer, self._topic, owned, committed=self._committed, cached=True
+            )
         except KafkaException as exc:
-            # A measurement, not the work: a broker that is slow to answer (e.g. right
-            # after this process was paused) must not stop the worker. Keep the last
-            # figures and try again at the next interval.
+            # A measurement, not the work: a coordinator that is slow to answer (e.g.
+            # right after this process was paused) must not stop the worker. Keep the
+            # last figures and try again at the next interval.
             log.warning("lag.unavailable", error=str(exc))
             return
-        self.lag = None if lags is None else sum(lags.values())
+        lags = {p: pos.lag for p, pos in positions.items()}
+        # The sum only when every owned partition is known: a part is not "caught up".
+        self.lag = sum(lags.values()) if owned and len(lags) == len(owned) else None
         if self.lag is not None:
             m.CONSUMER_LAG.labels(self._migration).set(self.lag)
-        self._report_partition_lag(lags or {})
+        self._report_partition_lag(lags)
 
     def _report_partition_lag(self, lags: dict[int, int]) -> None:
         """Per-partition lag in events and seconds; partitions no longer assigned are dropped.
@@ -392,23 +417,3 @@ class TransformWorker:
             elif ts:
                 seconds = max(0.0, (now_ms - ts) / 1000)
                 m.PARTITION_LAG_SECONDS.labels(self._migration, str(partition)).set(seconds)
-
-
-def consumer_lag(consumer: Consumer) -> int | None:
-    """Sum over assigned partitions of high watermark minus committed offset."""
-    lags = partition_lag(consumer)
-    return None if lags is None else sum(lags.values())
-
-
-def partition_lag(consumer: Consumer) -> dict[int, int] | None:
-    """High watermark minus committed offset per assigned partition; None if none assigned."""
-    assignment = consumer.assignment()
-    if not assignment:
-        return None
-    lags: dict[int, int] = {}
-    committed = consumer.committed(assignment, timeout=5)
-    for tp in committed:
-        low, high = consumer.get_watermark_offsets(tp, timeout=5, cached=False)
-        position = tp.offset if tp.offset >= 0 else low
-        lags[tp.partition] = max(0, high - position)
-    return lags

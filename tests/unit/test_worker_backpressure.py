@@ -53,6 +53,8 @@ class _Consumer:
 
     A stray is a message fetched although the worker meant every partition paused
     (a partition that arrived unpaused, a fetch already in flight).
+    ``group_offsets`` is what the coordinator has committed, ``cached`` the
+    watermarks librdkafka would hold from fetch responses, per partition.
     """
 
     def __init__(self, owned: Sequence[int], strays: Sequence[_Msg] = ()) -> None:
@@ -62,6 +64,10 @@ class _Consumer:
         self.seeks: list[tuple[int, int]] = []
         self.commits: list[dict[int, int]] = []
         self.commit_errors: list[KafkaError] = []
+        self.group_offsets: dict[int, int] = {}
+        self.cached: dict[int, tuple[int, int]] = {}
+        self.committed_asked: list[list[int]] = []
+        self.uncached_watermarks = 0  # requests to the broker (ListOffsets)
 
     def assignment(self) -> list[TopicPartition]:
         return list(self.owned)
@@ -86,6 +92,22 @@ class _Consumer:
         if self.commit_errors:
             raise KafkaException(self.commit_errors.pop(0))
         self.commits.append({tp.partition: tp.offset for tp in offsets})
+        self.group_offsets.update({tp.partition: tp.offset for tp in offsets})
+
+    def committed(self, tps: list[TopicPartition], timeout: float = -1) -> list[TopicPartition]:
+        self.committed_asked.append(sorted(tp.partition for tp in tps))
+        return [
+            TopicPartition(_TOPIC, tp.partition, self.group_offsets.get(tp.partition, -1001))
+            for tp in tps
+        ]
+
+    def get_watermark_offsets(
+        self, tp: TopicPartition, timeout: float | None = None, cached: bool = False
+    ) -> tuple[int, int]:
+        if not cached:
+            self.uncached_watermarks += 1
+            return self.cached.get(tp.partition, (0, 0))
+        return self.cached.get(tp.partition, (-1001, -1001))
 
 
 class _Sink:
@@ -108,9 +130,9 @@ class _Quarantine:
         pass
 
 
-def _worker(consumer: _Consumer, sink: _Sink) -> TransformWorker:
+def _worker(consumer: _Consumer, sink: _Sink, migration: str = "m") -> TransformWorker:
     return TransformWorker(
-        "m",
+        migration,
         _TOPIC,
         consumer,  # type: ignore[arg-type]
         get_spec("orders.v1_to_v2"),
