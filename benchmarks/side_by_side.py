@@ -1,0 +1,675 @@
+"""Side by side (issue 11): the servers' ceilings, stream-migrator, Kafka Connect, latency.
+
+Each phase of a round runs on a fresh local stack (Kafka KRaft + mongo-java-server;
+``SM_KAFKA_BOOTSTRAP`` / ``SM_MONGO_URI``, when both are set, are used instead unless
+``--own-stack``), in this order:
+
+1. ceilings of the stand-in (``insert_many`` of 1,000 v1 orders at a time; a sorted
+   ``find()`` by ``_id`` decoded as dicts and as ``RawBSONDocument``; reading the
+   change stream of those inserts) and of Kafka (producing 1 KB messages with
+   ``acks=all`` and idempotence; consuming them), all from this Python process;
+2. stream-migrator's drain with 1 and with 2 workers: ``benchmarks/drain.py``'s
+   :func:`run_drain` (the real ``capture`` and ``transform`` CLI processes, N seeded
+   orders plus live writes, timed from process start until the target matches);
+3. the Kafka Connect copy of N orders: the MongoDB source connector
+   (``connectors/mongo-source.json``, ``copy_existing``) -> topic -> the MongoDB sink
+   connector (``connectors/mongo-sink.json`` with the connector's own change-stream
+   handler, so it applies the source connector's change events), on a real standalone
+   Connect worker, timed from deploying the source connector until the sink collection
+   holds N documents (then checked equal to the source, untimed). It copies; it does
+   not transform, so it does less work per document than stream-migrator;
+4. latency at 1,000 and 2,000 writes/s: capture + 1 worker tail a seeded collection
+   while writer threads insert and update at the rate (each write sets a unique
+   ``seq``); a change stream on the target (``updateLookup``) records when each
+   write's ``seq`` (or a later one of the same document) is visible. Source write
+   (just before the call) to visible on target: p50 and p99.
+
+CPU per event is utime + stime from ``/proc/<pid>/stat`` of each process: capture and
+the transform workers separately (from their /metrics first answering), the Connect
+JVM (from deploying the source connector), divided by the events each handled.
+
+It prints one table per round, then the last line
+
+    ratio_vs_connect_1w=X.XX ratio_vs_connect_2w=X.XX ratio_vs_ceiling=X.XX
+    capture_us_per_event=N transform_us_per_event=N p99_ms_at_1000=N
+
+(one line; medians over ``--rounds``; ``ratio_vs_ceiling`` = the 1-worker drain rate
+over the lowest stand-in ceiling of insert, RawBSON scan and change-stream read;
+the µs figures are the 1-worker drain's). A skipped phase prints ``n/a``. A phase
+that fails or does not converge within ``--timeout`` stops the run with exit code 1
+and a message; no figure is printed for it.
+
+    .venv/bin/python benchmarks/side_by_side.py [--docs 100000 | --quick] [--rounds 1]
+        [--skip-connect] [--skip-latency] [--own-stack]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import random
+import shutil
+import statistics
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from bson.raw_bson import RawBSONDocument
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaError,
+    Message,
+    Producer,
+    TopicPartition,
+)
+from confluent_kafka.admin import AdminClient
+from drain import (
+    DRAIN_HEADER,
+    SM_DIR,
+    BenchmarkError,
+    DrainResult,
+    Pipeline,
+    Servers,
+    cpu_seconds,
+    drain_row,
+    run_drain,
+    servers,
+)
+from pymongo.collection import Collection
+
+from stream_migrator.demo import seed, v1_order
+from stream_migrator.errors import InfraError
+from stream_migrator.infra.connect import ConnectWorker, render_connector
+from stream_migrator.kafka import ensure_topic
+from stream_migrator.mongo import connect
+
+STACK = "bench-compare-stack"
+CDC_HANDLER = "com.mongodb.kafka.connect.sink.cdc.mongodb.ChangeStreamHandler"
+RATES = (1_000, 2_000)
+T = TypeVar("T")
+
+
+def _progress(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+# -- 1. ceilings ----------------------------------------------------------------------
+@dataclass(frozen=True)
+class Ceilings:
+    insert: float
+    scan: float
+    scan_raw: float
+    change_stream: float
+    produce: float
+    consume: float
+
+    @property
+    def stand_in(self) -> float:
+        """The lowest of what the stand-in can deliver (the raw scan: no client decoding)."""
+        return min(self.insert, self.scan_raw, self.change_stream)
+
+
+def _scan(coll: Collection[Any], *, raw: bool) -> float:
+    """Documents per second of one sorted pass over ``coll``."""
+    if raw:
+        coll = coll.with_options(
+            codec_options=coll.codec_options.with_options(document_class=RawBSONDocument)
+        )
+    n, started = 0, time.monotonic()
+    for _doc in coll.find({}).sort("_id", 1).batch_size(2_000):
+        n += 1
+    return n / (time.monotonic() - started)
+
+
+def measure_ceilings(where: Servers, n: int, timeout_s: float) -> Ceilings:
+    tag = uuid.uuid4().hex[:8]
+    client = connect(where.mongo_uri, app="bench-ceilings", timeout_ms=120_000)
+    db = client[f"ceil_{tag}"]
+    try:
+        coll = db.create_collection("orders")
+        rng = random.Random(3)
+        docs = [v1_order(rng, i) for i in range(n)]
+        with coll.watch(batch_size=1_000) as stream:  # before the inserts: it reads them next
+            started = time.monotonic()
+            for i in range(0, n, 1_000):
+                coll.insert_many(docs[i : i + 1_000])
+            insert = n / (time.monotonic() - started)
+            got, started = 0, time.monotonic()
+            while got < n:
+                event = stream.try_next()
+                if event is not None and event.get("operationType") == "insert":
+                    got += 1
+                elif event is None and time.monotonic() - started > timeout_s:
+                    raise BenchmarkError(f"the change stream gave {got} of {n} inserts")
+            change_stream = n / (time.monotonic() - started)
+        scan, scan_raw = _scan(coll, raw=False), _scan(coll, raw=True)
+    finally:
+        client.drop_database(db.name)
+        client.close()
+    produce, consume = _kafka_ceilings(where.kafka_bootstrap, n, timeout_s)
+    return Ceilings(insert, scan, scan_raw, change_stream, produce, consume)
+
+
+def _kafka_ceilings(bootstrap: str, n: int, timeout_s: float) -> tuple[float, float]:
+    """Produce ``n`` 1 KB messages (acks=all, idempotent), then consume them; msgs/s each."""
+    topic = f"bench-ceiling-{uuid.uuid4().hex[:8]}"
+    partitions = 6
+    ensure_topic(bootstrap, topic, partitions)
+    try:
+        errors: list[KafkaError] = []
+
+        def delivered(err: KafkaError | None, _msg: Message) -> None:
+            if err is not None:
+                errors.append(err)
+
+        producer = Producer(
+            {
+                "bootstrap.servers": bootstrap,
+                "acks": "all",
+                "enable.idempotence": True,
+                "linger.ms": 5,
+                "batch.num.messages": 10_000,
+                "queue.buffering.max.messages": 200_000,
+            }
+        )
+        payloads = [random.Random(i).randbytes(1024) for i in range(64)]  # incompressible
+        started = time.monotonic()
+        for i in range(n):
+            while True:
+                try:
+                    producer.produce(topic, payloads[i % 64], key=b"%d" % i, on_delivery=delivered)
+                    break
+                except BufferError:
+                    producer.poll(0.05)
+            if i % 1_000 == 0:
+                producer.poll(0)
+        if producer.flush(timeout_s) or errors:
+            raise BenchmarkError(f"Kafka did not acknowledge every message: {errors[:3]}")
+        produce = n / (time.monotonic() - started)
+        consumer = Consumer(
+            {
+                "bootstrap.servers": bootstrap,
+                "group.id": topic,
+                "enable.auto.commit": False,
+                "auto.offset.reset": "earliest",
+            }
+        )
+        try:
+            started = time.monotonic()
+            consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(partitions)])
+            got = 0
+            while got < n:
+                for msg in consumer.consume(10_000, timeout=1.0):
+                    if msg.error() is None:
+                        got += 1
+                if time.monotonic() - started > timeout_s:
+                    raise BenchmarkError(f"consumed {got} of {n} messages in {timeout_s:.0f} s")
+            consume = n / (time.monotonic() - started)
+        finally:
+            consumer.close()
+    finally:
+        _delete_topic(bootstrap, topic)
+    return produce, consume
+
+
+def _delete_topic(bootstrap: str, topic: str) -> None:
+    """Best effort: a benchmark's topic is not left on shared servers."""
+    for future in AdminClient({"bootstrap.servers": bootstrap}).delete_topics([topic]).values():
+        with contextlib.suppress(Exception):
+            future.result(30)
+
+
+# -- 3. Kafka Connect -----------------------------------------------------------------
+@dataclass(frozen=True)
+class ConnectResult:
+    docs: int
+    seconds: float
+    cpu_s: float
+
+    @property
+    def docs_per_s(self) -> float:
+        return self.docs / self.seconds
+
+    @property
+    def us_per_event(self) -> float:
+        return 1e6 * self.cpu_s / self.docs
+
+
+def _jvm_pid(worker: ConnectWorker) -> int:
+    # ConnectWorker keeps its process private; its Popen is the JVM itself (no wrapper).
+    proc = getattr(worker, "_proc", None)
+    if proc is None:
+        raise BenchmarkError("the Kafka Connect worker has no process (stream_migrator changed?)")
+    return int(proc.pid)
+
+
+def connect_copy(where: Servers, docs: int, timeout_s: float) -> ConnectResult:
+    """Source connector (copy_existing) -> topic -> sink connector: N orders copied."""
+    tag = uuid.uuid4().hex[:8]
+    client = connect(where.mongo_uri, app="bench-connect", timeout_ms=120_000)
+    db = f"connect_{tag}"
+    src, tgt = client[db]["orders"], client[db]["orders_copy"]
+    topic = f"bench-connect-{tag}.changes"
+    state = SM_DIR / "bench-compare-connect"
+    shutil.rmtree(state, ignore_errors=True)
+    worker = ConnectWorker(where.kafka_bootstrap, state)
+    try:
+        seed(src, docs, 0, random.Random(1))
+        ensure_topic(where.kafka_bootstrap, topic, 6)
+        worker.start()
+        sink = render_connector(
+            "mongo-sink",
+            NAME=f"sink-{tag}",
+            MONGO_URI=where.mongo_uri,
+            SINK_TOPIC=topic,
+            TARGET_DB=db,
+            TARGET_COLLECTION="orders_copy",
+        )
+        # The records are the source connector's change events, not documents.
+        sink["config"]["change.data.capture.handler"] = CDC_HANDLER
+        worker.deploy(sink)
+        worker.wait_running(sink["name"])
+        source = render_connector(
+            "mongo-source",
+            NAME=f"source-{tag}",
+            MONGO_URI=where.mongo_uri,
+            SOURCE_DB=db,
+            SOURCE_COLLECTION="orders",
+            CHANGES_TOPIC=topic,
+        )
+        pid = _jvm_pid(worker)
+        cpu0, started = cpu_seconds(pid), time.monotonic()
+        worker.deploy(source)
+        checked = started
+        while (count := tgt.estimated_document_count()) < docs:
+            time.sleep(0.25)
+            now = time.monotonic()
+            if now - started > timeout_s:
+                raise BenchmarkError(
+                    f"the Kafka Connect copy held {count} of {docs} documents after "
+                    f"{timeout_s:.0f} s; worker log {worker.log_path}:\n{worker.log_tail(1500)}"
+                )
+            if now - checked > 2.0:  # a FAILED task would otherwise look like a slow one
+                checked = now
+                for name in (sink["name"], source["name"]):
+                    worker.wait_running(name, timeout=10)
+        seconds, cpu_s = time.monotonic() - started, cpu_seconds(pid) - cpu0
+        _check_copy(src, tgt)
+        return ConnectResult(docs, seconds, cpu_s)
+    except InfraError as exc:
+        raise BenchmarkError(f"Kafka Connect: {exc}") from exc
+    finally:
+        worker.stop()
+        client.drop_database(db)
+        client.close()
+        _delete_topic(where.kafka_bootstrap, topic)
+
+
+def _check_copy(src: Collection[Any], tgt: Collection[Any]) -> None:
+    """The copy is a copy: every document equal, in _id order (verification, untimed)."""
+    a = src.find({}).sort("_id", 1).batch_size(2_000)
+    b = tgt.find({}).sort("_id", 1).batch_size(2_000)
+    for n, (x, y) in enumerate(zip(a, b, strict=False)):
+        if x != y:
+            raise BenchmarkError(f"the Kafka Connect copy differs at document {n}: {x} != {y}")
+    if src.count_documents({}) != tgt.count_documents({}):
+        raise BenchmarkError("the Kafka Connect copy holds a different number of documents")
+
+
+# -- 4. latency -------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Latency:
+    rate: int
+    achieved: float
+    writes: int
+    p50_ms: float
+    p99_ms: float
+
+    @property
+    def measured(self) -> bool:
+        """The writers held the rate (90 %); otherwise no latency "at" it is reported."""
+        return self.achieved >= 0.9 * self.rate
+
+
+@dataclass
+class _Visibility:
+    """Writes in flight (seq -> send time, per document) and the latencies seen so far."""
+
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    sent: dict[int, float] = field(default_factory=dict)
+    pending: dict[Any, list[int]] = field(default_factory=dict)  # _id -> seqs, ascending
+    seconds: list[float] = field(default_factory=list)
+
+    def about_to_write(self, doc_id: Any, seq: int) -> None:
+        with self.lock:
+            self.sent[seq] = time.perf_counter()
+            self.pending.setdefault(doc_id, []).append(seq)
+
+    def seen(self, doc_id: Any, seq: int, at: float) -> None:
+        """The target shows ``seq``: it and every earlier write of the document are visible."""
+        with self.lock:
+            seqs = self.pending.get(doc_id, [])
+            while seqs and seqs[0] <= seq:
+                self.seconds.append(at - self.sent.pop(seqs.pop(0)))
+
+    def in_flight(self) -> int:
+        with self.lock:
+            return len(self.sent)
+
+
+def _writer(
+    coll: Collection[Any],
+    ids: list[Any],
+    vis: _Visibility,
+    *,
+    rate: float,
+    seconds: float,
+    first_seq: int,
+    step: int,
+    errors: list[BaseException],
+    ready: threading.Barrier,
+) -> None:
+    """Half inserts, half updates of this thread's own ids (so a document's seqs ascend).
+
+    The inserted orders are generated before the timed part: the client's CPU shares
+    the machine with the pipeline, so it should spend it on the writes alone.
+    """
+    rng = random.Random(first_seq)
+    writes = int(rate * seconds) + 1
+    seqs = [first_seq + step * i for i in range(writes)]
+    inserts = [v1_order(rng, seq) if rng.random() < 0.5 or not ids else None for seq in seqs]
+    try:
+        ready.wait(60)
+        interval, next_at = 1.0 / rate, time.perf_counter()
+        until = next_at + seconds
+        for seq, doc in zip(seqs, inserts, strict=True):
+            if time.perf_counter() >= until:
+                break
+            if doc is not None:
+                vis.about_to_write(doc["_id"], seq)
+                coll.insert_one(doc)
+                ids.append(doc["_id"])
+            else:
+                doc_id = rng.choice(ids)
+                vis.about_to_write(doc_id, seq)
+                coll.update_one({"_id": doc_id}, {"$set": {"seq": seq}})
+            next_at += interval
+            time.sleep(max(0.0, next_at - time.perf_counter()))
+    except BaseException as exc:  # noqa: BLE001 - re-raised by the caller
+        errors.append(exc)
+
+
+def _observer(
+    coll: Collection[Any], vis: _Visibility, stop: threading.Event, opened: threading.Event
+) -> None:
+    with coll.watch(full_document="updateLookup", max_await_time_ms=50, batch_size=1_000) as cs:
+        opened.set()
+        while not stop.is_set():
+            event = cs.try_next()
+            at = time.perf_counter()
+            if event is None:
+                time.sleep(0.005)
+                continue
+            doc = event.get("fullDocument")
+            if doc is not None and "seq" in doc:
+                vis.seen(doc["_id"], int(doc["seq"]), at)
+
+
+def _percentile(values: list[float], q: float) -> float:
+    """Nearest-rank percentile of a non-empty list."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q / 100 * len(ordered) + 0.5) - 1))]
+
+
+def _wait(what: str, cond: Callable[[], bool], timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not cond():
+        if time.monotonic() > deadline:
+            raise BenchmarkError(f"{what}: not within {timeout_s:.0f} s")
+        time.sleep(0.2)
+
+
+def latency_at(pipe: Pipeline, rate: int, seconds: float, timeout_s: float) -> Latency:
+    vis, stop, opened = _Visibility(), threading.Event(), threading.Event()
+    observer_errors: list[BaseException] = []
+
+    def observe() -> None:
+        try:
+            _observer(pipe.tgt, vis, stop, opened)
+        except BaseException as exc:  # noqa: BLE001 - re-raised below
+            observer_errors.append(exc)
+            opened.set()
+
+    watcher = threading.Thread(target=observe, name="observer", daemon=True)
+    watcher.start()
+    opened.wait(30)
+    try:
+        ids = [d["_id"] for d in pipe.src.find({}, {"_id": 1})]
+        threads = 2 if rate <= 1_000 else 3  # more threads only fight over the GIL
+        errors: list[BaseException] = []
+        ready = threading.Barrier(threads + 1)
+        writers = [
+            threading.Thread(
+                target=_writer,
+                args=(pipe.src, ids[k::threads], vis),
+                kwargs={
+                    "rate": rate / threads,
+                    "seconds": seconds,
+                    "first_seq": 1_000_000_000 * (1 + rate) + k,
+                    "step": threads,
+                    "errors": errors,
+                    "ready": ready,
+                },
+                daemon=True,
+            )
+            for k in range(threads)
+        ]
+        for w in writers:
+            w.start()
+        ready.wait(120)
+        started = time.perf_counter()
+        for w in writers:
+            w.join()
+        ended = time.perf_counter()
+        if errors or observer_errors:
+            raise BenchmarkError(f"latency at {rate}/s: {(errors + observer_errors)[0]!r}")
+        writes = len(vis.seconds) + vis.in_flight()
+        achieved = writes / (ended - started)
+        _wait(
+            f"{vis.in_flight()} of {writes} writes at {rate}/s visible on the target",
+            lambda: pipe.sample().ready and vis.in_flight() == 0,  # sample(): a dead process raises
+            timeout_s,
+        )
+    finally:
+        stop.set()
+        watcher.join(10)
+    if observer_errors:
+        raise BenchmarkError(f"the target change stream failed: {observer_errors[0]!r}")
+    ms = [1000 * s for s in vis.seconds]
+    return Latency(rate, achieved, writes, _percentile(ms, 50), _percentile(ms, 99))
+
+
+def measure_latency(
+    where: Servers, seed_docs: int, seconds: float, timeout_s: float
+) -> list[Latency]:
+    """Capture + 1 worker caught up on ``seed_docs``, then each rate of :data:`RATES`."""
+    with Pipeline(where, 1) as pipe:
+        seed(pipe.src, seed_docs, 0, random.Random(5))
+        pipe.start()
+
+        def caught_up() -> bool:
+            s = pipe.sample()
+            done = s.ready and sum(s.events[1:]) >= s.events[0] > 0
+            return done and pipe.tgt.estimated_document_count() == seed_docs
+
+        _wait(f"the pipeline caught up on {seed_docs} documents", caught_up, timeout_s)
+        return [latency_at(pipe, rate, seconds, timeout_s) for rate in RATES]
+
+
+# -- the run ----------------------------------------------------------------------------
+@dataclass
+class Round:
+    ceilings: Ceilings | None = None
+    drains: dict[int, DrainResult] = field(default_factory=dict)
+    connect: ConnectResult | None = None
+    latency: list[Latency] = field(default_factory=list)
+
+    def figures(self) -> dict[str, float | None]:
+        one, two = self.drains.get(1), self.drains.get(2)
+        c, ceil = self.connect, self.ceilings
+        p99 = [lat.p99_ms for lat in self.latency if lat.rate == 1_000 and lat.measured]
+        return {
+            "ratio_vs_connect_1w": one.docs_per_s / c.docs_per_s if one and c else None,
+            "ratio_vs_connect_2w": two.docs_per_s / c.docs_per_s if two and c else None,
+            "ratio_vs_ceiling": one.docs_per_s / ceil.stand_in if one and ceil else None,
+            "capture_us_per_event": one.capture_us_per_event if one else None,
+            "transform_us_per_event": one.transform_us_per_event if one else None,
+            "p99_ms_at_1000": p99[0] if p99 else None,
+        }
+
+
+def _row(what: str, rate: str, cpu: str = "", note: str = "") -> str:
+    return f"{what:<44} {rate:>12}  {cpu:<34} {note}".rstrip()
+
+
+def print_round(number: int, r: Round, docs: int) -> None:
+    print(f"\n== round {number}: {docs:,} documents, a fresh stack per phase ==")
+    print(_row("what", "events/s", "CPU per event (the process itself)", "notes"))
+    if (c := r.ceilings) is not None:
+        print(_row("stand-in insert_many(1000)", f"{c.insert:,.0f}"))
+        print(_row("stand-in scan by _id, dict", f"{c.scan:,.0f}"))
+        print(_row("stand-in scan by _id, RawBSONDocument", f"{c.scan_raw:,.0f}"))
+        print(_row("stand-in change-stream read", f"{c.change_stream:,.0f}"))
+        print(_row("Kafka produce 1 KB acks=all idempotent", f"{c.produce:,.0f}"))
+        print(_row("Kafka consume", f"{c.consume:,.0f}"))
+    for w, d in sorted(r.drains.items()):
+        what = f"stream-migrator drain, {w} worker{'s' * (w > 1)}"
+        cpu = f"capture {d.capture_us_per_event:.0f} µs, "
+        cpu += f"transform {d.transform_us_per_event:.0f} µs"
+        note = f"{d.docs:,} + {d.live_writes:,} live in {d.seconds:.1f} s, "
+        note += f"RSS {d.peak_rss_mib:.0f} MiB"
+        print(_row(what, f"{d.docs_per_s:,.0f}", cpu, note))
+    if (k := r.connect) is not None:
+        print(
+            _row(
+                "Kafka Connect source -> sink copy",
+                f"{k.docs_per_s:,.0f}",
+                f"{k.us_per_event:.0f} µs (JVM)",
+                f"{k.docs:,} in {k.seconds:.1f} s, copy only",
+            )
+        )
+    for lat in r.latency:
+        figures = f"p50 {lat.p50_ms:.0f} ms, p99 {lat.p99_ms:.0f} ms"
+        if not lat.measured:
+            figures = "NOT MEASURED: writers fell short"
+        print(
+            _row(
+                f"latency at {lat.rate:,} writes/s",
+                f"{lat.achieved:,.0f}",
+                figures,
+                f"{lat.writes:,} writes (half inserts, half updates), 1 worker",
+            )
+        )
+    if r.drains:
+        print("\ndrain detail (benchmarks/drain.py columns):")
+        print(DRAIN_HEADER)
+        for d in r.drains.values():
+            print(drain_row(d))
+    sys.stdout.flush()
+
+
+def final_line(rounds: list[Round]) -> str:
+    keys = list(Round().figures())
+    parts = []
+    for key in keys:
+        values = [v for r in rounds if (v := r.figures()[key]) is not None]
+        if len(values) < len(rounds):
+            parts.append(f"{key}=n/a")
+            continue
+        median = statistics.median(values)
+        parts.append(f"{key}={median:.2f}" if key.startswith("ratio") else f"{key}={median:.0f}")
+    return " ".join(parts)
+
+
+def _phase(name: str, own: bool | None, run: Callable[[Servers], T]) -> T:
+    _progress(f"-- {name} ...")
+    started = time.monotonic()
+    with servers(STACK, own=own) as where:
+        result = run(where)
+    _progress(f"   {name}: {time.monotonic() - started:.0f} s")
+    return result
+
+
+def run_round(args: argparse.Namespace) -> Round:
+    r = Round()
+    own = True if args.own_stack else None
+    docs, timeout = args.docs, args.timeout
+    if not args.skip_ceilings:
+        r.ceilings = _phase("ceilings", own, lambda w: measure_ceilings(w, docs, timeout))
+    for workers in args.workers:
+
+        def drain(where: Servers, workers: int = workers) -> DrainResult:
+            return run_drain(
+                where, docs, workers, live_seconds=args.live_seconds, timeout_s=timeout
+            )
+
+        r.drains[workers] = _phase(f"drain, {workers} worker(s)", own, drain)
+    if not args.skip_connect:
+        r.connect = _phase("Kafka Connect copy", own, lambda w: connect_copy(w, docs, timeout))
+    if not args.skip_latency:
+        r.latency = _phase(
+            "latency",
+            own,
+            lambda w: measure_latency(w, args.latency_seed, args.latency_seconds, timeout),
+        )
+    return r
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--docs", type=int, default=None, help="N (default 100,000)")
+    parser.add_argument("--quick", action="store_true", help="20,000 docs, shorter live phases")
+    parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--live-seconds", type=float, default=None, help="drain's live writes")
+    parser.add_argument("--latency-seconds", type=float, default=None, help="per rate")
+    parser.add_argument("--latency-seed", type=int, default=None, help="documents to tail")
+    parser.add_argument("--timeout", type=float, default=1800.0, help="per phase, seconds")
+    parser.add_argument("--skip-ceilings", action="store_true")
+    parser.add_argument("--skip-connect", action="store_true")
+    parser.add_argument("--skip-latency", action="store_true")
+    parser.add_argument(
+        "--own-stack", action="store_true", help="fresh stacks even if SM_* are set"
+    )
+    args = parser.parse_args()
+    quick = args.quick
+    args.docs = args.docs or (20_000 if quick else 100_000)
+    args.live_seconds = args.live_seconds if args.live_seconds is not None else (5 if quick else 10)
+    args.latency_seconds = args.latency_seconds or (8.0 if quick else 20.0)
+    args.latency_seed = args.latency_seed or (2_000 if quick else 10_000)
+    rounds = []
+    try:
+        for number in range(1, args.rounds + 1):
+            rounds.append(run_round(args))
+            print_round(number, rounds[-1], args.docs)
+    except BenchmarkError as exc:
+        sys.exit(f"FAILED: {exc}")
+    short = [lat for r in rounds for lat in r.latency if not lat.measured]
+    print(final_line(rounds), flush=True)
+    if short:
+        sys.exit(
+            "FAILED: the writers could not hold "
+            + ", ".join(f"{lat.rate:,}/s (reached {lat.achieved:,.0f}/s)" for lat in short)
+            + " on this machine; no latency is reported at those rates"
+        )
+
+
+if __name__ == "__main__":
+    main()
