@@ -9,19 +9,32 @@ reconciler (``engine.py``, bucketed and resumable) and :func:`full_compare` (one
 merge join, for the rollback verification, the simple gate, the demo and the
 ``compare`` command) both use them, and both walk ``_id``s in
 ``stream_migrator.id_order``'s order, so they cannot disagree about a document.
+
+Both read with :func:`read_sorted`: raw batches fetched by a thread ahead of the
+caller, the target kept undecoded (:class:`StoredDoc`), so a target copy that is
+byte for byte the migrated document (:func:`agrees_exactly`, the usual case: the
+worker writes exactly what ``migrate`` returns) costs one ``bson.encode`` and no
+canonical encoding. Any other copy is decoded and classified canonically.
 """
 
 from __future__ import annotations
 
+import queue
+import threading
+from collections.abc import Generator, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+import bson
+from bson import ObjectId
+from bson.codec_options import CodecOptions, TypeRegistry
+from bson.int64 import Int64
 from pymongo.collection import Collection
 
 from stream_migrator.errors import TransformError
 from stream_migrator.id_order import id_before
 from stream_migrator.reconcile.canonical import FieldDiff, diff_docs, doc_hash
-from stream_migrator.spec import MigrationSpec
+from stream_migrator.spec import META_FIELD, MigrationSpec
 from stream_migrator.spec.errors import FilteredOut
 
 #: Most untransformable documents a :class:`CompareReport` names.
@@ -60,6 +73,16 @@ class Difference:
     kind: str
     diffs: list[FieldDiff] = field(default_factory=list)
     reason: str | None = None
+
+
+def agrees_exactly(expected: Expectation, t_doc: StoredDoc) -> bool:
+    """The target copy is byte for byte the BSON of the migrated document.
+
+    Identical encodings decode to identical documents, so their canonical
+    encodings are equal too: this proves agreement without computing them.
+    False proves nothing (another key order, say): :func:`classify` decides.
+    """
+    return expected.doc is not None and bson.encode(expected.doc) == t_doc.body
 
 
 def classify(expected: Expectation | None, t_doc: dict[str, Any] | None) -> Difference | None:
@@ -128,27 +151,27 @@ def full_compare(
     in ``rejected``: they are in quarantine, not silently missing.
     """
     report = CompareReport()
-    # Explicit batches: mongo-java-server otherwise answers one getMore with the whole
-    # rest of the collection, which passes the 48 MB message limit at ~200,000 documents.
-    src = source.find({}).sort("_id", 1).batch_size(2_000)
-    tgt = target.find({}).sort("_id", 1).batch_size(2_000)
+    src = read_sorted(source, [{}], batch=_BATCH)
+    tgt = read_stored(target, [{}], batch=_BATCH)
     try:
         s_doc = next(src, None)
         t_doc = next(tgt, None)
         while s_doc is not None or t_doc is not None:
-            if t_doc is None or (s_doc is not None and id_before(s_doc["_id"], t_doc["_id"])):
+            if t_doc is None or (s_doc is not None and id_before(s_doc["_id"], t_doc.doc_id)):
                 assert s_doc is not None
                 report.source_count += 1
                 _count(report, s_doc["_id"], classify(_expect(spec, s_doc, report), None))
                 s_doc = next(src, None)
-            elif s_doc is None or id_before(t_doc["_id"], s_doc["_id"]):
+            elif s_doc is None or id_before(t_doc.doc_id, s_doc["_id"]):
                 report.target_count += 1
-                _count(report, t_doc["_id"], classify(None, t_doc))
+                _count(report, t_doc.doc_id, classify(None, t_doc.decode()))
                 t_doc = next(tgt, None)
             else:
                 report.source_count += 1
                 report.target_count += 1
-                _count(report, s_doc["_id"], classify(_expect(spec, s_doc, report), t_doc))
+                expected = _expect(spec, s_doc, report)
+                if not agrees_exactly(expected, t_doc):
+                    _count(report, s_doc["_id"], classify(expected, t_doc.decode()))
                 s_doc, t_doc = next(src, None), next(tgt, None)
     finally:
         src.close()
@@ -180,3 +203,130 @@ def _count(report: CompareReport, doc_id: Any, diff: Difference | None) -> None:
         report.different += 1
         paths = ", ".join(d.path for d in diff.diffs[:3])
         report._example(f"different: _id={doc_id!r} ({paths})")
+
+
+# -- reading ------------------------------------------------------------------
+
+#: Explicit batches: mongo-java-server otherwise answers one getMore with the whole
+#: rest of the collection, which passes the 48 MB message limit at ~200,000 documents.
+_BATCH = 2_000
+#: Raw batches a reader thread holds ahead of its consumer (memory: this many batches).
+_AHEAD = 2
+_END = object()
+
+
+@dataclass(frozen=True, slots=True)
+class StoredDoc:
+    """A target document as read: its ``_id`` and its BSON without ``_sm``, undecoded."""
+
+    doc_id: Any
+    body: bytes
+    options: CodecOptions[dict[str, Any]]
+
+    def decode(self) -> dict[str, Any]:
+        """The document as a plain read returns it (minus ``_sm``)."""
+        return bson.decode(self.body, self.options)
+
+
+def read_sorted(
+    coll: Collection[dict[str, Any]], queries: Iterable[dict[str, Any]], *, batch: int
+) -> Generator[dict[str, Any], None, None]:
+    """The documents of ``queries`` in turn, each sorted by ``_id``, decoded as ``coll`` decodes.
+
+    A thread fetches the raw batches ahead of the caller (PyMongo releases the
+    GIL while it waits on the socket), so the server's scan overlaps the
+    caller's work; each batch is decoded in one call of the C decoder.
+    """
+    options = coll.codec_options
+    for data in _read_ahead(coll, queries, batch, None):
+        yield from bson.decode_all(data, options)
+
+
+def read_stored(
+    coll: Collection[dict[str, Any]], queries: Iterable[dict[str, Any]], *, batch: int
+) -> Generator[StoredDoc, None, None]:
+    """As :func:`read_sorted`, but each document stays BSON (``_sm`` projected away)."""
+    options = coll.codec_options
+    plain_ids = options.type_registry == TypeRegistry()  # no custom decoder can change an _id
+    for data in _read_ahead(coll, queries, batch, {META_FIELD: 0}):
+        pos, end = 0, len(data)
+        while pos < end:
+            size = int.from_bytes(data[pos : pos + 4], "little")
+            body = data[pos : pos + size]
+            pos += size
+            doc_id = _first_id(body) if plain_ids else _NO_ID
+            if doc_id is _NO_ID:
+                doc_id = bson.decode(body, options)["_id"]
+            yield StoredDoc(doc_id, body, options)
+
+
+_NO_ID = object()
+
+
+def _first_id(body: bytes) -> Any:
+    """The ``_id`` of a BSON document whose first element is an ObjectId, int or long ``_id``.
+
+    MongoDB stores ``_id`` first; other layouts and types return ``_NO_ID`` (decode instead).
+    """
+    if body[5:9] != b"_id\x00":
+        return _NO_ID
+    kind = body[4]
+    if kind == 0x07:
+        return ObjectId(body[9:21])
+    if kind == 0x10:
+        return int.from_bytes(body[9:13], "little", signed=True)
+    if kind == 0x12:
+        return Int64(int.from_bytes(body[9:17], "little", signed=True))
+    return _NO_ID
+
+
+def _read_ahead(
+    coll: Collection[dict[str, Any]],
+    queries: Iterable[dict[str, Any]],
+    batch: int,
+    projection: dict[str, Any] | None,
+) -> Generator[bytes, None, None]:
+    """Raw reply batches of ``queries`` sorted by ``_id``, read by a thread up to ``_AHEAD`` ahead.
+
+    Closing the generator stops the thread (after its current getMore) and closes
+    its cursor; an error in the thread is raised here, in the caller.
+    """
+    ahead: queue.Queue[Any] = queue.Queue(maxsize=_AHEAD)
+    stop = threading.Event()
+
+    def put(item: Any) -> bool:
+        while not stop.is_set():
+            try:
+                ahead.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for query in queries:
+                cursor = coll.find_raw_batches(query, projection).sort("_id", 1).batch_size(batch)
+                try:
+                    for data in cursor:
+                        if not put(data):
+                            return
+                finally:
+                    cursor.close()
+            put(_END)
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer, raised there
+            put(exc)
+
+    thread = threading.Thread(target=produce, name=f"read-{coll.name}", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = ahead.get()
+            if item is _END:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        thread.join()
