@@ -43,9 +43,22 @@ def consumer_config(bootstrap: str, group: str, client_id: str) -> dict[str, Any
         "enable.auto.offset.store": False,
         "auto.offset.reset": "earliest",
         "partition.assignment.strategy": "cooperative-sticky",
-        # Bound the prefetch so a worker's memory stays flat whatever the backlog.
+        # Memory stays flat whatever the backlog: librdkafka stops fetching while its
+        # prefetch queue holds more than queued.max.messages.kbytes (32 MiB, the one
+        # consumer queue of all partitions), and one fetch response adds at most
+        # fetch.max.bytes (16 MiB) per broker; the worker holds one batch (batch_size
+        # events) in Python beyond that. 32 MiB is seconds of work at full speed.
         "fetch.max.bytes": 16 * 1024 * 1024,
         "queued.max.messages.kbytes": 32 * 1024,
+        # Refetch 100 ms (not 1 s) after the queue fell below that bound, so a fast
+        # drain never finds it empty.
+        "fetch.queue.backoff.ms": 100,
+        # The broker answers a fetch as soon as one byte is there (latency), and holds an
+        # idle one at most 100 ms: a request queued behind it on the same connection
+        # waits no longer than that (the default 500 ms was paid by every uncached
+        # watermark query).
+        "fetch.min.bytes": 1,
+        "fetch.wait.max.ms": 100,
         "max.poll.interval.ms": 300_000,
         # A killed worker's partitions move after 10 s instead of Kafka's default 45 s;
         # its uncommitted batch is replayed by the new owner (stale skips).

@@ -111,8 +111,7 @@ class TransformWorker:
         )
         try:
             while not self._stop.is_set():
-                msgs = self._consumer.consume(self._batch_size, self._batch_timeout_s)
-                batch = [msg for msg in msgs if not self._is_noise(msg)]
+                batch = [msg for msg in self._next_batch() if not self._is_noise(msg)]
                 if batch:
                     self._process(batch)
                 elif self._uncommitted and (
@@ -134,6 +133,23 @@ class TransformWorker:
             log.info("transform.stopped", reason=self._stop.reason, applied=self.applied)
 
     # -- batch ------------------------------------------------------------------
+    def _next_batch(self) -> list[Message]:
+        """What is already fetched, up to batch_size; if nothing is, wait for one event.
+
+        Waits at most batch_timeout_s, and only for the first event: a batch never
+        waits to fill. Why: ``consume(n, timeout)`` returns only once n events are
+        there or the timeout passed, so below n/timeout events per second every
+        event waited the whole timeout before it was even transformed. A backlog
+        still gives full batches: they come from the prefetch queue at once.
+        """
+        msgs = self._consumer.consume(self._batch_size, 0)
+        if msgs:
+            return msgs
+        msgs = self._consumer.consume(1, self._batch_timeout_s)
+        if msgs and self._batch_size > 1:
+            msgs += self._consumer.consume(self._batch_size - 1, 0)
+        return msgs
+
     def _process(self, batch: list[Message]) -> None:
         started = time.monotonic()
         writes: list[TargetWrite] = []
