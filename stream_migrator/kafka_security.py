@@ -11,11 +11,13 @@ configuration stops the process before it touches data.
 
 from __future__ import annotations
 
+import logging
 import os
+import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from stream_migrator.errors import ConfigError
+from stream_migrator.errors import ConfigError, InfraError
 
 if TYPE_CHECKING:
     from stream_migrator.settings import Settings
@@ -132,3 +134,97 @@ def _check(props: dict[str, str]) -> None:
             raise ConfigError(
                 f"{setting}={path} ({name}): the file does not exist or is not readable"
             )
+
+
+class _Captured(logging.Handler):
+    """Collects librdkafka's log lines (they name the cause of a failed connection)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+
+
+def check_kafka_access(bootstrap: str, properties: dict[str, str], timeout: float = 15.0) -> None:
+    """Connect once with ``properties``; a refusal is one sentence naming the setting to fix.
+
+    Run before a process touches any data: a wrong password, an untrusted CA or a
+    plaintext client at a TLS listener then stop it with a ConfigError instead of
+    an endless reconnect loop in the logs. A broker that does not answer at all is
+    an InfraError (it may be down, not misconfigured).
+    """
+    from confluent_kafka import KafkaException
+    from confluent_kafka.admin import AdminClient
+
+    captured = _Captured()
+    logger = logging.getLogger(f"stream_migrator.kafka_access.{id(captured)}")
+    logger.setLevel(logging.DEBUG)  # librdkafka reports a refused connection at INFO
+    logger.propagate = False
+    logger.addHandler(captured)
+    errors: list[str] = []
+    config: dict[str, Any] = {
+        "bootstrap.servers": bootstrap,
+        **properties,
+        "logger": logger,
+        "error_cb": lambda err: errors.append(str(err)),
+    }
+    admin = AdminClient(config)
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            try:
+                admin.list_topics(timeout=min(1.0, timeout))
+                return
+            except KafkaException as exc:
+                failure = str(exc.args[0] if exc.args else exc)
+            admin.poll(0)  # serve the log and error callbacks
+            problem = _access_error(bootstrap, properties, " | ".join(captured.lines + errors))
+            if problem is not None:
+                raise problem
+            if time.monotonic() >= deadline:
+                raise InfraError(
+                    f"Kafka at {bootstrap} did not answer within {timeout:g} s ({failure}); "
+                    "is SM_KAFKA_BOOTSTRAP right and the broker up?"
+                )
+    finally:
+        logger.removeHandler(captured)
+
+
+def _access_error(bootstrap: str, props: dict[str, str], detail: str) -> ConfigError | None:
+    """The misconfiguration librdkafka's log lines point at, if any."""
+    protocol = props.get("security.protocol", "plaintext").lower()
+    if "SASL authentication error" in detail or "Authentication failed" in detail:
+        return ConfigError(
+            f"Kafka at {bootstrap} refused the login of SM_KAFKA_SASL_USERNAME="
+            f"{props.get('sasl.username', '')!r} with SM_KAFKA_SASL_MECHANISM="
+            f"{props.get('sasl.mechanism', '')}: check SM_KAFKA_SASL_PASSWORD (and the mechanism)"
+        )
+    if "certificate verify failed" in detail:
+        ca = props.get("ssl.ca.location", "the system CA store")
+        return ConfigError(
+            f"the TLS certificate of Kafka at {bootstrap} is not signed by a CA in "
+            f"SM_KAFKA_SSL_CA_LOCATION={ca}: give the PEM file of the CA that signed it"
+        )
+    if "SSL handshake failed" in detail:
+        return ConfigError(
+            f"TLS to Kafka at {bootstrap} failed ({_first(detail, 'SSL')}): check "
+            "SM_KAFKA_SECURITY_PROTOCOL and the SM_KAFKA_SSL_* files"
+        )
+    if protocol in ("plaintext", "sasl_plaintext") and (
+        "APIVERSION_QUERY" in detail or "ApiVersion" in detail
+    ):
+        return ConfigError(
+            f"Kafka at {bootstrap} closed the connection at the first request with "
+            f"SM_KAFKA_SECURITY_PROTOCOL={protocol}: the listener likely expects TLS or "
+            "SASL; set SM_KAFKA_SECURITY_PROTOCOL to ssl, sasl_ssl or sasl_plaintext"
+        )
+    return None
+
+
+def _first(detail: str, needle: str) -> str:
+    for part in detail.split(" | "):
+        if needle in part:
+            return part.split(": ", 2)[-1][:200]
+    return detail[:200]

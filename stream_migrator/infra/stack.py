@@ -47,6 +47,15 @@ _MONGO_JVM = [
 ]
 
 
+@dataclass(frozen=True)
+class ScramUser:
+    """A SCRAM user created when the broker's storage is formatted (``--add-scram``)."""
+
+    username: str
+    password: str
+    mechanism: str = "SCRAM-SHA-512"
+
+
 @dataclass
 class ServerInfo:
     """One running server of the stack."""
@@ -95,10 +104,14 @@ class LocalStack:
         *,
         oplog_max_entries: int | None = None,
         oplog_impl: str = "bounded",
+        sasl_ssl_user: ScramUser | None = None,
     ) -> None:
         """``oplog_max_entries`` bounds the stand-in's oplog (None: the launcher's large default);
-        ``oplog_impl`` "library" selects mongo-java-server's own oplog (for A/B measurements)."""
+        ``oplog_impl`` "library" selects mongo-java-server's own oplog (for A/B measurements);
+        ``sasl_ssl_user`` adds a SASL_SSL listener to the broker (a test CA signs its
+        certificate, see :meth:`kafka_ca_file`) that this SCRAM user can log in to."""
         self.state_dir = state_dir.resolve()
+        self._sasl_ssl_user = sasl_ssl_user
         # Jars are shared by every stack on the machine: the demo's, the tests', yours.
         self.cache_dir = (cache_dir or DEFAULT_CACHE_DIR).resolve()
         self.host = host
@@ -124,6 +137,14 @@ class LocalStack:
 
     def kafka_bootstrap(self) -> str:
         return self._require("kafka").address
+
+    def kafka_sasl_ssl_bootstrap(self) -> str:
+        """The broker's SASL_SSL listener (only with ``sasl_ssl_user``)."""
+        return self._require("kafka-sasl-ssl").address
+
+    def kafka_ca_file(self) -> Path:
+        """PEM of the test CA that signed the SASL_SSL listener's certificate."""
+        return self.state_dir / "tls" / "ca.pem"
 
     def mongo_uri(self) -> str:
         return f"mongodb://{self._require('mongo').address}/?directConnection=true"
@@ -179,11 +200,12 @@ class LocalStack:
                 servers["mongo"] = self._start_mongo(java, jars)
                 self._save(servers)
             if "kafka" in only and "kafka" not in servers:
-                servers["kafka"] = self._start_kafka(java, jars)
+                servers.update(self._start_kafka(java, jars))
                 self._save(servers)
             deadline = time.monotonic() + timeout
             for info in servers.values():
-                self._wait_ready(info, deadline, quiet=quiet)
+                if info.name != "kafka-sasl-ssl":  # same process as "kafka"
+                    self._wait_ready(info, deadline, quiet=quiet)
         except BaseException:
             self.down()
             raise
@@ -236,17 +258,25 @@ class LocalStack:
         ]
         return self._spawn("mongo", argv, port)
 
-    def _start_kafka(self, java: str, jars: Path) -> ServerInfo:
+    def _start_kafka(self, java: str, jars: Path) -> dict[str, ServerInfo]:
         port = free_port(self.host)
         controller = free_port(self.host)
         data = self.state_dir / "kafka-data"
         props = self.state_dir / "kafka.properties"
         template = (DEPLOY_LOCAL / "kafka" / "server.properties.template").read_text()
-        props.write_text(
-            string.Template(template).substitute(
-                NODE_ID="1", BROKER_PORT=port, CONTROLLER_PORT=controller, LOG_DIR=data
-            )
+        rendered = string.Template(template).substitute(
+            NODE_ID="1", BROKER_PORT=port, CONTROLLER_PORT=controller, LOG_DIR=data
         )
+        secure_port = free_port(self.host) if self._sasl_ssl_user else None
+        scram: list[str] = []
+        if self._sasl_ssl_user is not None and secure_port is not None:
+            rendered = self._with_sasl_ssl_listener(rendered, secure_port)
+            user = self._sasl_ssl_user
+            scram = [
+                "--add-scram",
+                f"{user.mechanism}=[name={user.username},password={user.password}]",
+            ]
+        props.write_text(rendered)
         classpath = ["-cp", f"{jars}/*"]
         log4j = _LOG4J
         # A fresh data directory on every start: the stack is for tests and demos.
@@ -264,6 +294,7 @@ class LocalStack:
                 "-c",
                 str(props),
                 "--standalone",
+                *scram,
             ],
             capture_output=True,
             text=True,
@@ -274,7 +305,43 @@ class LocalStack:
                 f"formatting Kafka storage failed: {(fmt.stderr or fmt.stdout)[-500:]}"
             )
         argv = [java, *_KAFKA_JVM, log4j, *classpath, "kafka.Kafka", str(props)]
-        return self._spawn("kafka", argv, port)
+        broker = self._spawn("kafka", argv, port)
+        started = {"kafka": broker}
+        if secure_port is not None:
+            started["kafka-sasl-ssl"] = ServerInfo(
+                "kafka-sasl-ssl", broker.pid, self.host, secure_port, broker.log
+            )
+        return started
+
+    def _with_sasl_ssl_listener(self, rendered: str, secure_port: int) -> str:
+        """The broker's properties plus a SASL_SSL (SCRAM) listener with a test CA's certificate.
+
+        The plaintext listener stays, for the broker's own traffic and the readiness probe.
+        """
+        from stream_migrator.infra.certs import keytool_keystore
+
+        tls = keytool_keystore(self.state_dir / "tls", self.host)
+        secure = f"SASL_SSL://{self.host}:{secure_port}"
+        lines = []
+        for line in rendered.splitlines():
+            key = line.split("=", 1)[0]
+            if key in ("listeners", "advertised.listeners"):
+                lines.append(line.replace("PLAINTEXT://", f"{secure},PLAINTEXT://", 1))
+            elif key == "listener.security.protocol.map":
+                lines.append(line + ",SASL_SSL:SASL_SSL")
+            else:
+                lines.append(line)
+        jaas = "org.apache.kafka.common.security.scram.ScramLoginModule required;"
+        lines += [
+            "sasl.enabled.mechanisms=SCRAM-SHA-256,SCRAM-SHA-512",
+            f"listener.name.sasl_ssl.scram-sha-256.sasl.jaas.config={jaas}",
+            f"listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config={jaas}",
+            "ssl.keystore.type=PKCS12",
+            f"ssl.keystore.location={tls.keystore}",
+            f"ssl.keystore.password={tls.password}",
+            f"ssl.key.password={tls.password}",
+        ]
+        return "\n".join(lines) + "\n"
 
     def _wait_ready(self, info: ServerInfo, deadline: float, *, quiet: bool) -> None:
         if not quiet:

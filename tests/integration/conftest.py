@@ -1,0 +1,5 @@
+"""Fixtures of the integration tests beyond the session's servers (tests/conftest.py)."""
+
+from tests.integration.secured import secure_kafka
+
+__all__ = ["secure_kafka"]
