@@ -32,8 +32,10 @@ import datetime as dt
 import json
 import random
 import string
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +51,7 @@ _INT32 = 2**31
 _INT64 = 2**63
 _PRIMITIVES = ("null", "boolean", "int", "long", "float", "double", "bytes", "string")
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+_Checker = Callable[[Any], bool]
 
 
 @dataclass(frozen=True)
@@ -62,9 +65,21 @@ class AvroSchema:
 
     def violations(self, doc: Any, limit: int = 10) -> list[str]:
         """Up to ``limit`` problems of ``doc`` as ``path: what is wrong`` (empty when valid)."""
+        if self.is_valid(doc):
+            return []
         out: list[str] = []
         _check(doc, self.schema, "", self.named, out, limit)
         return out
+
+    def is_valid(self, doc: Any) -> bool:
+        """Whether ``doc`` matches the schema: the compiled check, without messages."""
+        return self._compiled(doc)
+
+    @cached_property
+    def _compiled(self) -> _Checker:
+        # Compiled once per schema. It only answers valid or not: the messages of an
+        # invalid document come from the walk in _check (the slow path, quarantine only).
+        return _compile(self.schema, self.named, {})
 
     def validate(self, doc: dict[str, Any]) -> None:
         """Raise TransformError naming the first bad field path (the document is quarantined)."""
@@ -226,33 +241,137 @@ def _check_record(
             )
 
 
-def _primitive_ok(value: Any, kind: str) -> bool:  # noqa: PLR0911 - one line per primitive
-    if kind == "null":
-        return value is None
-    if kind == "boolean":
-        return isinstance(value, bool)
-    if kind == "int":
-        return type_name(value) == "int"
-    if kind == "long":
-        return isinstance(value, int) and not isinstance(value, bool) and -_INT64 <= value < _INT64
-    if kind in ("float", "double"):
-        return isinstance(value, float)
-    if kind == "bytes":
-        return isinstance(value, bytes)
-    if kind == "string":
-        return isinstance(value, str)
-    return False
+def _primitive_ok(value: Any, kind: str) -> bool:
+    return _PRIMITIVE_CHECKS.get(kind, _never)(value)
 
 
 def _logical_ok(value: Any, logical: str) -> bool | None:
     """Whether ``value`` is of this logical type; None for a logical type we do not map."""
-    if logical == "objectId":
-        return isinstance(value, ObjectId)
-    if logical == "decimal128":
-        return isinstance(value, Decimal128)
-    if logical in ("timestamp-millis", "timestamp-micros", "date"):
-        return isinstance(value, dt.datetime)
-    return None
+    cls = _LOGICAL_CLASSES.get(logical)
+    return None if cls is None else isinstance(value, cls)
+
+
+# -- the compiled check ------------------------------------------------------------
+#
+# One closure per schema node, built once: union branches, named types and the
+# primitive tests are resolved here instead of per value. It must accept exactly
+# what _check accepts (tests/unit/test_spec_avro_compiled.py compares the two);
+# where it is unsure, it says invalid, and _check then has the last word.
+
+
+def _compile(  # noqa: PLR0911 - one branch per Avro type
+    schema: Any, named: dict[str, Any], done: dict[int, _Checker]
+) -> _Checker:
+    """The checker of ``schema``; ``done`` holds the records compiled so far, by ``id``.
+
+    A recursive type refers to itself by name, which resolves to the same object
+    of ``named`` each time: keyed by identity, its second visit finds the first.
+    """
+    schema = _resolve(schema, named)
+    if isinstance(schema, list):
+        return _compile_union([_compile(b, named, done) for b in schema])
+    if isinstance(schema, str):
+        return _PRIMITIVE_CHECKS.get(schema, _never)
+    if not isinstance(schema, dict):
+        return _never
+    logical = _LOGICAL_CLASSES.get(schema.get("logicalType"))
+    if logical is not None:
+        return lambda value: isinstance(value, logical)
+    kind = schema.get("type")
+    if kind == "record":
+        return _compile_record(schema, named, done)
+    if kind == "array":
+        item = _compile(schema.get("items"), named, done)
+        return lambda value: isinstance(value, list) and all(map(item, value))
+    if kind == "map":
+        each = _compile(schema.get("values"), named, done)
+        return lambda value: isinstance(value, dict) and all(map(each, value.values()))
+    if kind == "enum":
+        symbols = frozenset(schema.get("symbols", ()))
+        return lambda value: isinstance(value, str) and value in symbols
+    if kind == "fixed":
+        size = schema.get("size")
+        return lambda value: isinstance(value, bytes) and len(value) == size
+    if kind is None:
+        return _never
+    return _compile(kind, named, done)
+
+
+def _never(_value: Any) -> bool:
+    return False
+
+
+def _compile_union(branches: list[_Checker]) -> _Checker:
+    if len(branches) == 1:
+        return branches[0]
+    if len(branches) == 2 and branches[0] is _is_null:  # ["null", T]: the optional field
+        other = branches[1]
+        return lambda value: value is None or other(value)
+    options = tuple(branches)
+    return lambda value: any(check(value) for check in options)
+
+
+def _compile_record(
+    schema: dict[str, Any], named: dict[str, Any], done: dict[int, _Checker]
+) -> _Checker:
+    if id(schema) in done:
+        return done[id(schema)]
+    fields: dict[str, _Checker] = {}
+    required: set[str] = set()
+
+    def check(value: Any) -> bool:
+        if not isinstance(value, dict) or not required <= value.keys():
+            return False
+        for key, item in value.items():
+            sub = fields.get(key)
+            if sub is None or not sub(item):
+                return False
+        return True
+
+    done[id(schema)] = check  # before the fields, which may refer to this record
+    for f in schema.get("fields", ()):
+        fields[f["name"]] = _compile(f["type"], named, done)
+        if "default" not in f:
+            required.add(f["name"])
+    return check
+
+
+def _is_null(value: Any) -> bool:
+    return value is None
+
+
+def _is_int(value: Any) -> bool:
+    # int32, as type_name says "int": not a bool, not an Int64 (a long even when small)
+    return (
+        isinstance(value, int)
+        and not isinstance(value, (bool, Int64))
+        and -_INT32 <= value < _INT32
+    )
+
+
+def _is_long(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and -_INT64 <= value < _INT64
+
+
+_PRIMITIVE_CHECKS: dict[str, _Checker] = {
+    "null": _is_null,
+    "boolean": lambda value: isinstance(value, bool),
+    "int": _is_int,
+    "long": _is_long,
+    "float": lambda value: isinstance(value, float),
+    "double": lambda value: isinstance(value, float),
+    "bytes": lambda value: isinstance(value, bytes),
+    "string": lambda value: isinstance(value, str),
+}
+
+#: The logical types of the mapping (the module docstring), by the Python class they take.
+_LOGICAL_CLASSES: dict[Any, type] = {
+    "objectId": ObjectId,
+    "decimal128": Decimal128,
+    "timestamp-millis": dt.datetime,
+    "timestamp-micros": dt.datetime,
+    "date": dt.datetime,
+}
 
 
 # -- conversion for Avro tools -------------------------------------------------

@@ -114,8 +114,7 @@ class MigrationSpec:
         Raises TransformError whose ``field`` is the path, e.g. ``address.zip``.
         """
         if self.target_schema is not None:
-            body = {k: v for k, v in doc.items() if k != META_FIELD}
-            self.target_schema.validate(body)
+            self.target_schema.validate(_working_copy(doc) if META_FIELD in doc else doc)
 
     def migrate(self, doc: dict[str, Any]) -> dict[str, Any]:
         """:meth:`transform`, then :meth:`validate_target`: what may be written to the target."""
