@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install jars demo test test-unit lint bench infra-up infra-down infra-status clean \
+.PHONY: help install jars demo test test-unit lint bench bench-compare infra-up infra-down infra-status clean \
 	ops-tools deploy-check dashboard-png
 
 help: ## list the targets
@@ -39,6 +39,9 @@ lint: $(STAMP) ## ruff and mypy --strict
 bench: jars ## throughput benchmark: backlog drain rate (prints figures)
 	$(BIN)/python benchmarks/drain.py
 
+bench-compare: jars ## drain vs the servers' ceilings and Kafka Connect, latency (ARGS=--quick)
+	$(BIN)/python benchmarks/side_by_side.py $(ARGS)
+
 infra-up: jars ## start Kafka + mongo-java-server on loopback
 	$(BIN)/stream-migrator infra up
 
@@ -55,12 +58,12 @@ clean: ## remove the venv and all local state (.sm)
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 K8S_VERSION ?= 1.30.0
 
-ops-tools: $(STAMP) ## promtool + prometheus, docker-compose (Debian); kubernetes-validate (PyPI)
+ops-tools: $(STAMP) ## promtool + prometheus, docker-compose, stunnel (Debian); kubernetes-validate (PyPI)
 	@command -v promtool >/dev/null && command -v prometheus >/dev/null \
-		&& command -v docker-compose >/dev/null || { \
+		&& command -v docker-compose >/dev/null && command -v stunnel4 >/dev/null || { \
 		$(SUDO) apt-get update -qq && \
 		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-			--no-install-recommends prometheus docker-compose >/dev/null; }
+			--no-install-recommends prometheus docker-compose stunnel4 >/dev/null; }
 	$(BIN)/pip install --quiet 'kubernetes-validate>=1.30' 'pyyaml>=6'
 
 deploy-check: ops-tools ## check deploy/: alert rules + their tests, compose file, k8s manifests

@@ -178,6 +178,9 @@ def _kafka_ceilings(bootstrap: str, n: int, timeout_s: float) -> tuple[float, fl
             }
         )
         payloads = [random.Random(i).randbytes(1024) for i in range(64)]  # incompressible
+        # One message first, untimed: connecting and the idempotent producer id.
+        producer.produce(topic, payloads[0], key=b"warm-up", on_delivery=delivered)
+        producer.flush(timeout_s)
         started = time.monotonic()
         for i in range(n):
             while True:
@@ -200,15 +203,18 @@ def _kafka_ceilings(bootstrap: str, n: int, timeout_s: float) -> tuple[float, fl
             }
         )
         try:
-            started = time.monotonic()
+            deadline = time.monotonic() + timeout_s
             consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(partitions)])
-            got = 0
-            while got < n:
-                for msg in consumer.consume(10_000, timeout=1.0):
-                    if msg.error() is None:
-                        got += 1
-                if time.monotonic() - started > timeout_s:
-                    raise BenchmarkError(f"consumed {got} of {n} messages in {timeout_s:.0f} s")
+            # Timed after the first message (the first fetch's set-up is not throughput);
+            # consume() returns as soon as it has the messages asked for.
+            got, want, started = 0, 1, 0.0
+            while got < n + 1:
+                batch = consumer.consume(min(1_000, want - got), timeout=0.5)
+                got += sum(1 for msg in batch if msg.error() is None)
+                if got and want == 1:
+                    want, started = n + 1, time.monotonic()
+                if time.monotonic() > deadline:
+                    raise BenchmarkError(f"consumed {got} of {n + 1} messages in {timeout_s:.0f} s")
             consume = n / (time.monotonic() - started)
         finally:
             consumer.close()
@@ -219,7 +225,8 @@ def _kafka_ceilings(bootstrap: str, n: int, timeout_s: float) -> tuple[float, fl
 
 def _delete_topic(bootstrap: str, topic: str) -> None:
     """Best effort: a benchmark's topic is not left on shared servers."""
-    for future in AdminClient({"bootstrap.servers": bootstrap}).delete_topics([topic]).values():
+    admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 3})
+    for future in admin.delete_topics([topic]).values():
         with contextlib.suppress(Exception):
             future.result(30)
 
@@ -255,8 +262,7 @@ def connect_copy(where: Servers, docs: int, timeout_s: float) -> ConnectResult:
     db = f"connect_{tag}"
     src, tgt = client[db]["orders"], client[db]["orders_copy"]
     topic = f"bench-connect-{tag}.changes"
-    state = SM_DIR / "bench-compare-connect"
-    shutil.rmtree(state, ignore_errors=True)
+    state = SM_DIR / f"bench-connect-{tag}"  # kept if the copy fails: connect.log is in it
     worker = ConnectWorker(where.kafka_bootstrap, state)
     try:
         seed(src, docs, 0, random.Random(1))
@@ -300,6 +306,8 @@ def connect_copy(where: Servers, docs: int, timeout_s: float) -> ConnectResult:
                     worker.wait_running(name, timeout=10)
         seconds, cpu_s = time.monotonic() - started, cpu_seconds(pid) - cpu0
         _check_copy(src, tgt)
+        worker.stop()
+        shutil.rmtree(state, ignore_errors=True)
         return ConnectResult(docs, seconds, cpu_s)
     except InfraError as exc:
         raise BenchmarkError(f"Kafka Connect: {exc}") from exc
@@ -384,6 +392,7 @@ def _writer(
     seqs = [first_seq + step * i for i in range(writes)]
     inserts = [v1_order(rng, seq) if rng.random() < 0.5 or not ids else None for seq in seqs]
     try:
+        coll.find_one({"_id": ids[0] if ids else None})  # this thread's connection, untimed
         ready.wait(60)
         interval, next_at = 1.0 / rate, time.perf_counter()
         until = next_at + seconds
@@ -450,7 +459,8 @@ def latency_at(pipe: Pipeline, rate: int, seconds: float, timeout_s: float) -> L
     opened.wait(30)
     try:
         ids = [d["_id"] for d in pipe.src.find({}, {"_id": 1})]
-        threads = 2 if rate <= 1_000 else 3  # more threads only fight over the GIL
+        # Enough threads to ride out a slow round trip; more only fight over the GIL.
+        threads = 2 if rate < 1_000 else 4
         errors: list[BaseException] = []
         ready = threading.Barrier(threads + 1)
         writers = [
@@ -495,9 +505,9 @@ def latency_at(pipe: Pipeline, rate: int, seconds: float, timeout_s: float) -> L
 
 
 def measure_latency(
-    where: Servers, seed_docs: int, seconds: float, timeout_s: float
+    where: Servers, seed_docs: int, seconds: float, timeout_s: float, rates: list[int]
 ) -> list[Latency]:
-    """Capture + 1 worker caught up on ``seed_docs``, then each rate of :data:`RATES`."""
+    """Capture + 1 worker caught up on ``seed_docs``, then each of ``rates`` in turn."""
     with Pipeline(where, 1) as pipe:
         seed(pipe.src, seed_docs, 0, random.Random(5))
         pipe.start()
@@ -508,7 +518,7 @@ def measure_latency(
             return done and pipe.tgt.estimated_document_count() == seed_docs
 
         _wait(f"the pipeline caught up on {seed_docs} documents", caught_up, timeout_s)
-        return [latency_at(pipe, rate, seconds, timeout_s) for rate in RATES]
+        return [latency_at(pipe, rate, seconds, timeout_s) for rate in rates]
 
 
 # -- the run ----------------------------------------------------------------------------
@@ -599,8 +609,13 @@ def final_line(rounds: list[Round]) -> str:
 def _phase(name: str, own: bool | None, run: Callable[[Servers], T]) -> T:
     _progress(f"-- {name} ...")
     started = time.monotonic()
-    with servers(STACK, own=own) as where:
-        result = run(where)
+    try:
+        with servers(STACK, own=own) as where:
+            result = run(where)
+    except BenchmarkError:
+        raise
+    except Exception as exc:  # a server or client error: name the phase, no figure
+        raise BenchmarkError(f"{name}: {exc!r}") from exc
     _progress(f"   {name}: {time.monotonic() - started:.0f} s")
     return result
 
@@ -625,7 +640,9 @@ def run_round(args: argparse.Namespace) -> Round:
         r.latency = _phase(
             "latency",
             own,
-            lambda w: measure_latency(w, args.latency_seed, args.latency_seconds, timeout),
+            lambda w: measure_latency(
+                w, args.latency_seed, args.latency_seconds, timeout, args.rates
+            ),
         )
     return r
 
@@ -639,6 +656,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--live-seconds", type=float, default=None, help="drain's live writes")
+    parser.add_argument(
+        "--rates", type=int, nargs="+", default=list(RATES), help="writes/s for the latency"
+    )
     parser.add_argument("--latency-seconds", type=float, default=None, help="per rate")
     parser.add_argument("--latency-seed", type=int, default=None, help="documents to tail")
     parser.add_argument("--timeout", type=float, default=1800.0, help="per phase, seconds")

@@ -1,0 +1,62 @@
+"""The side-by-side benchmark script runs end to end (tiny sizes: its shape, not its speed)."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+from tests import backends
+
+pytestmark = pytest.mark.integration
+
+SCRIPT = backends.REPO / "benchmarks" / "side_by_side.py"
+KEYS = (
+    "ratio_vs_connect_1w",
+    "ratio_vs_connect_2w",
+    "ratio_vs_ceiling",
+    "capture_us_per_event",
+    "transform_us_per_event",
+    "p99_ms_at_1000",
+)
+
+
+def test_side_by_side_prints_table_and_ratio_line(backend: backends.Backend) -> None:
+    """Every phase runs on the session's servers; the last line parses into positive figures."""
+    env = {
+        **os.environ,
+        "SM_KAFKA_BOOTSTRAP": backend.kafka_bootstrap,
+        "SM_MONGO_URI": backend.mongo_uri,
+    }
+    # 100 writes/s: any machine holds it, so p99_ms_at_1000 is "n/a" by design here.
+    args = ["--docs", "1000", "--live-seconds", "1", "--latency-seconds", "2"]
+    args += ["--latency-seed", "200", "--rates", "100", "--timeout", "240"]
+    out = subprocess.run(
+        [sys.executable, str(SCRIPT), *args],
+        cwd=backends.REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    lines = out.stdout.strip().splitlines()
+    figures = dict(part.split("=") for part in lines[-1].split())
+    assert tuple(figures) == KEYS
+    assert figures.pop("p99_ms_at_1000") == "n/a"
+    assert all(float(v) > 0 for v in figures.values()), lines[-1]
+    table = "\n".join(lines[:-1])
+    for row in (
+        "stand-in insert_many(1000)",
+        "stand-in change-stream read",
+        "Kafka produce 1 KB acks=all idempotent",
+        "stream-migrator drain, 1 worker",
+        "stream-migrator drain, 2 workers",
+        "Kafka Connect source -> sink copy",
+    ):
+        assert re.search(rf"^{re.escape(row)}\s+[\d,]+\b", table, re.M), row
+    assert re.search(r"^latency at 100 writes/s\s+[\d,]+\s+p50 \d+ ms, p99 \d+ ms", table, re.M)
