@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import io
 import json
+import struct
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -18,6 +20,8 @@ import bson
 import fastavro
 from bson import Timestamp
 from bson.codec_options import CodecOptions
+from bson.errors import InvalidBSON
+from bson.raw_bson import RawBSONDocument
 
 from stream_migrator.errors import EnvelopeError
 
@@ -26,6 +30,12 @@ MAGIC = b"\x01"
 _SCHEMA_FILE = Path(__file__).resolve().parent.parent / "schemas" / "change_envelope.avsc"
 # tz_aware keeps datetimes comparable and round-trippable; document_class=dict keeps order.
 BSON_OPTIONS: CodecOptions[dict[str, Any]] = CodecOptions(tz_aware=True)
+#: Capture reads documents and change events as these: the server's bytes, decoded only
+#: where a field is read (the same options when it is), so a document goes into the
+#: envelope without a decode and a re-encode.
+RAW_OPTIONS: CodecOptions[RawBSONDocument] = CodecOptions(
+    document_class=RawBSONDocument, tz_aware=True
+)
 
 
 @cache
@@ -91,6 +101,110 @@ def key_bytes(doc_id: Any) -> bytes:
     return bson.encode({"_id": doc_id})
 
 
+_INT32 = struct.Struct("<i")
+# Value sizes of the fixed-width BSON types: double, undefined, ObjectId, bool, datetime,
+# null, int32, timestamp, int64, decimal128, max key, min key.
+_FIXED_SIZE = {
+    0x01: 8, 0x06: 0, 0x07: 12, 0x08: 1, 0x09: 8, 0x0A: 0,
+    0x10: 4, 0x11: 8, 0x12: 8, 0x13: 16, 0x7F: 0, 0xFF: 0,
+}  # fmt: skip
+# An ``_id`` of these types decodes to a value that encodes back to the same bytes
+# (double, string, binary, ObjectId, bool, int32, int64, decimal128): its element can be
+# the key as it is. Others (an embedded document may hold a DBRef, a symbol decodes as a
+# string, ...) go the long way, through key_bytes of the decoded value.
+_VERBATIM_ID = frozenset({0x01, 0x02, 0x05, 0x07, 0x08, 0x10, 0x12, 0x13})
+
+
+def _elements(raw: bytes) -> Iterator[tuple[bytes, int, int]]:
+    """Top-level elements of a BSON document: (name, element start, element end)."""
+    at, end = 4, len(raw) - 1
+    while at < end:
+        kind = raw[at]
+        name_end = raw.index(b"\x00", at + 1)
+        value = name_end + 1
+        size = _FIXED_SIZE.get(kind)
+        if size is None:
+            if kind in (0x02, 0x0D, 0x0E):  # string, code, symbol
+                size = 4 + _INT32.unpack_from(raw, value)[0]
+            elif kind in (0x03, 0x04, 0x0F):  # document, array, code with scope
+                size = _INT32.unpack_from(raw, value)[0]
+            elif kind == 0x05:  # binary: length, subtype, bytes
+                size = 5 + _INT32.unpack_from(raw, value)[0]
+            elif kind == 0x0B:  # regex: two C strings
+                size = raw.index(b"\x00", raw.index(b"\x00", value) + 1) + 1 - value
+            elif kind == 0x0C:  # DBPointer: string, ObjectId
+                size = 4 + _INT32.unpack_from(raw, value)[0] + 12
+            else:
+                raise InvalidBSON(f"unknown BSON type 0x{kind:02x} at byte {at}")
+        if size < 0 or value + size > end:
+            raise InvalidBSON(f"BSON element at byte {at} overruns its document")
+        yield raw[at + 1 : name_end], at, value + size
+        at = value + size
+
+
+def _verbatim(element: bytes) -> bool:
+    """True when the ``_id`` element re-encodes, once decoded, to exactly these bytes."""
+    kind = element[0]
+    if kind not in _VERBATIM_ID:
+        return False
+    value = element[5:]  # past the type byte and "_id\0"
+    if kind == 0x02:  # valid UTF-8 ending in its NUL, or decoding raises (long way)
+        try:
+            value[4:-1].decode("utf-8")
+        except UnicodeDecodeError:
+            return False
+        return value[-1:] == b"\x00" and len(value) == 4 + _INT32.unpack_from(value)[0]
+    if kind == 0x05:  # subtype 2 (old binary) carries a second length: long way
+        return value[4] != 2
+    if kind == 0x08:
+        return value in (b"\x00", b"\x01")
+    return True
+
+
+def _raw_key(raw: bytes) -> bytes | None:
+    """:func:`key_bytes` of the ``_id`` of BSON document ``raw``, taken from its bytes."""
+    for name, start, end in _elements(raw):
+        if name == b"_id":
+            element = raw[start:end]
+            wrapped = _INT32.pack(len(element) + 5) + element + b"\x00"
+            if _verbatim(element):
+                return wrapped
+            return key_bytes(bson.decode(wrapped, BSON_OPTIONS)["_id"])
+    return None
+
+
+def id_key(doc: Mapping[str, Any]) -> bytes | None:
+    """:func:`key_bytes` of ``doc['_id']`` (None if it has none), cheap for a raw document.
+
+    A RawBSONDocument is not decoded: its ``_id`` element, wrapped, is the key (the
+    bytes ``key_bytes`` gives the decoded id, which partitioning depends on).
+    """
+    if isinstance(doc, RawBSONDocument):
+        return _raw_key(bytes(doc.raw))
+    return key_bytes(doc["_id"]) if "_id" in doc else None
+
+
+def bson_of(doc: Mapping[str, Any]) -> bytes:
+    """BSON bytes of a document: a raw document's own, a decoded one's encoding."""
+    if isinstance(doc, RawBSONDocument):
+        # A slice of a cursor's batch is a memoryview (PyMongo 4.18+): the envelope needs bytes.
+        return bytes(doc.raw)
+    return bson.encode(doc)
+
+
+def _no_document(doc: Any) -> bool:
+    """Empty, not a document, or holding ``$`` keys (an update spec): no full document."""
+    if not isinstance(doc, Mapping):
+        return True
+    if isinstance(doc, RawBSONDocument):
+        raw = bytes(doc.raw)
+        # Most documents have no "$" byte at all: only those need their names read.
+        return len(raw) <= 5 or (
+            b"$" in raw and any(name.startswith(b"$") for name, _, _ in _elements(raw))
+        )
+    return not doc or any(k.startswith("$") for k in doc)
+
+
 @dataclass(frozen=True, slots=True)
 class ChangeEvent:
     """One change of one source document, as carried through Kafka."""
@@ -110,14 +224,38 @@ class ChangeEvent:
 
 def encode(event: ChangeEvent) -> bytes:
     """Encode an event to the Kafka value bytes."""
+    return encode_raw(
+        event.op,
+        event.ns,
+        event.key,
+        None if event.document is None else bson.encode(event.document),
+        event.cluster_time,
+        event.captured_at_ms,
+        None if event.resume_token is None else bson.encode(event.resume_token),
+    )
+
+
+def encode_raw(
+    op: Op,
+    ns: str,
+    key: bytes,
+    document: bytes | None,
+    cluster_time: int,
+    captured_at_ms: int,
+    resume_token: bytes | None,
+) -> bytes:
+    """:func:`encode` of an event whose key, document and token are BSON bytes already.
+
+    Capture's path: what it read raw goes into the envelope as it came.
+    """
     record = {
-        "op": event.op,
-        "ns": event.ns,
-        "key": event.key,
-        "document": None if event.document is None else bson.encode(event.document),
-        "cluster_time": event.cluster_time,
-        "captured_at_ms": event.captured_at_ms,
-        "resume_token": None if event.resume_token is None else bson.encode(event.resume_token),
+        "op": op,
+        "ns": ns,
+        "key": key,
+        "document": document,
+        "cluster_time": cluster_time,
+        "captured_at_ms": captured_at_ms,
+        "resume_token": resume_token,
     }
     buf = io.BytesIO()
     buf.write(MAGIC)
@@ -160,7 +298,7 @@ def decode(value: bytes | None) -> ChangeEvent:
 NO_ID: Any = object()
 
 
-def change_identity(change: dict[str, Any]) -> tuple[Any, dict[str, Any] | None]:
+def change_identity(change: Mapping[str, Any]) -> tuple[Any, dict[str, Any] | None]:
     """The ``(_id, full document)`` of a MongoDB change event, whoever captured it.
 
     MongoDB puts the id in ``documentKey._id`` and gives a null ``fullDocument``
@@ -171,20 +309,40 @@ def change_identity(change: dict[str, Any]) -> tuple[Any, dict[str, Any] | None]
     document's; ``NO_ID`` means an update of a vanished document (nothing to write:
     the delete that removed it follows). A delete without a key is an EnvelopeError.
     """
+    doc_id, doc = _identity(change, lambda holder: holder.get("_id", NO_ID))
+    return doc_id, doc
+
+
+def change_key(change: Mapping[str, Any]) -> tuple[bytes | None, Mapping[str, Any] | None]:
+    """:func:`change_identity` as capture needs it: the Kafka key (None for ``NO_ID``).
+
+    On a change read raw nothing but the few fields looked at is decoded: the key is
+    the ``_id`` element's bytes (see :func:`id_key`), the document stays raw.
+    """
+    key, doc = _identity(change, lambda holder: id_key(holder) or NO_ID)
+    return (None if key is NO_ID else key), doc
+
+
+def token_text(token: Any) -> str:
+    """A resume token as logs and messages show it (a raw one decoded)."""
+    return str(dict(token)) if isinstance(token, RawBSONDocument) else str(token)
+
+
+def _identity(change: Mapping[str, Any], id_of: Callable[[Mapping[str, Any]], Any]) -> Any:
+    """``(id_of(holder), full document)`` for :func:`change_identity`; ``id_of`` gives NO_ID
+    for a holder without ``_id``."""
     op = change.get("operationType")
     doc = change.get("fullDocument") if op != "delete" else None
-    if doc is not None and (
-        not isinstance(doc, dict) or not doc or any(k.startswith("$") for k in doc)
-    ):
+    if doc is not None and _no_document(doc):
         doc = None
-    key = change.get("documentKey")
-    if isinstance(key, dict) and "_id" in key:
-        return key["_id"], doc
-    if doc is not None and "_id" in doc:
-        return doc["_id"], doc
+    for holder in (change.get("documentKey"), doc):
+        if isinstance(holder, Mapping):
+            found = id_of(holder)
+            if found is not NO_ID:
+                return found, doc
     if op == "delete":
         raise EnvelopeError(
-            f"a delete event has no documentKey._id (token {change.get('_id')}): "
+            f"a delete event has no documentKey._id (token {token_text(change.get('_id'))}): "
             "the delete cannot be applied"
         )
     return NO_ID, None

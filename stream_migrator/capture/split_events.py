@@ -8,6 +8,7 @@ whole event is the union of the fragments' fields; its token is the last one's.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from stream_migrator.errors import FatalError
@@ -17,14 +18,14 @@ class SplitEventAssembler:
     """Feed every change; get back whole events (fragments are held until complete)."""
 
     def __init__(self) -> None:
-        self._parts: list[dict[str, Any]] = []
+        self._parts: list[Mapping[str, Any]] = []
 
     @property
     def pending(self) -> bool:
         """True while fragments of an event are held (do not checkpoint past them)."""
         return bool(self._parts)
 
-    def add(self, change: dict[str, Any]) -> dict[str, Any] | None:
+    def add(self, change: Mapping[str, Any]) -> Mapping[str, Any] | None:
         split = change.get("splitEvent")
         if split is None:
             if self._parts:

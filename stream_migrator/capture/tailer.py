@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from collections import Counter
+from collections.abc import Mapping
 from typing import Any
 
+import bson
 from bson import Timestamp
+from bson.raw_bson import RawBSONDocument
 from pymongo import MongoClient
 from pymongo.change_stream import ChangeStream
 from pymongo.collection import Collection
@@ -161,22 +163,30 @@ class Capture:
         queries = [{}] if last_id is None else after_id_filters(last_id)
         log.info("snapshot.start", resume_after_id=None if last_id is None else str(last_id))
         copied = 0
+        # Read raw: each document's bytes go into its envelope as the server sent them,
+        # never decoded and encoded again (only a checkpoint's last _id is decoded).
+        raw_source = source.with_options(codec_options=events.RAW_OPTIONS)
         for query in queries:
-            cursor = source.find(query).sort("_id", 1).batch_size(2_000)
+            cursor = raw_source.find(query).sort("_id", 1).batch_size(2_000)
             try:
-                for doc in cursor:
+                last: RawBSONDocument | None = None
+                for last in cursor:
                     if self._throttle is not None:
                         self._throttle.admit()
-                    self._emit("snapshot", doc["_id"], doc, read_at, None)
+                    key = events.id_key(last)
+                    assert key is not None  # a stored document always has an _id
+                    self._emit("snapshot", key, events.bson_of(last), read_at, None)
                     copied += 1
-                    last_id = doc["_id"]
                     if copied % _SNAPSHOT_CHUNK == 0:
+                        last_id = last["_id"]
                         self._commit(
                             snapshot={"done": False, "last_id": last_id, "read_at": read_at}
                         )
                         log.info("snapshot.progress", copied=copied)
                         if self._stop.is_set():
                             return False
+                if last is not None:
+                    last_id = last["_id"]
             finally:
                 cursor.close()
         self._commit(snapshot={"done": True, "last_id": last_id, "read_at": read_at})
@@ -196,7 +206,7 @@ class Capture:
         log.info(
             "stream.open", split_events=self._split_events, **{k: str(v) for k, v in kwargs.items()}
         )
-        with self._coll.watch(
+        with self._coll.with_options(codec_options=events.RAW_OPTIONS).watch(
             pipeline,
             full_document="updateLookup",
             max_await_time_ms=500,
@@ -217,7 +227,7 @@ class Capture:
             while not self._stop.is_set():
                 asked = time.monotonic()
                 change = stream.try_next()
-                ready: list[dict[str, Any]] = []
+                ready: list[Mapping[str, Any]] = []
                 if change is None:
                     if time.monotonic() - asked < _IDLE_SLEEP_S:
                         # mongo-java-server ignores maxAwaitTimeMS and answers an empty
@@ -258,18 +268,20 @@ class Capture:
         else:
             self._commit(resume_token=folder.position)
 
-    def _handle(self, change: dict[str, Any], stream: ChangeStream[Any]) -> None:
+    def _handle(self, change: Mapping[str, Any], stream: ChangeStream[Any]) -> None:
         op = change.get("operationType")
         if op in _DATA_OPS:
             ts: Timestamp = change["clusterTime"]
             try:
-                doc_id, doc = events.change_identity(change)
+                key, doc = events.change_key(change)
             except EnvelopeError as exc:
                 raise FatalError(f"{exc}; refusing to continue rather than lose it") from exc
-            if doc_id is events.NO_ID:
-                log.warning("stream.update_without_key", token=str(change.get("_id")))
+            if key is None:
+                log.warning("stream.update_without_key", token=events.token_text(change["_id"]))
                 return
-            self._emit(op, doc_id, doc, events.version_of(ts), change["_id"])
+            document = None if doc is None else events.bson_of(doc)
+            token = events.bson_of(change["_id"])
+            self._emit(op, key, document, events.version_of(ts), token)
             m.CAPTURE_LAG.labels(self._s.migration).set(max(0.0, time.time() - ts.time))
         elif op in {"drop", "rename", "dropDatabase", "invalidate"}:
             # Everything before this event is in Kafka once the barrier passes; record
@@ -278,7 +290,7 @@ class Capture:
             self._checkpoints.save(
                 stopped={"reason": op, "at": change.get("clusterTime"), "token": change["_id"]}
             )
-            log.error("stream.source_gone", op=op, token=str(change["_id"]))
+            log.error("stream.source_gone", op=op, token=events.token_text(change["_id"]))
             raise FatalError(
                 f"source collection {self._s.source} saw '{op}': the stream ends here. "
                 "Everything before it is captured and checkpointed; decide whether the "
@@ -288,40 +300,39 @@ class Capture:
             log.info("stream.skipped_event", op=op)
 
     def _emit(
-        self, op: events.Op, doc_id: Any, doc: dict[str, Any] | None, version: int, token: Any
+        self, op: events.Op, key: bytes, doc: bytes | None, version: int, token: bytes | None
     ) -> None:
-        event = events.ChangeEvent(
-            op=op,
-            ns=self._s.source,
-            doc_id=doc_id,
-            document=doc,
-            cluster_time=version,
-            captured_at_ms=int(time.time() * 1000),
-            resume_token=token,
+        """Produce one event; key, document and token are BSON bytes (see events.encode_raw)."""
+        value = events.encode_raw(
+            op, self._s.source, key, doc, version, int(time.time() * 1000), token
         )
-        value = events.encode(event)
         if len(value) > self._s.max_event_bytes:
-            self._quarantine_oversize(event, len(value))
+            self._quarantine_oversize(op, key, version, token, len(value))
             return
-        self._producer.produce(self._s.changes_topic, event.key, value)
+        self._producer.produce(self._s.changes_topic, key, value)
         self._pending[op] += 1
 
-    def _quarantine_oversize(self, event: events.ChangeEvent, size: int) -> None:
+    def _quarantine_oversize(
+        self, op: events.Op, key: bytes, version: int, token: bytes | None, size: int
+    ) -> None:
         """An event Kafka would refuse: quarantine its key and version, never crash."""
+        doc_id = bson.decode(key, events.BSON_OPTIONS)["_id"]
         reason = (
-            f"event for _id {event.doc_id!r} is {size} bytes, over the limit of "
+            f"event for _id {doc_id!r} is {size} bytes, over the limit of "
             f"{self._s.max_event_bytes} (SM_MAX_EVENT_BYTES; raise it together with the "
             "topic's max.message.bytes)"
         )
-        stub = dataclasses.replace(event, document=None)
+        stub = events.encode_raw(
+            op, self._s.source, key, None, version, int(time.time() * 1000), token
+        )
         self._producer.produce(
             self._s.quarantine_topic,
-            event.key,
-            events.encode(stub),
+            key,
+            stub,
             headers=[("sm.stage", b"capture"), ("sm.reason", reason.encode())],
         )
         m.EVENTS_QUARANTINED.labels(self._s.migration, "oversize").inc()
-        log.error("event.oversize", doc_id=str(event.doc_id), size=size)
+        log.error("event.oversize", doc_id=str(doc_id), size=size)
 
     def _commit(self, **checkpoint: Any) -> None:
         """Barrier on Kafka acknowledgements, then persist the position (never the other way)."""

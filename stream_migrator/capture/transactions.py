@@ -25,6 +25,7 @@ stream's own token once everything read has been released.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from stream_migrator import events
@@ -37,7 +38,7 @@ class TransactionFolder:
     """Feed whole change events in stream order; get back the events that may be emitted."""
 
     def __init__(self, position: Any = None) -> None:
-        self._group: list[dict[str, Any]] = []
+        self._group: list[Mapping[str, Any]] = []
         self._position = position
         self.folded = 0  # events replaced by a later event of their document
 
@@ -54,10 +55,10 @@ class TransactionFolder:
         """
         return self._position
 
-    def add(self, change: dict[str, Any]) -> list[dict[str, Any]]:
+    def add(self, change: Mapping[str, Any]) -> list[Mapping[str, Any]]:
         """Take the next event; returns the previous group, folded, once this one ends it."""
         at = change.get("clusterTime")
-        released: list[dict[str, Any]] = []
+        released: list[Mapping[str, Any]] = []
         if self._group and at != self._group[0].get("clusterTime"):
             released = self._release(self._group[-1]["_id"])
         if at is None or ("txnNumber" not in change and not self._group):
@@ -71,7 +72,7 @@ class TransactionFolder:
         self._group.append(change)
         return released
 
-    def idle(self, stream_token: Any) -> list[dict[str, Any]]:
+    def idle(self, stream_token: Any) -> list[Mapping[str, Any]]:
         """The stream answered with nothing: the held group is complete, release it.
 
         ``stream_token`` is the stream's resume token now (its post-batch token),
@@ -80,7 +81,7 @@ class TransactionFolder:
         """
         return self._release(stream_token)
 
-    def _release(self, position: Any) -> list[dict[str, Any]]:
+    def _release(self, position: Any) -> list[Mapping[str, Any]]:
         group, self._group = self._group, []
         if position is not None:
             self._position = position
@@ -89,7 +90,7 @@ class TransactionFolder:
         return folded
 
 
-def fold(group: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def fold(group: list[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
     """Keep only the last data event of each document; other events stay as they are.
 
     The last event carries the document's state at the end of the transaction
@@ -101,7 +102,7 @@ def fold(group: list[dict[str, Any]]) -> list[dict[str, Any]]:
     if len(group) < 2:
         return group
     seen: set[bytes] = set()
-    kept: list[dict[str, Any]] = []
+    kept: list[Mapping[str, Any]] = []
     for change in reversed(group):
         key = _key(change)
         if key is not None:
@@ -113,13 +114,11 @@ def fold(group: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return kept
 
 
-def _key(change: dict[str, Any]) -> bytes | None:
+def _key(change: Mapping[str, Any]) -> bytes | None:
     if change.get("operationType") not in _DATA_OPS:
         return None
     try:
-        doc_id, _ = events.change_identity(change)
+        key, _ = events.change_key(change)
     except EnvelopeError:
         return None
-    if doc_id is events.NO_ID:
-        return None
-    return events.key_bytes(doc_id)
+    return key
