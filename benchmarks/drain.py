@@ -31,9 +31,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from stream_migrator.demo import LiveWriter, scrape, seed
+from stream_migrator.errors import InfraError
 from stream_migrator.infra import DEFAULT_STATE_DIR, LocalStack, free_port
+from stream_migrator.kafka import ensure_topic, topic_retention
 from stream_migrator.mongo import connect
 from stream_migrator.reconcile import full_compare
+from stream_migrator.settings import load_settings
 from stream_migrator.spec import get_spec
 
 REPO = Path(__file__).resolve().parents[1]
@@ -188,6 +191,7 @@ class Pipeline:
             "SM_PARTITIONS": "6",
             "SM_LOG_LEVEL": "warning",
         }
+        _create_topics(env)
         for i, role in enumerate(["capture"] + ["transform"] * self.workers):
             port = free_port()
             log = self.log_dir / f"{self.tag}-{role}-{i}.log"
@@ -238,6 +242,31 @@ class Pipeline:
         self.close()
 
 
+def _create_topics(env: dict[str, str], timeout: float = 30.0) -> None:
+    """Create the pipeline's topics and wait until the broker describes them.
+
+    Workaround: on a broker started seconds ago, a topic just created can still be
+    unknown to describe_configs, and a worker started then exits with "cannot read
+    the configuration of Kafka topic" (its tombstone-retention check at start-up).
+    """
+    s = load_settings(**{k[3:].lower(): v for k, v in env.items() if k in _TOPIC_SETTINGS})
+    ensure_topic(s.kafka_bootstrap, s.changes_topic, s.partitions)
+    ensure_topic(s.kafka_bootstrap, s.quarantine_topic, 1)
+    deadline = time.monotonic() + timeout
+    for topic in (s.changes_topic, s.quarantine_topic):
+        while True:
+            try:
+                topic_retention(s.kafka_bootstrap, topic, timeout=5)
+                break
+            except InfraError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
+
+
+_TOPIC_SETTINGS = ("SM_KAFKA_BOOTSTRAP", "SM_MONGO_URI", "SM_MIGRATION", "SM_PARTITIONS")
+
+
 def run_drain(
     where: Servers,
     docs: int,
@@ -276,7 +305,9 @@ def run_drain(
                 raise BenchmarkError(
                     f"the {workers}-worker drain of {docs} documents did not converge in "
                     f"{timeout_s:.0f} s (target {tgt.estimated_document_count()}, source "
-                    f"{src.estimated_document_count()}); logs in {pipe.log_dir}/{pipe.tag}-*.log"
+                    f"{src.estimated_document_count()} documents; events captured / settled "
+                    f"by the workers, from /metrics: {pipe.sample().events}); "
+                    f"logs in {pipe.log_dir}/{pipe.tag}-*.log"
                 )
             if writer.error is not None:
                 raise BenchmarkError(f"the live writer failed: {writer.error!r}")
