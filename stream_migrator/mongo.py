@@ -2,21 +2,33 @@
 
 from __future__ import annotations
 
+import functools
 import time
 from typing import Any
 
 from bson import Timestamp
-from pymongo import MongoClient, ReadPreference
+from pymongo import MongoClient, ReadPreference, uri_parser
 from pymongo.collection import Collection
-from pymongo.errors import ConnectionFailure, PyMongoError
+from pymongo.errors import ConnectionFailure, OperationFailure, PyMongoError
 from pymongo.read_concern import ReadConcern
 from pymongo.write_concern import WriteConcern
 
-from stream_migrator.errors import FatalError, RetryableError
+from stream_migrator.errors import ConfigError, FatalError, RetryableError
 
 
-def connect(uri: str, *, app: str, timeout_ms: int = 10_000) -> MongoClient[dict[str, Any]]:
-    """A client with the codec options every stage uses (tz-aware datetimes)."""
+def connect(
+    uri: str, *, app: str, timeout_ms: int = 10_000, check: bool = True
+) -> MongoClient[dict[str, Any]]:
+    """A client with the codec options every stage uses (tz-aware datetimes).
+
+    With ``check`` (once per URI and process), a misconfiguration - an untrusted
+    TLS certificate, TLS against a plaintext server, a refused login - raises a
+    ConfigError naming the URI option to fix before anything is read or written. A
+    server that is merely unreachable is not an error here: the caller's own retry
+    (capture, transform, ...) waits for it.
+    """
+    if check:
+        check_mongo_access(uri)
     return MongoClient(
         uri,
         appname=f"stream-migrator-{app}",
@@ -24,6 +36,70 @@ def connect(uri: str, *, app: str, timeout_ms: int = 10_000) -> MongoClient[dict
         serverSelectionTimeoutMS=timeout_ms,
         connectTimeoutMS=timeout_ms,
     )
+
+
+@functools.cache
+def check_mongo_access(uri: str, timeout_ms: int = 2_000) -> None:
+    """Raise ConfigError when MongoDB refuses ``uri``'s TLS or login; else return (see connect)."""
+    # Selection outlasts the connect timeout, so a handshake that hangs reports its own
+    # error (naming TLS) rather than a bare selection timeout.
+    probe: MongoClient[dict[str, Any]] = MongoClient(
+        uri, serverSelectionTimeoutMS=2 * timeout_ms, connectTimeoutMS=timeout_ms
+    )
+    try:
+        probe.admin.command("ping")
+    except OperationFailure as exc:
+        if exc.code == _AUTHENTICATION_FAILED:
+            raise ConfigError(
+                f"MongoDB at {_hosts(uri)} refused the login of {_user(uri)!r}: check the user, "
+                "password and authSource of the connection string (SM_MONGO_URI or "
+                "SM_MONGO_URI_FILE)"
+            ) from None
+    except PyMongoError as exc:
+        problem = _tls_problem(uri, str(exc))
+        if problem is not None:
+            raise problem from None
+    finally:
+        probe.close()
+
+
+_AUTHENTICATION_FAILED = 18
+
+
+def _tls_problem(uri: str, error: str) -> ConfigError | None:
+    options = {
+        k.lower(): v for k, v in uri_parser.parse_uri(uri, validate=False)["options"].items()
+    }
+    ca = options.get("tlscafile", "the system CA store")
+    if "certificate verify failed" in error:
+        return ConfigError(
+            f"the TLS certificate of MongoDB at {_hosts(uri)} is not signed by a CA in "
+            f"tlsCAFile={ca}: give the PEM file of the CA that signed it in the connection "
+            "string (tlsCAFile=...)"
+        )
+    if "SSL handshake failed" in error or "WRONG_VERSION_NUMBER" in error:
+        # A plaintext server answers a TLS hello with garbage, a closed connection or
+        # (mongo-java-server) silence: each shows as a failed handshake, never as an outage.
+        return ConfigError(
+            f"TLS to MongoDB at {_hosts(uri)} failed ({_handshake_reason(error)}): does the "
+            "server accept TLS on that port? Remove tls=true from the connection string, or "
+            "use the server's TLS port"
+        )
+    return None
+
+
+def _handshake_reason(error: str) -> str:
+    reason = error.split("SSL handshake failed:", 1)[-1].split(" (configured timeouts", 1)[0]
+    return reason.split(": ", 1)[-1].strip()[:200]
+
+
+def _hosts(uri: str) -> str:
+    nodes = uri_parser.parse_uri(uri, validate=False)["nodelist"]
+    return ",".join(f"{host}:{port}" for host, port in nodes)
+
+
+def _user(uri: str) -> str:
+    return str(uri_parser.parse_uri(uri, validate=False).get("username") or "")
 
 
 def cluster_time_now(client: MongoClient[dict[str, Any]], *, after_past: bool = False) -> Timestamp:

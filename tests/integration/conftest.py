@@ -1,5 +1,5 @@
 """Fixtures of the integration tests beyond the session's servers (tests/conftest.py)."""
 
-from tests.integration.secured import secure_kafka
+from tests.integration.secured import secure_kafka, tls_mongo
 
-__all__ = ["secure_kafka"]
+__all__ = ["secure_kafka", "tls_mongo"]

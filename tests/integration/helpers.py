@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from pydantic import SecretStr
 from pymongo import MongoClient
 
 from stream_migrator.app import run_capture, run_transform
@@ -110,6 +111,6 @@ def settings_env(settings: Settings) -> dict[str, str]:
     """The SM_* environment that reproduces ``settings`` in a child process."""
     env = {}
     for name, value in settings.model_dump().items():
-        env[f"SM_{name.upper()}"] = str(value)
-    env["SM_MONGO_URI"] = settings.mongo_uri.get_secret_value()
+        secret = isinstance(value, SecretStr)
+        env[f"SM_{name.upper()}"] = value.get_secret_value() if secret else str(value)
     return env

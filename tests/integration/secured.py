@@ -1,15 +1,22 @@
-"""Secured servers for the tests: a Kafka broker with a SASL_SSL listener (SCRAM, test CA)."""
+"""Secured servers for the tests: Kafka with a SASL_SSL listener, MongoDB behind TLS (stunnel)."""
 
 from __future__ import annotations
 
+import shutil
+import socket
+import subprocess
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from pymongo import uri_parser
 
-from stream_migrator.infra.stack import LocalStack, ScramUser
+from stream_migrator.infra.certs import openssl_pem
+from stream_migrator.infra.stack import LocalStack, ScramUser, free_port
+from tests.backends import Backend
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -53,3 +60,50 @@ def secure_kafka() -> Iterator[SecureKafka]:
         )
     finally:
         stack.down()
+
+
+@dataclass(frozen=True)
+class TlsMongo:
+    """A TLS terminator (stunnel) in front of the stand-in: the URIs that reach it."""
+
+    port: int
+    ca_file: Path
+
+    def uri(self, ca_file: Path | None = None) -> str:
+        """A TLS connection string through the terminator, trusting ``ca_file`` (default: right)."""
+        ca = ca_file or self.ca_file
+        return f"mongodb://127.0.0.1:{self.port}/?directConnection=true&tls=true&tlsCAFile={ca}"
+
+
+@pytest.fixture(scope="module")
+def tls_mongo(backend: Backend, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TlsMongo]:
+    """stunnel accepting TLS on a free port and forwarding to the session's MongoDB server."""
+    stunnel = shutil.which("stunnel4") or shutil.which("stunnel")
+    if stunnel is None:
+        pytest.fail("stunnel4 is not installed: run `make ops-tools` (Debian package stunnel4)")
+    host, port = uri_parser.parse_uri(backend.mongo_uri)["nodelist"][0]
+    directory = tmp_path_factory.mktemp("tls-mongo")
+    pem = openssl_pem(directory / "tls")
+    accept = free_port()
+    config = directory / "stunnel.conf"
+    config.write_text(
+        "foreground = yes\npid =\ndebug = 4\n"
+        f"[mongo]\naccept = 127.0.0.1:{accept}\nconnect = {host}:{port}\ncert = {pem.server_pem}\n"
+    )
+    log = (directory / "stunnel.log").open("wb")
+    proc = subprocess.Popen([stunnel, str(config)], stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", accept), timeout=0.5).close()
+                break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    pytest.fail(f"stunnel did not start: {(directory / 'stunnel.log').read_text()}")
+                time.sleep(0.1)
+        yield TlsMongo(accept, pem.ca_pem)
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        log.close()
