@@ -159,25 +159,41 @@ def generic_path(path: str) -> str:
 def leaf_paths(doc: Mapping[str, Any], prefix: str = "") -> Iterator[str]:
     """Dotted paths of populated (non-null) fields, sub-documents included, ``_sm`` skipped.
 
-    Array elements are folded into ``[]`` so the set stays as small as the schema.
+    Array elements are folded into ``[]`` so the set stays as small as the schema;
+    each path comes once, in document order. The reconciler calls this for every
+    target document, hence the plain loops and exact-type checks before ``isinstance``.
     """
+    out: list[str] = []
+    _leaf_paths(doc, f"{prefix}." if prefix else "", not prefix, out)
+    return iter(out)
+
+
+#: Types that are never containers: checked by identity before the slower ABC checks.
+_SCALARS = frozenset(
+    {str, int, float, bool, Int64, Decimal128, ObjectId, dt.datetime, bytes, Binary, Timestamp}
+)
+
+
+def _leaf_paths(doc: Mapping[str, Any], prefix: str, top: bool, out: list[str]) -> None:
     for key, value in doc.items():
-        if not prefix and key == META_FIELD:
+        if value is None or (top and key == META_FIELD):
             continue
-        if value is None:
+        path = prefix + key
+        out.append(path)
+        kind = type(value)
+        if kind in _SCALARS:
             continue
-        path = f"{prefix}.{key}" if prefix else key
-        yield path
-        if isinstance(value, Mapping):
-            yield from leaf_paths(value, path)
-        elif isinstance(value, list):
-            seen: set[str] = set()
+        if kind is dict or isinstance(value, Mapping):
+            _leaf_paths(value, path + ".", False, out)
+        elif kind is list or isinstance(value, list | tuple):
+            # The items' paths, each once (a dict keeps the first-seen order).
+            items: dict[str, None] = {}
             for item in value:
-                if isinstance(item, Mapping):
-                    for sub in leaf_paths(item, f"{path}.[]"):
-                        if sub not in seen:
-                            seen.add(sub)
-                            yield sub
+                if type(item) is dict or isinstance(item, Mapping):
+                    inner: list[str] = []
+                    _leaf_paths(item, path + ".[].", False, inner)
+                    items.update(dict.fromkeys(inner))
+            out.extend(items)
 
 
 def schema_paths(schema: Any, named: Mapping[str, Any], prefix: str = "") -> list[str]:

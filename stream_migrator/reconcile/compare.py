@@ -19,6 +19,7 @@ canonical encoding. Any other copy is decoded and classified canonically.
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import threading
 from collections.abc import Generator, Iterable
@@ -238,8 +239,9 @@ def read_sorted(
     caller's work; each batch is decoded in one call of the C decoder.
     """
     options = coll.codec_options
-    for data in _read_ahead(coll, queries, batch, None):
-        yield from bson.decode_all(data, options)
+    with contextlib.closing(_read_ahead(coll, queries, batch, None)) as batches:
+        for data in batches:
+            yield from bson.decode_all(data, options)
 
 
 def read_stored(
@@ -248,16 +250,17 @@ def read_stored(
     """As :func:`read_sorted`, but each document stays BSON (``_sm`` projected away)."""
     options = coll.codec_options
     plain_ids = options.type_registry == TypeRegistry()  # no custom decoder can change an _id
-    for data in _read_ahead(coll, queries, batch, {META_FIELD: 0}):
-        pos, end = 0, len(data)
-        while pos < end:
-            size = int.from_bytes(data[pos : pos + 4], "little")
-            body = data[pos : pos + size]
-            pos += size
-            doc_id = _first_id(body) if plain_ids else _NO_ID
-            if doc_id is _NO_ID:
-                doc_id = bson.decode(body, options)["_id"]
-            yield StoredDoc(doc_id, body, options)
+    with contextlib.closing(_read_ahead(coll, queries, batch, {META_FIELD: 0})) as batches:
+        for data in batches:
+            pos, end = 0, len(data)
+            while pos < end:
+                size = int.from_bytes(data[pos : pos + 4], "little")
+                body = data[pos : pos + size]
+                pos += size
+                doc_id = _first_id(body) if plain_ids else _NO_ID
+                if doc_id is _NO_ID:
+                    doc_id = bson.decode(body, options)["_id"]
+                yield StoredDoc(doc_id, body, options)
 
 
 _NO_ID = object()

@@ -1,10 +1,13 @@
 """The bucketed, resumable, recheck-aware compare of transform(source) against target.
 
-One sorted pass per side (``find().sort("_id")``), merge-joined by ``_id`` and cut
-into buckets of N consecutive ids. A bucket holds only ``(id, hash, hash)``
-entries, never documents, so memory is O(bucket) whatever the collection size.
-Each side's bucket hash is compared; only a bucket whose hashes differ is
-drilled into, and only its differing ids become *suspects*, stored in the
+One sorted pass per side (``compare.read_sorted``: raw batches read ahead by a
+thread), merge-joined by ``_id`` and cut into buckets of N consecutive ids. A
+bucket holds only ``(id, hash, hash)`` entries, never documents, so memory is
+O(bucket) whatever the collection size. A target copy byte-identical to the
+migrated document shares one hash with it (no canonical encoding is computed,
+``compare.agrees_exactly``); any other pair gets canonical hashes. A bucket
+whose entries all agree is clean; otherwise it is drilled into, and only its
+differing ids become *suspects*, stored in the
 metadata database (``reconcile_suspects``) with the run's progress
 (``reconcile_runs``): a killed compare resumes after the last finished bucket.
 
@@ -386,14 +389,13 @@ class Reconciler:
         self._add_untransformable(
             run_id, [(e.doc_id, e.rejected) for e in bucket if e.rejected is not None]
         )
-        # Each side's bucket hash over (id, document hash) in id order; equal hashes
-        # mean the bucket is clean and nothing in it is looked at again.
-        if _bucket_hash(bucket, expected=True) != _bucket_hash(bucket, expected=False):
+        # Both sides' hashes of every id are at hand: compared entry by entry (what
+        # comparing two bucket hashes over them would say, without a collision). An
+        # untransformable source is in quarantine, not a divergence: it never drills.
+        suspects = [e.doc_id for e in bucket if e.expected not in (_UNTRANSFORMABLE, e.actual)]
+        if suspects:
             scan.drilled += 1
-            self._add_suspects(
-                run_id,
-                [e.doc_id for e in bucket if e.expected not in (_UNTRANSFORMABLE, e.actual)],
-            )
+            self._add_suspects(run_id, suspects)
         self._save(
             run_id,
             **{
@@ -718,22 +720,6 @@ class _Pacer:
         ahead = self._done / self._rate - (time.monotonic() - self._start)
         if ahead > 0:
             stop.wait(ahead)
-
-
-def _bucket_hash(bucket: list[_Entry], *, expected: bool) -> bytes:
-    h = hashlib.blake2b(digest_size=16)
-    for e in bucket:
-        value = e.expected if expected else e.actual
-        if value is None or value == _UNTRANSFORMABLE:
-            # An untransformable source is in quarantine, not a divergence: hash it
-            # as whatever the target holds so it never forces a drill-down.
-            if value == _UNTRANSFORMABLE:
-                value = e.actual
-            if value is None:
-                continue
-        h.update(events.key_bytes(e.doc_id))
-        h.update(value)
-    return h.digest()
 
 
 def _newer(source_version: int | None, target_version: int | None) -> bool:
