@@ -249,7 +249,15 @@ def test_k8s_workers_are_probed_and_capture_is_single() -> None:
         assert container["readinessProbe"]["httpGet"]["path"] == "/readyz", name
         assert dep["spec"]["template"]["spec"]["securityContext"]["runAsNonRoot"] is True
         refs = {next(iter(r.values()))["name"] for r in container["envFrom"]}
-        assert refs == {"stream-migrator-settings", "stream-migrator-uris"}, name
+        assert refs == {"stream-migrator-settings"}, name  # the secret is not in the env
+        env = {e["name"]: e.get("value") for e in container["env"]}
+        assert "SM_MONGO_URI" not in env, name
+        mount = next(m for m in container["volumeMounts"] if m["name"] == "secrets")
+        assert env["SM_MONGO_URI_FILE"] == f"{mount['mountPath']}/mongo-uri", name
+        volume = next(
+            v for v in dep["spec"]["template"]["spec"]["volumes"] if v["name"] == "secrets"
+        )
+        assert volume["secret"]["secretName"] == "stream-migrator-uris", name
     capture = deployments["stream-migrator-capture"]["spec"]
     assert capture["replicas"] == 1
     assert capture["strategy"]["type"] == "Recreate"
@@ -260,6 +268,9 @@ def test_k8s_workers_are_probed_and_capture_is_single() -> None:
     assert "stream-migrator-transform" in pdbs
     kinds = {d["kind"] for d in docs}
     assert {"ConfigMap", "Secret", "ServiceMonitor"} <= kinds
+    secret = next(d for d in docs if d["kind"] == "Secret")
+    assert set(secret["stringData"]) == {"mongo-uri"}
+    assert secret["stringData"]["mongo-uri"].startswith("mongodb://")
 
 
 def test_k8s_servicemonitor_selects_every_metrics_service() -> None:
