@@ -273,20 +273,26 @@ def decode(value: bytes | None) -> ChangeEvent:
             "was this topic written by another producer?"
         )
     try:
+        buf = io.BytesIO(value)  # shares the bytes (no copy of value[1:])
+        buf.seek(1)
         record: dict[str, Any] = fastavro.schemaless_reader(  # type: ignore[assignment]
-            io.BytesIO(value[1:]), _schema(), None
+            buf, _schema(), None
         )
-        key = bson.decode(record["key"], BSON_OPTIONS)
-        doc = record["document"]
-        token = record["resume_token"]
+        doc, token = record["document"], record["resume_token"]
+        # Key, document and token in one decoder call: the BSON documents end to end. Each
+        # carries its own length, so a corrupt one shows as a wrong count.
+        parts = [p for p in (record["key"], doc, token) if p is not None]
+        decoded = bson.decode_all(b"".join(parts), BSON_OPTIONS)
+        if len(decoded) != len(parts):
+            raise ValueError(f"{len(parts)} BSON documents expected, {len(decoded)} found")
         return ChangeEvent(
             op=record["op"],
             ns=record["ns"],
-            doc_id=key["_id"],
-            document=None if doc is None else bson.decode(doc, BSON_OPTIONS),
+            doc_id=decoded[0]["_id"],
+            document=None if doc is None else decoded[1],
             cluster_time=record["cluster_time"],
             captured_at_ms=record["captured_at_ms"],
-            resume_token=None if token is None else bson.decode(token, BSON_OPTIONS),
+            resume_token=None if token is None else decoded[-1],
         )
     except EnvelopeError:
         raise

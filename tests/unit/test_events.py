@@ -140,3 +140,18 @@ def test_hashable_id_keeps_true_apart_from_one() -> None:
     assert events.hashable_id(False) != events.hashable_id(0)
     assert events.hashable_id(1) == events.hashable_id(1.0)
     assert events.hashable_id({"a": 1}) == events.hashable_id({"a": 1})
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        events.key_bytes(1) + events.key_bytes(2),  # two documents where one belongs
+        events.key_bytes(1)[:-1],  # cut short: the document's bytes would complete it
+        b"\x05\x00\x00\x00\x00",  # {} : no _id
+    ],
+)
+def test_decode_rejects_a_corrupt_key_however_it_spills(key: bytes) -> None:
+    """A key that is not one ``{_id}`` document is a corrupt envelope, not a shifted event."""
+    value = events.encode_raw("insert", "shop.orders", key, bson.encode({"_id": 1}), 1, 2, None)
+    with pytest.raises(EnvelopeError, match="corrupt"):
+        events.decode(value)
