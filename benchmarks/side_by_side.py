@@ -620,8 +620,8 @@ def _phase(name: str, own: bool | None, run: Callable[[Servers], T]) -> T:
     return result
 
 
-def run_round(args: argparse.Namespace) -> Round:
-    r = Round()
+def run_round(args: argparse.Namespace, r: Round) -> None:
+    """Fill ``r`` phase by phase (a failure leaves the phases done so far in it)."""
     own = True if args.own_stack else None
     docs, timeout = args.docs, args.timeout
     if not args.skip_ceilings:
@@ -644,7 +644,6 @@ def run_round(args: argparse.Namespace) -> Round:
                 w, args.latency_seed, args.latency_seconds, timeout, args.rates
             ),
         )
-    return r
 
 
 def main() -> None:
@@ -674,13 +673,15 @@ def main() -> None:
     args.live_seconds = args.live_seconds if args.live_seconds is not None else (5 if quick else 10)
     args.latency_seconds = args.latency_seconds or (8.0 if quick else 20.0)
     args.latency_seed = args.latency_seed or (2_000 if quick else 10_000)
-    rounds = []
-    try:
-        for number in range(1, args.rounds + 1):
-            rounds.append(run_round(args))
-            print_round(number, rounds[-1], args.docs)
-    except BenchmarkError as exc:
-        sys.exit(f"FAILED: {exc}")
+    rounds: list[Round] = []
+    for number in range(1, args.rounds + 1):
+        rounds.append(Round())
+        try:
+            run_round(args, rounds[-1])
+        except BenchmarkError as exc:
+            print_round(number, rounds[-1], args.docs)  # the phases that did finish
+            sys.exit(f"FAILED (round {number}, no summary line): {exc}")
+        print_round(number, rounds[-1], args.docs)
     short = [lat for r in rounds for lat in r.latency if not lat.measured]
     print(final_line(rounds), flush=True)
     if short:
