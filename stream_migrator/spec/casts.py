@@ -13,11 +13,12 @@ from __future__ import annotations
 import datetime as dt
 import math
 import re
-from decimal import Decimal, InvalidOperation
+import struct
+from decimal import Decimal, Inexact, InvalidOperation, Overflow
 from typing import Any
 
 from bson import ObjectId
-from bson.decimal128 import Decimal128
+from bson.decimal128 import Decimal128, create_decimal128_context
 from bson.int64 import Int64
 
 CAST_TYPES = ("bool", "date", "decimal", "double", "int", "long", "objectId", "string")
@@ -49,7 +50,7 @@ class CastFailure(ValueError):  # noqa: N818 - reads as "the cast failed"
     """A value cannot be cast; the message says why (without the field name)."""
 
 
-def type_name(value: Any) -> str:
+def type_name(value: Any) -> str:  # noqa: PLR0911 - the BSON number types first
     """The BSON type name of a Python value, as messages and ``from:`` use it."""
     if value is None:
         return "null"
@@ -59,20 +60,25 @@ def type_name(value: Any) -> str:
         return "long"
     if isinstance(value, int):
         return "int" if -_INT32 <= value < _INT32 else "long"
-    names: list[tuple[type, str]] = [
-        (float, "double"),
-        (Decimal128, "decimal"),
-        (str, "string"),
-        (dt.datetime, "date"),
-        (ObjectId, "objectId"),
-        (dict, "document"),
-        (list, "array"),
-        (bytes, "binData"),
-    ]
-    for kind, name in names:
-        if isinstance(value, kind):
+    name = _TYPE_NAMES.get(type(value))
+    if name is not None:
+        return name
+    for kind, name in _TYPE_NAMES.items():
+        if isinstance(value, kind):  # a subclass
             return name
     return type(value).__name__
+
+
+_TYPE_NAMES: dict[type, str] = {
+    float: "double",
+    Decimal128: "decimal",
+    str: "string",
+    dt.datetime: "date",
+    ObjectId: "objectId",
+    dict: "document",
+    list: "array",
+    bytes: "binData",
+}
 
 
 def is_type(value: Any, to: str) -> bool:
@@ -110,7 +116,7 @@ def _to_string(value: Any, source: str, fmt: str | None) -> str:
     if source == "double":
         return repr(value)
     if source == "decimal":
-        return str(value.to_decimal())
+        return str(decimal_of(value))
     if source == "date":
         return _utc(value).strftime(fmt) if fmt else iso_millis(value)
     return str(value)
@@ -125,7 +131,7 @@ def _to_integer(value: Any, source: str, _fmt: str | None) -> int:
             raise CastFailure(f"{value!r} is not a whole number")
         number = int(value)
     elif source == "decimal":
-        dec = value.to_decimal()
+        dec = decimal_of(value)
         if not dec.is_finite() or dec != dec.to_integral_value():
             raise CastFailure(f"{dec} is not a whole number")
         number = int(dec)
@@ -161,7 +167,7 @@ def _to_double(value: Any, source: str, _fmt: str | None) -> float:
             raise CastFailure(f"{value} cannot be held exactly by a double")
         return number
     if source == "decimal":
-        number = float(value.to_decimal())
+        number = float(decimal_of(value))
     else:
         try:
             number = float(value.strip())
@@ -183,9 +189,47 @@ def _to_decimal(value: Any, source: str, _fmt: str | None) -> Decimal128:
     if not number.is_finite():
         raise CastFailure(f"{value!r} is not finite")
     try:
-        return Decimal128(number)
+        return decimal128(number)
     except (ArithmeticError, ValueError):
         raise CastFailure(f"{value!r} does not fit in a Decimal128") from None
+
+
+# Decimal128 <-> Decimal. bson's own conversions loop over the bits in Python (about
+# 5 us a value); these do the same arithmetic on whole integers, with the same
+# context, so they give the same value and refuse the same inputs.
+#: bson's Decimal128 context (precision, exponents, clamp) with bson's traps, so a
+#: value that does not fit exactly raises instead of being rounded.
+_DEC128_CONTEXT = create_decimal128_context()
+_DEC128_CONTEXT.traps.update(dict.fromkeys((Inexact, Overflow, InvalidOperation), True))
+_EXPONENT_BIAS = 6176
+_MAX_EXPONENT = 6111
+_LOW_64 = 2**64 - 1
+_COEFFICIENT_HIGH = 2**49 - 1
+_MAX_COEFFICIENT = 10**34 - 1
+_PAIR = struct.Struct("<QQ")
+
+
+def decimal128(number: Decimal) -> Decimal128:
+    """``Decimal128(number)``: exact or raises (the Decimal128 context traps Inexact)."""
+    exact = _DEC128_CONTEXT.create_decimal(number)
+    if not exact.is_finite():
+        return Decimal128(exact)
+    sign, _, exponent = exact.as_tuple()
+    assert isinstance(exponent, int)  # finite
+    # At 34 digits the coefficient (< 2**113) always takes the common encoding.
+    coefficient = int(exact.copy_abs().scaleb(-exponent, _DEC128_CONTEXT))
+    high = coefficient >> 64 | (exponent + _EXPONENT_BIAS) << 49 | sign << 63
+    return Decimal128.from_bid(_PAIR.pack(coefficient & _LOW_64, high))
+
+
+def decimal_of(value: Decimal128) -> Decimal:
+    """``value.to_decimal()``; the rare encodings (NaN, infinity, huge) are left to bson."""
+    low, high = _PAIR.unpack(value.bid)
+    exponent = (high >> 49 & 0x3FFF) - _EXPONENT_BIAS
+    coefficient = (high & _COEFFICIENT_HIGH) << 64 | low
+    if high >> 61 & 3 == 3 or exponent > _MAX_EXPONENT or coefficient > _MAX_COEFFICIENT:
+        return value.to_decimal()
+    return Decimal(f"{'-' if high >> 63 else ''}{coefficient}E{exponent}")
 
 
 def _to_date(value: Any, source: str, fmt: str | None) -> dt.datetime:

@@ -129,7 +129,9 @@ class MigrationSpec:
 
 def _working_copy(doc: dict[str, Any]) -> dict[str, Any]:
     """A new top-level dict without the meta field; its values are still the caller's."""
-    return {k: v for k, v in doc.items() if k != META_FIELD}
+    out = dict(doc)
+    out.pop(META_FIELD, None)
+    return out
 
 
 def _located(exc: TransformError, number: int, step: Any, prefix: str = "") -> TransformError:

@@ -23,6 +23,7 @@ import re
 import string
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any, ClassVar, Literal, Protocol, TypeVar
 
 from bson import ObjectId
@@ -114,30 +115,33 @@ def _reject(doc: dict[str, Any], field: str, message: str, on_error: OnError) ->
         set_path(doc, field, None)
 
 
-def _check_free(doc: dict[str, Any], path: str, doing: str) -> None:
-    """Refuse to overwrite: ``path`` must be absent and its parents sub-documents (or absent)."""
-    if get_path(doc, path) is not MISSING:
-        raise _error(path, f"already exists; {doing} would overwrite it")
-    parts = path.split(".")
-    node: Any = doc
-    for i, part in enumerate(parts[:-1]):
-        if not isinstance(node, dict) or part not in node:
+def _check_free(doc: dict[str, Any], path: str, doing: Callable[[], str]) -> None:
+    """Refuse to overwrite: ``path`` must be absent and its parents sub-documents (or absent).
+
+    ``doing()`` says what would overwrite it (built only for the message).
+    """
+    *parents, leaf = path.split(".")
+    node: dict[str, Any] = doc
+    for i, part in enumerate(parents):
+        if part not in node:
             return
-        node = node[part]
-        if not isinstance(node, dict):
-            parent = ".".join(parts[: i + 1])
+        child = node[part]
+        if not isinstance(child, dict):
             raise _error(
-                parent,
-                f"is a {casts.type_name(node)}, not a sub-document; {doing} cannot put "
+                ".".join(parents[: i + 1]),
+                f"is a {casts.type_name(child)}, not a sub-document; {doing()} cannot put "
                 f"{path} inside it",
             )
+        node = child
+    if leaf in node:
+        raise _error(path, f"already exists; {doing()} would overwrite it")
 
 
 def _move(doc: dict[str, Any], src: str, dst: str) -> None:
     value = pop_path(doc, src)
     if value is MISSING:
         return
-    _check_free(doc, dst, f"moving {src} to {dst}")
+    _check_free(doc, dst, lambda: f"moving {src} to {dst}")
     set_path(doc, dst, value)
 
 
@@ -234,7 +238,7 @@ class Split(BaseStep):
         text = value.strip() if self.strip else value
         pieces: list[str]
         if self.pattern is not None:
-            match = re.fullmatch(self.pattern, text)
+            match = self._regex.fullmatch(text)
             if match is None:
                 bad = f"{value!r} does not match {self.pattern!r}"
                 return _reject(doc, self.field, bad, self.on_error)
@@ -254,7 +258,7 @@ class Split(BaseStep):
         }
         if self.to != self.field:
             pop_path(doc, self.field)
-            _check_free(doc, self.to, f"splitting {self.field} into {self.to}")
+            _check_free(doc, self.to, lambda: f"splitting {self.field} into {self.to}")
         set_path(doc, self.to, result)
         return None
 
@@ -275,6 +279,11 @@ class Split(BaseStep):
         if self.to != self.field:
             pop_path(doc, self.to)
         set_path(doc, self.field, text)
+
+    @cached_property
+    def _regex(self) -> re.Pattern[str]:
+        assert self.pattern is not None
+        return re.compile(self.pattern)
 
     @property
     def reversible(self) -> bool:
@@ -323,7 +332,7 @@ class Merge(BaseStep):
                 return self._fail(doc, name, problem)
         for name in self.fields:
             pop_path(doc, name)
-        _check_free(doc, self.into, f"merging into {self.into}")
+        _check_free(doc, self.into, lambda: f"merging into {self.into}")
         set_path(doc, self.into, self.separator.join(values))
         return None
 
