@@ -4,8 +4,9 @@ Builds N v1 orders the way ``demo seed`` does, round-trips them through BSON
 as the worker receives them (``bson.decode`` with ``events.BSON_OPTIONS``), and
 times with ``time.process_time()`` (CPU, not wall clock: the machine is shared)
 the calls the pipeline makes per event: the forward ``spec.migrate`` (transform
-+ target schema), its two halves, and the inverse the reverse stream runs on
-the migrated documents. Prints microseconds per document, best of ``--rounds``.
++ target schema), its two halves, ``spec.inverse`` on the migrated documents,
+and what the reverse worker runs on them (``inverted(spec).migrate``). Prints
+microseconds per document, best of ``--rounds``.
 
     .venv/bin/python benchmarks/spec_cpu.py [--docs 20000] [--rounds 5] [--spec orders.v1_to_v2]
 
@@ -24,6 +25,7 @@ import bson
 
 from stream_migrator.demo import v1_order
 from stream_migrator.events import BSON_OPTIONS
+from stream_migrator.rollout.reverse import inverted
 from stream_migrator.spec import get_spec
 
 
@@ -58,6 +60,7 @@ def main() -> None:
         "transform": _us_per_doc(spec.transform, sources, args.rounds),
         "validate_target": _us_per_doc(spec.validate_target, targets, args.rounds),
         "inverse": _us_per_doc(spec.inverse, targets, args.rounds),
+        "reverse_migrate": _us_per_doc(inverted(spec).migrate, targets, args.rounds),
     }
     print(f"spec {spec.name}, {args.docs} documents, best of {args.rounds} rounds (CPU)")
     for name, us in figures.items():
