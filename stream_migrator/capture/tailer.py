@@ -152,6 +152,13 @@ class Capture:
 
     def _snapshot(self, state: dict[str, Any]) -> bool:
         """Copy documents in _id order; returns False if stopped before the end."""
+        try:
+            return self._copy(state)
+        finally:
+            if self._throttle is not None:
+                self._throttle.close()  # its lag probe has nothing to guard while tailing
+
+    def _copy(self, state: dict[str, Any]) -> bool:
         last_id = state.get("snapshot", {}).get("last_id")
         source = self.snapshot_source
         # A majority read time taken before the first read: every document copied

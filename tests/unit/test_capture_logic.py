@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from typing import Any
 
 import pytest
@@ -111,21 +113,71 @@ def test_throttle_caps_rate() -> None:
 def test_throttle_pauses_while_lag_high_and_says_why() -> None:
     """Lag above the fence pauses the copy until it drops, announcing pause and resume."""
     clock = _Clock()
-    lags = iter([5000, 5000, 5000, 10])
     said: list[str] = []
     throttle = SnapshotThrottle(
         _FakeStop(clock),
-        lag_probe=lambda: next(lags),
+        lag_probe=lambda: 5000 if clock.now < 3.0 else 10,
         max_lag=1000,
         check_every_s=1.0,
         on_wait=said.append,
         clock=clock,
     )
-    clock.now = 1.0
-    throttle.admit()
+    try:
+        throttle.admit()
+    finally:
+        throttle.close()
     assert throttle.waited_s == pytest.approx(3.0)
     assert said[0] == "transform lag 5000 events > 1000; snapshot paused"
     assert said[1] == "transform lag 10 events; snapshot resumed"
+
+
+def test_throttle_admit_leaves_the_lag_probe_to_its_thread_below_the_fence() -> None:
+    """Below the fence admit never runs the probe (a broker round trip) itself."""
+    main = threading.get_ident()
+    calls = {"admit": 0, "watcher": 0}
+
+    def probe() -> int:
+        if threading.get_ident() == main:
+            calls["admit"] += 1
+            return 0
+        calls["watcher"] += 1
+        if calls["watcher"] > 1:
+            time.sleep(0.2)  # a probe waiting behind a fetch; the copy goes on meanwhile
+        return 0
+
+    throttle = SnapshotThrottle(StopFlag(), lag_probe=probe, max_lag=1_000_000, check_every_s=0.05)
+    try:
+        for _ in range(3000):
+            throttle.admit()
+    finally:
+        throttle.close()
+    assert calls["admit"] == 0
+    assert calls["watcher"] >= 1
+
+
+def test_throttle_fence_engages_between_readings() -> None:
+    """A copy faster than the probe period still stops at the fence, not one period later."""
+    stop = StopFlag()
+    admitted = 0
+    said: list[str] = []
+
+    def on_wait(why: str) -> None:
+        said.append(why)
+        stop.set("test: paused")
+
+    # Nothing is consumed: the lag is every document admitted. One reading per hour.
+    throttle = SnapshotThrottle(
+        stop, lag_probe=lambda: admitted, max_lag=100, check_every_s=3600, on_wait=on_wait
+    )
+    try:
+        while not stop.is_set():
+            admitted += 1
+            throttle.admit()
+            assert admitted < 10_000, "the fence never engaged"
+    finally:
+        throttle.close()
+    assert admitted == 101
+    assert said[0] == "transform lag 101 events > 100; snapshot paused"
 
 
 def test_parse_operator_inputs() -> None:
