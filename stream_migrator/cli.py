@@ -16,6 +16,7 @@ from stream_migrator.settings import Settings, load_settings
 _SETTING_FLAGS = {
     "mongo_uri": "--mongo-uri",
     "mongo_uri_file": "--mongo-uri-file",
+    "allow_hooks": "--allow-hooks",
     "kafka_bootstrap": "--kafka-bootstrap",
     "migration": "--migration",
     "source": "--source",
@@ -33,6 +34,15 @@ def _add_settings_flags(parser: argparse.ArgumentParser) -> None:
     fields = Settings.model_fields
     for name, flag in _SETTING_FLAGS.items():
         field = fields[name]
+        if field.annotation is bool:
+            parser.add_argument(
+                flag,
+                dest=name,
+                action="store_true",
+                default=None,
+                help=f"{field.description} (env SM_{name.upper()})",
+            )
+            continue
         kind: Callable[[str], Any] = int if field.annotation is int else str
         parser.add_argument(
             flag,
@@ -89,7 +99,8 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     try:
         sdb, scoll = settings.split_ns(settings.source)
         tdb, tcoll = settings.split_ns(settings.target)
-        report = full_compare(client[sdb][scoll], client[tdb][tcoll], get_spec(settings.spec))
+        spec = get_spec(settings.spec, settings.hook_policy)
+        report = full_compare(client[sdb][scoll], client[tdb][tcoll], spec)
     finally:
         client.close()
     print(f"source documents:   {report.source_count}")

@@ -498,7 +498,7 @@ def _demo_drainer(s: Any) -> tuple[bool, dict[str, Any]]:
     from stream_migrator.errors import TransformError
     from stream_migrator.rollout.reverse import drain_and_verify
 
-    spec = get_spec(s.spec)
+    spec = get_spec(s.spec, s.hook_policy)
     client = connect(s.mongo_uri.get_secret_value(), app="demo-drain")
     try:
         db, coll = s.split_ns(s.source)

@@ -14,6 +14,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from stream_migrator.errors import ConfigError
+from stream_migrator.hook_policy import HookPolicy
 from stream_migrator.kafka_security import kafka_security_properties, read_properties_file
 from stream_migrator.redact import (
     MASK,
@@ -143,6 +144,17 @@ class Settings(BaseSettings):
         description="Topic of the transformed documents when SM_OUTPUT=kafka-sink-topic; "
         "empty = sm.<migration>.sink.",
     )
+    allow_hooks: bool = Field(
+        False,
+        description="Let specs import their Python hooks (computed, hook, filter.hook): a hook "
+        "runs arbitrary code, so a spec's hooks are refused unless allowed here or listed in "
+        "SM_HOOKS_ALLOWED.",
+    )
+    hooks_allowed: str = Field(
+        "",
+        description="Comma-separated module names whose spec hooks may be imported (and their "
+        "submodules), when SM_ALLOW_HOOKS is false.",
+    )
     metrics_port: int = Field(
         0, ge=0, le=65535, description="Port of /metrics and /healthz; 0 picks a free port."
     )
@@ -220,6 +232,11 @@ class Settings(BaseSettings):
     def split_ns(self, ns: str) -> tuple[str, str]:
         db, _, coll = ns.partition(".")
         return db, coll
+
+    @property
+    def hook_policy(self) -> HookPolicy:
+        """Which spec hook modules this process may import."""
+        return HookPolicy.of(self.allow_hooks, self.hooks_allowed.split(","))
 
     @property
     def kafka_client(self) -> dict[str, str]:

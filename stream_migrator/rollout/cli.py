@@ -23,7 +23,13 @@ def register(sub: Any, add_settings_flags: Any, settings_of: Any) -> None:
     p = sub.add_parser("plan", help="validate or show a rollout plan file")
     p.add_argument("action", choices=["validate", "show"])
     p.add_argument("plan_file", metavar="PLAN", help="the plan (TOML)")
-    p.set_defaults(func=_cmd_plan)
+    p.add_argument(
+        "--allow-hooks",
+        action="store_true",
+        default=None,
+        help="let the specs import their Python hooks (env SM_ALLOW_HOOKS; SM_HOOKS_ALLOWED)",
+    )
+    p.set_defaults(func=lambda a: _cmd_plan(a, settings_of(a)))
 
     p = sub.add_parser("rollout", help="stage a migration's exposure: " + "|".join(_ACTIONS))
     p.add_argument("action", choices=_ACTIONS)
@@ -49,9 +55,9 @@ def register(sub: Any, add_settings_flags: Any, settings_of: Any) -> None:
     p.set_defaults(func=lambda a: _cmd_audit(a, settings_of(a)))
 
 
-def _cmd_plan(args: argparse.Namespace) -> int:
+def _cmd_plan(args: argparse.Namespace, settings: Settings) -> int:
     plan = parse_plan(args.plan_file)
-    problems = validate(plan)
+    problems = validate(plan, settings.hook_policy)
     if problems:
         print(f"{args.plan_file}: {len(problems)} problem(s)")
         for problem in problems:
@@ -89,7 +95,7 @@ def _cmd_rollout(args: argparse.Namespace, base: Settings) -> int:
 
     settings = RolloutSettings(**{**base.model_dump(), "mongo_uri": base.mongo_uri})
     configure_logging(settings.log_level)
-    plan = load_plan(args.plan_file)
+    plan = load_plan(args.plan_file, settings.hook_policy)
     operator = operator_identity(args.operator or settings.operator)
     client = connect(settings.mongo_uri.get_secret_value(), app="rollout")
     timeout = settings.drain_timeout_s

@@ -123,7 +123,7 @@ class Controller:
         """Create the state document of every planned migration that has none."""
         created = []
         for m in self.plan.migrations:
-            spec = get_spec(m.spec)
+            spec = get_spec(m.spec, self.settings.hook_policy)
             fresh = RolloutState(
                 migration=m.name,
                 old_ns=m.source,

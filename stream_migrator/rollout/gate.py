@@ -76,7 +76,7 @@ def compare_gate(
     try:
         sdb, scoll = settings.split_ns(settings.source)
         tdb, tcoll = settings.split_ns(settings.target)
-        spec = get_spec(settings.spec)
+        spec = get_spec(settings.spec, settings.hook_policy)
         report = full_compare(client[sdb][scoll], client[tdb][tcoll], spec)
         lag = group_lag(consumer, settings.changes_topic)
         if report.mismatches and lag:

@@ -19,6 +19,7 @@ from typing import Any, Literal
 import yaml
 
 from stream_migrator.errors import ConfigError
+from stream_migrator.hook_policy import NO_HOOKS, HookPolicy
 from stream_migrator.rollout.errors import PlanError
 from stream_migrator.spec import MigrationSpec, get_spec
 
@@ -94,10 +95,13 @@ class Plan:
         raise PlanError(f"migration {name!r} is not in plan {self.name!r} (it has: {known})")
 
 
-def load_plan(path: str | Path) -> Plan:
-    """Parse and validate a plan file; raises PlanError listing every problem."""
+def load_plan(path: str | Path, hooks: HookPolicy = NO_HOOKS) -> Plan:
+    """Parse and validate a plan file; raises PlanError listing every problem.
+
+    ``hooks``: which hook modules the migrations' specs may import (none by default).
+    """
     plan = parse_plan(path)
-    problems = validate(plan)
+    problems = validate(plan, hooks)
     if problems:
         raise PlanError(f"plan {path} is invalid:\n  - " + "\n  - ".join(problems))
     return plan
@@ -190,7 +194,7 @@ def _fences(migration: str, raw: dict[str, Any]) -> Fences:
     return Fences(**{**raw, "on_missing": on_missing})
 
 
-def validate(plan: Plan) -> list[str]:
+def validate(plan: Plan, hooks: HookPolicy = NO_HOOKS) -> list[str]:
     """Every problem in the plan, as sentences naming the migration and what to fix."""
     problems: list[str] = []
     names = [m.name for m in plan.migrations]
@@ -199,21 +203,23 @@ def validate(plan: Plan) -> list[str]:
     for dup in sorted({n for n in names if names.count(n) > 1}):
         problems.append(f"migration {dup!r} is listed more than once")
     for m in plan.migrations:
-        problems.extend(_check_migration(plan, m, set(names)))
+        problems.extend(_check_migration(plan, m, set(names), hooks))
     cycle = find_cycle(plan)
     if cycle:
         problems.append("dependency cycle: " + " -> ".join(cycle))
     return problems
 
 
-def _check_migration(plan: Plan, m: MigrationPlan, names: set[str]) -> list[str]:
+def _check_migration(
+    plan: Plan, m: MigrationPlan, names: set[str], hooks: HookPolicy
+) -> list[str]:
     out: list[str] = []
     where = f"migration {m.name!r}"
     if not _NAME.match(m.name):
         out.append(f"{where}: name must be 1-63 letters, digits, '_' or '-' (it names topics)")
     spec: MigrationSpec | None = None
     try:
-        spec = get_spec(m.spec)
+        spec = get_spec(m.spec, hooks)
     except ConfigError as exc:
         out.append(f"{where}: {exc}")
     for role, ns in (

@@ -244,7 +244,7 @@ def run_reverse_transform(settings: Settings, stop: StopFlag) -> TransformWorker
     rev = reverse_settings(settings)
     structlog.contextvars.bind_contextvars(migration=rev.migration, process="reverse-transform")
     log.info("reverse.start", settings=rev.masked())
-    spec = inverted(get_spec(settings.spec))
+    spec = inverted(get_spec(settings.spec, settings.hook_policy))
     health = HealthState("reverse-transform")
     with contextlib.ExitStack() as stack:
         server = stack.enter_context(HealthServer(health, rev.metrics_host, rev.metrics_port))
@@ -290,7 +290,7 @@ def drain_and_verify(settings: Settings, *, timeout_s: float = 60.0) -> tuple[bo
     Returns (ok, details); details carry the counts for the audit trail.
     """
     rev = reverse_settings(settings)
-    spec = inverted(get_spec(settings.spec))
+    spec = inverted(get_spec(settings.spec, settings.hook_policy))
     client = connect(settings.mongo_uri.get_secret_value(), app="reverse-verify")
     consumer = Consumer(consumer_config(rev.kafka_bootstrap, rev.consumer_group, "sm-drain"))
     fwd = Consumer(consumer_config(settings.kafka_bootstrap, settings.consumer_group, "sm-drain"))

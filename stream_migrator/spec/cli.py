@@ -38,16 +38,23 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "--sample", type=int, default=200, metavar="N", help="documents to check (default 200)"
     )
     check.add_argument("--seed", type=int, default=0, help="seed of the generated documents")
+    check.add_argument(
+        "--allow-hooks",
+        action="store_true",
+        default=None,
+        help="let the spec import its Python hooks (env SM_ALLOW_HOOKS; SM_HOOKS_ALLOWED)",
+    )
     check.set_defaults(func=_cmd_check)
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
+    from stream_migrator.settings import load_settings
     from stream_migrator.spec import get_spec
     from stream_migrator.spec.check import check_documents, generated_documents, render
     from stream_migrator.spec.errors import SpecError
 
     try:
-        spec = get_spec(args.file)
+        spec = get_spec(args.file, load_settings(allow_hooks=args.allow_hooks).hook_policy)
     except SpecError as exc:
         print(f"spec {args.file}: invalid", file=sys.stderr)
         for problem in exc.problems:

@@ -25,6 +25,7 @@ from bson.decimal128 import Decimal128
 from bson.int64 import Int64
 
 from stream_migrator.errors import ConfigError
+from stream_migrator.hook_policy import NO_HOOKS, HookPolicy
 from stream_migrator.spec import casts, query
 from stream_migrator.spec.avro import AvroSchema, load_schema
 from stream_migrator.spec.errors import SpecError
@@ -102,9 +103,10 @@ _Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _constru
 class _Ctx:
     """Collects problems as ``origin:line: [step N (kind): ]message``."""
 
-    def __init__(self, origin: str, base_dir: Path) -> None:
+    def __init__(self, origin: str, base_dir: Path, hooks: HookPolicy = NO_HOOKS) -> None:
         self.origin = origin
         self.base_dir = base_dir
+        self.hooks = hooks
         self.problems: list[str] = []
         self.step: str | None = None
 
@@ -113,19 +115,28 @@ class _Ctx:
         self.problems.append(where + message)
 
 
-def load_spec(path: str | Path) -> MigrationSpec:
-    """Load a spec file; raises :class:`SpecError` listing every problem with its line."""
+def load_spec(path: str | Path, hooks: HookPolicy = NO_HOOKS) -> MigrationSpec:
+    """Load a spec file; raises :class:`SpecError` listing every problem with its line.
+
+    ``hooks``: which hook modules may be imported (none by default, see
+    :mod:`stream_migrator.hook_policy`).
+    """
     file = Path(path)
     try:
         text = file.read_text()
     except OSError as exc:
         raise ConfigError(f"cannot read spec file {file}: {exc.strerror or exc}") from None
-    return parse_spec(text, origin=str(path), base_dir=file.resolve().parent)
+    return parse_spec(text, origin=str(path), base_dir=file.resolve().parent, hooks=hooks)
 
 
-def parse_spec(text: str, origin: str = "<spec>", base_dir: Path | None = None) -> MigrationSpec:
+def parse_spec(
+    text: str,
+    origin: str = "<spec>",
+    base_dir: Path | None = None,
+    hooks: HookPolicy = NO_HOOKS,
+) -> MigrationSpec:
     """Parse spec YAML; ``base_dir`` anchors ``schema_dir`` and hook modules (default: cwd)."""
-    ctx = _Ctx(origin, base_dir or Path.cwd())
+    ctx = _Ctx(origin, base_dir or Path.cwd(), hooks)
     try:
         raw = yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader is a SafeLoader
     except yaml.MarkedYAMLError as exc:
@@ -614,6 +625,9 @@ def _hook(o: _Map, key: str, ctx: _Ctx) -> tuple[str, DocFunction]:
         ctx.err(line, f"{key}: {ref!r} is not a hook; write module:function, like myhooks:total")
         return str(ref), _unavailable
     module_name, attr = ref.split(":")
+    if not ctx.hooks.permits(module_name):
+        ctx.err(line, f"{key}: {ctx.hooks.refusal(ref, module_name)}")
+        return ref, _unavailable
     try:
         with _importable_from(ctx.base_dir):
             target: Any = importlib.import_module(module_name)

@@ -110,7 +110,7 @@ def _replay(settings: Settings, quarantined: list[QuarantinedEvent], wanted: set
     if missing:
         print(f"not in quarantine: {', '.join(sorted(missing))}")
         return 1
-    spec = get_spec(settings.spec)
+    spec = get_spec(settings.spec, settings.hook_policy)
     client = connect(settings.mongo_uri.get_secret_value(), app="quarantine-replay")
     try:
         db, coll = settings.split_ns(settings.target)

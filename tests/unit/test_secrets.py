@@ -202,8 +202,9 @@ def test_kafka_config_file_errors_name_file_and_line(
     assert needle in str(raised.value)
 
 
-def test_mongo_uri_file_replaces_the_uri(tmp_path: Path) -> None:
+def test_mongo_uri_file_replaces_the_uri(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """SM_MONGO_URI_FILE: the URI comes from the file (trailing newline ignored)."""
+    monkeypatch.delenv("SM_MONGO_URI", raising=False)
     uri_file = tmp_path / "uri"
     uri_file.write_text("mongodb://svc:file-pw-9@h:27017/?tls=true\n")
     s = load_settings(mongo_uri_file=str(uri_file))
@@ -221,9 +222,14 @@ def test_mongo_uri_file_replaces_the_uri(tmp_path: Path) -> None:
     ],
 )
 def test_mongo_uri_file_errors(
-    tmp_path: Path, content: str | None, extra: dict[str, str], needle: str
+    tmp_path: Path,
+    content: str | None,
+    extra: dict[str, str],
+    needle: str,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """A missing, wrong or contradicted URI file is a ConfigError naming SM_MONGO_URI_FILE."""
+    monkeypatch.delenv("SM_MONGO_URI", raising=False)
     uri_file = tmp_path / "uri"
     if content is not None:
         uri_file.write_text(content)

@@ -11,6 +11,7 @@ from bson import ObjectId
 
 from stream_migrator import events
 from stream_migrator.cli import main
+from stream_migrator.hook_policy import ALL_HOOKS
 from stream_migrator.spec import get_spec, load_spec
 from stream_migrator.spec.check import check_documents, diff
 from stream_migrator.transform.worker import TransformWorker
@@ -86,7 +87,7 @@ def test_check_detects_impure_hook(tmp_path: Path) -> None:
             "  - computed: {field: n, hook: 'impure_hooks_1:counter'}\n",
         ),
     )
-    report = check_documents(load_spec(path), [{"_id": 1}], "one")
+    report = check_documents(load_spec(path, ALL_HOOKS), [{"_id": 1}], "one")
     assert report.failures == [
         "_id=1: transform is not deterministic: n: was 0 (int), came back 1 (int)"
     ]

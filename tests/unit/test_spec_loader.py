@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import sys
 import textwrap
 import uuid
 from pathlib import Path
@@ -12,6 +13,7 @@ from bson import ObjectId
 from bson.decimal128 import Decimal128
 
 from stream_migrator.errors import ConfigError, TransformError
+from stream_migrator.hook_policy import ALL_HOOKS, NO_HOOKS, HookPolicy
 from stream_migrator.spec import SPECS, FilteredOut, SpecError, get_spec, load_spec
 from stream_migrator.spec.loader import DEFAULT_SCHEMA_DIR
 
@@ -31,9 +33,9 @@ def _write(tmp_path: Path, body: str, head: str = HEAD) -> Path:
     return path
 
 
-def _problems(path: Path) -> list[str]:
+def _problems(path: Path, hooks: HookPolicy = NO_HOOKS) -> list[str]:
     with pytest.raises(SpecError) as info:
-        load_spec(path)
+        load_spec(path, hooks)
     return info.value.problems
 
 
@@ -175,7 +177,7 @@ def test_hooks_beside_the_spec_file_are_imported(tmp_path: Path) -> None:
         hook: {{apply: '{module}:upper', inverse: '{module}:lower'}}
         """,
     )
-    spec = load_spec(path)
+    spec = load_spec(path, ALL_HOOKS)
     doc = {"_id": 1, "items": [1, 2, 3], "name": "ada"}
     out = spec.transform(doc)
     assert out == {"_id": 1, "items": [1, 2, 3], "name": "ADA", "n_items": 3}
@@ -185,7 +187,7 @@ def test_hooks_beside_the_spec_file_are_imported(tmp_path: Path) -> None:
 def test_unimportable_hook_is_a_spec_error(tmp_path: Path) -> None:
     """A hook that cannot be imported is reported with its line and what to do."""
     path = _write(tmp_path, "steps:\n  - computed: {field: x, hook: 'no_such_mod_x:f'}\n")
-    (problem,) = _problems(path)
+    (problem,) = _problems(path, ALL_HOOKS)
     assert problem.startswith(f"{path}:8: step 1 (computed): hook: cannot import 'no_such_mod_x'")
     assert "beside the spec file" in problem
 
@@ -207,3 +209,61 @@ def test_transform_error_names_step_and_field(tmp_path: Path) -> None:
     assert info.value.step == "step 2 (cast)"
     assert info.value.field == "b"
     assert str(info.value) == "b: cannot cast to int: 'x1' is not an integer [step 2 (cast)]"
+
+
+def _tripwire_spec(tmp_path: Path) -> tuple[Path, str, Path]:
+    """A spec whose hook module writes a file the moment it is imported."""
+    module = f"tripwire_{uuid.uuid4().hex[:8]}"
+    marker = tmp_path / "imported.txt"
+    (tmp_path / f"{module}.py").write_text(
+        f"from pathlib import Path\nPath({str(marker)!r}).write_text('ran')\n"
+        "def count(doc):\n    return 1\n"
+    )
+    path = _write(
+        tmp_path,
+        f"""\
+        steps:
+          - computed: {{field: n, hook: '{module}:count'}}
+          - filter: {{hook: '{module}:count'}}
+        hook: {{apply: '{module}:count', inverse: '{module}:count'}}
+        """,
+    )
+    return path, module, marker
+
+
+def test_hooks_are_refused_and_never_imported_without_permission(tmp_path: Path) -> None:
+    """By default every hook is refused with its line and how to allow it; nothing runs."""
+    path, module, marker = _tripwire_spec(tmp_path)
+    problems = _problems(path)
+    assert len(problems) == 4  # computed, filter.hook, and the top-level apply and inverse
+    for problem in problems:
+        assert f"{module}:count" in problem
+        assert f"SM_HOOKS_ALLOWED={module}" in problem
+        assert "--allow-hooks" in problem
+    assert problems[0].startswith(f"{path}:8: step 1 (computed): hook: hook ")
+    assert not marker.exists()
+    assert module not in sys.modules
+
+
+@pytest.mark.parametrize(
+    "policy",
+    [ALL_HOOKS, "by module"],
+    ids=["allow_hooks", "hooks_allowed"],
+)
+def test_allowed_hooks_are_imported(tmp_path: Path, policy: HookPolicy | str) -> None:
+    """--allow-hooks, or the module listed in SM_HOOKS_ALLOWED, lets the spec load its hooks."""
+    path, module, marker = _tripwire_spec(tmp_path)
+    hooks = HookPolicy.of(False, ["other", module]) if policy == "by module" else policy
+    assert isinstance(hooks, HookPolicy)
+    load_spec(path, hooks)
+    assert marker.read_text() == "ran"
+
+
+def test_hook_policy_allows_submodules_not_prefixes() -> None:
+    """A listed package allows its submodules; a name that merely starts alike is refused."""
+    policy = HookPolicy.of(False, ["acme.hooks", " "])
+    assert policy.permits("acme.hooks")
+    assert policy.permits("acme.hooks.orders")
+    assert not policy.permits("acme.hooksevil")
+    assert not policy.permits("acme")
+    assert not NO_HOOKS.permits("anything")
