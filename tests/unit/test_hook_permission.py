@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import uuid
 from pathlib import Path
 
 import pytest
 
 from stream_migrator.cli import main
 from stream_migrator.settings import load_settings
+from tests.unit.tripwire import write_tripwire_module
 
 PACKAGE = Path(__file__).resolve().parents[2] / "stream_migrator"
 BUILTIN = PACKAGE / "spec" / "builtin"
@@ -17,12 +17,7 @@ PLAN_EXAMPLE = (PACKAGE / "rollout" / "examples" / "plan.toml").read_text()
 
 def _tripwire(tmp_path: Path) -> tuple[Path, str, Path]:
     """The built-in orders spec plus a computed step whose module writes a file on import."""
-    module = f"tripwire_{uuid.uuid4().hex[:8]}"
-    marker = tmp_path / "imported.txt"
-    (tmp_path / f"{module}.py").write_text(
-        f"from pathlib import Path\nPath({str(marker)!r}).write_text('ran')\n"
-        "def one(doc):\n    return 1\n"
-    )
+    module, marker = write_tripwire_module(tmp_path, "one")
     text = (BUILTIN / "orders.v1_to_v2.yaml").read_text()
     text = text.replace(
         "  - default: {field: status, value: pending}\n",

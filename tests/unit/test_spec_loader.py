@@ -16,6 +16,7 @@ from stream_migrator.errors import ConfigError, TransformError
 from stream_migrator.hook_policy import ALL_HOOKS, NO_HOOKS, HookPolicy
 from stream_migrator.spec import SPECS, FilteredOut, SpecError, get_spec, load_spec
 from stream_migrator.spec.loader import DEFAULT_SCHEMA_DIR
+from tests.unit.tripwire import write_tripwire_module
 
 HEAD = """\
 name: t.v1_to_v2
@@ -213,12 +214,7 @@ def test_transform_error_names_step_and_field(tmp_path: Path) -> None:
 
 def _tripwire_spec(tmp_path: Path) -> tuple[Path, str, Path]:
     """A spec whose hook module writes a file the moment it is imported."""
-    module = f"tripwire_{uuid.uuid4().hex[:8]}"
-    marker = tmp_path / "imported.txt"
-    (tmp_path / f"{module}.py").write_text(
-        f"from pathlib import Path\nPath({str(marker)!r}).write_text('ran')\n"
-        "def count(doc):\n    return 1\n"
-    )
+    module, marker = write_tripwire_module(tmp_path, "count")
     path = _write(
         tmp_path,
         f"""\
