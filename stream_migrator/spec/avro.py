@@ -268,15 +268,15 @@ def _compile(  # noqa: PLR0911 - one branch per Avro type
     of ``named`` each time: keyed by identity, its second visit finds the first.
     """
     schema = _resolve(schema, named)
+    kinds = _classes_of(schema, named)
+    if kinds is not None:
+        return _instance_of(kinds)
     if isinstance(schema, list):
-        return _compile_union([_compile(b, named, done) for b in schema])
+        return _compile_union(schema, named, done)
     if isinstance(schema, str):
-        return _PRIMITIVE_CHECKS.get(schema, _never)
+        return _PRIMITIVE_CHECKS.get(schema, _never)  # int, long, or an unknown name
     if not isinstance(schema, dict):
         return _never
-    logical = _LOGICAL_CLASSES.get(schema.get("logicalType"))
-    if logical is not None:
-        return lambda value: isinstance(value, logical)
     kind = schema.get("type")
     if kind == "record":
         return _compile_record(schema, named, done)
@@ -301,14 +301,45 @@ def _never(_value: Any) -> bool:
     return False
 
 
-def _compile_union(branches: list[_Checker]) -> _Checker:
-    if len(branches) == 1:
-        return branches[0]
-    if len(branches) == 2 and branches[0] is _is_null:  # ["null", T]: the optional field
-        other = branches[1]
-        return lambda value: value is None or other(value)
-    options = tuple(branches)
-    return lambda value: any(check(value) for check in options)
+def _instance_of(kinds: tuple[type, ...]) -> _Checker:
+    return lambda value: isinstance(value, kinds)
+
+
+def _compile_union(
+    branches: list[Any], named: dict[str, Any], done: dict[int, _Checker]
+) -> _Checker:
+    # The branches that are a plain isinstance test (null, string, objectId, ...) merge
+    # into one isinstance call: ["null", "string"] costs what "string" does.
+    classes: list[type] = []
+    others: list[_Checker] = []
+    for branch in branches:
+        kinds = _classes_of(branch, named)
+        if kinds is None:
+            others.append(_compile(branch, named, done))
+        else:
+            classes.extend(kinds)
+    merged = tuple(classes)
+    if not others:
+        return _instance_of(merged)
+    rest = tuple(others)
+    if len(rest) == 1:
+        (other,) = rest
+        return lambda value: isinstance(value, merged) or other(value)
+    return lambda value: isinstance(value, merged) or any(check(value) for check in rest)
+
+
+def _classes_of(schema: Any, named: dict[str, Any]) -> tuple[type, ...] | None:
+    """The classes a value of ``schema`` must be an instance of, when that is all its test is."""
+    schema = _resolve(schema, named)
+    if isinstance(schema, str):
+        return _PRIMITIVE_CLASSES.get(schema)
+    if not isinstance(schema, dict):
+        return None
+    logical = _LOGICAL_CLASSES.get(schema.get("logicalType"))
+    if logical is not None:
+        return (logical,)
+    kind = schema.get("type")
+    return _PRIMITIVE_CLASSES.get(kind) if isinstance(kind, str) else None
 
 
 def _compile_record(
@@ -336,10 +367,6 @@ def _compile_record(
     return check
 
 
-def _is_null(value: Any) -> bool:
-    return value is None
-
-
 def _is_int(value: Any) -> bool:
     # int32, as type_name says "int": not a bool, not an Int64 (a long even when small)
     return (
@@ -353,15 +380,20 @@ def _is_long(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and -_INT64 <= value < _INT64
 
 
+#: The primitives whose whole test is an isinstance (bool is an int, so not int or long).
+_PRIMITIVE_CLASSES: dict[str, tuple[type, ...]] = {
+    "null": (type(None),),
+    "boolean": (bool,),
+    "float": (float,),
+    "double": (float,),
+    "bytes": (bytes,),
+    "string": (str,),
+}
+
 _PRIMITIVE_CHECKS: dict[str, _Checker] = {
-    "null": _is_null,
-    "boolean": lambda value: isinstance(value, bool),
+    **{name: _instance_of(kinds) for name, kinds in _PRIMITIVE_CLASSES.items()},
     "int": _is_int,
     "long": _is_long,
-    "float": lambda value: isinstance(value, float),
-    "double": lambda value: isinstance(value, float),
-    "bytes": lambda value: isinstance(value, bytes),
-    "string": lambda value: isinstance(value, str),
 }
 
 #: The logical types of the mapping (the module docstring), by the Python class they take.
