@@ -120,20 +120,47 @@ def _cmd_config(args: argparse.Namespace) -> int:
     return 0
 
 
+_SASL_USER = "stream-migrator"
+
+
 def _stack(args: argparse.Namespace) -> Any:
     from stream_migrator.infra import DEFAULT_STATE_DIR, LocalStack
+    from stream_migrator.infra.stack import ScramUser
 
-    return LocalStack(Path(args.state_dir) if args.state_dir else DEFAULT_STATE_DIR)
+    state = Path(args.state_dir) if args.state_dir else DEFAULT_STATE_DIR
+    if not getattr(args, "secure_kafka", False):
+        return LocalStack(state)
+    password_file = state / "kafka-sasl-password"
+    if not password_file.exists():
+        import secrets
+
+        state.mkdir(parents=True, exist_ok=True)
+        password_file.touch(mode=0o600)
+        password_file.write_text(secrets.token_urlsafe(18))
+    return LocalStack(state, sasl_ssl_user=ScramUser(_SASL_USER, password_file.read_text()))
 
 
 def _cmd_infra(args: argparse.Namespace) -> int:
     stack = _stack(args)
     if args.action == "up":
-        stack.up()
+        servers = stack.up()
+        if args.secure_kafka and "kafka-sasl-ssl" not in servers:
+            raise ConfigError(
+                f"the local stack in {stack.state_dir} is already running without a SASL_SSL "
+                "listener: run `stream-migrator infra down` first, then `infra up --secure-kafka`"
+            )
         print(f"kafka  {stack.kafka_bootstrap()}")
         print(f"mongo  {stack.mongo_uri()}")
         print("use them with:")
-        print(f"  export SM_KAFKA_BOOTSTRAP={stack.kafka_bootstrap()}")
+        if args.secure_kafka:
+            print(f"  export SM_KAFKA_BOOTSTRAP={stack.kafka_sasl_ssl_bootstrap()}")
+            print("  export SM_KAFKA_SECURITY_PROTOCOL=sasl_ssl")
+            print("  export SM_KAFKA_SASL_MECHANISM=SCRAM-SHA-512")
+            print(f"  export SM_KAFKA_SASL_USERNAME={_SASL_USER}")
+            print(f'  export SM_KAFKA_SASL_PASSWORD="$(cat {stack.state_dir}/kafka-sasl-password)"')
+            print(f"  export SM_KAFKA_SSL_CA_LOCATION={stack.kafka_ca_file()}")
+        else:
+            print(f"  export SM_KAFKA_BOOTSTRAP={stack.kafka_bootstrap()}")
         print(f"  export SM_MONGO_URI='{stack.mongo_uri()}'")
         return 0
     if args.action == "down":
@@ -222,6 +249,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("infra", help="the local Kafka + MongoDB-wire stack (no Docker needed)")
     p.add_argument("action", choices=["up", "down", "status"])
     p.add_argument("--state-dir", help="where pids, ports, logs and data live (default .sm/stack)")
+    p.add_argument(
+        "--secure-kafka",
+        action="store_true",
+        help="up: also give the broker a SASL_SSL listener (SCRAM user, test CA) and print "
+        "the SM_KAFKA_* settings that reach it",
+    )
     p.set_defaults(func=_cmd_infra)
 
     p = sub.add_parser("demo", help="migrate a live shop.orders end to end on the local stack")

@@ -15,6 +15,7 @@ import pytest
 from bson import ObjectId
 
 from stream_migrator.app import run_capture, run_transform
+from stream_migrator.kafka_security import check_kafka_access
 from stream_migrator.settings import load_settings
 from tests import backends
 from tests.integration.helpers import (
@@ -187,23 +188,45 @@ def test_config_prints_masked_settings() -> None:
     assert data["mongo_uri"] == "mongodb://u:***@h:1/"
 
 
-def test_infra_up_status_down_on_a_fresh_state_dir(tmp_path: Path) -> None:
-    """`infra up` starts both servers, `status` says where they answer, `down` stops them."""
+@pytest.mark.parametrize("secure", [False, True], ids=["plaintext", "secure-kafka"])
+def test_infra_up_status_down_on_a_fresh_state_dir(tmp_path: Path, secure: bool) -> None:
+    """`infra up` starts both servers, `status` says where they answer, `down` stops them.
+
+    With --secure-kafka the printed SM_KAFKA_* settings reach a SASL_SSL listener, and the
+    generated password is in a 0600 file, never on the terminal.
+    """
     state = str(tmp_path / "stack")
-    up = cli("infra", "up", "--state-dir", state, timeout=180)
+    up = cli(
+        "infra", "up", "--state-dir", state, *(["--secure-kafka"] if secure else []), timeout=180
+    )
     try:
         assert up.returncode == 0, up.stdout + up.stderr
-        bootstrap = next(
-            line.split("=", 1)[1]
+        exports = dict(
+            line.split("export ", 1)[1].split("=", 1)
             for line in up.stdout.splitlines()
-            if "SM_KAFKA_BOOTSTRAP=" in line
+            if "export " in line
         )
+        bootstrap = exports["SM_KAFKA_BOOTSTRAP"]
         out = cli("infra", "status", "--state-dir", state)
         assert out.returncode == 0, out.stdout + out.stderr
         assert "kafka" in out.stdout
         assert bootstrap in out.stdout
         assert "mongo" in out.stdout
-        assert out.stdout.count("answering") == 2
+        assert out.stdout.count("answering") == (3 if secure else 2)
+        if secure:
+            password_file = Path(state) / "kafka-sasl-password"
+            assert password_file.stat().st_mode & 0o777 == 0o600
+            password = password_file.read_text()
+            assert password not in up.stdout
+            settings = load_settings(
+                kafka_bootstrap=bootstrap,
+                kafka_security_protocol=exports["SM_KAFKA_SECURITY_PROTOCOL"],
+                kafka_sasl_mechanism=exports["SM_KAFKA_SASL_MECHANISM"],
+                kafka_sasl_username=exports["SM_KAFKA_SASL_USERNAME"],
+                kafka_sasl_password=password,
+                kafka_ssl_ca_location=exports["SM_KAFKA_SSL_CA_LOCATION"],
+            )
+            check_kafka_access(settings.kafka_bootstrap, settings.kafka_client, timeout=30)
     finally:
         down = cli("infra", "down", "--state-dir", state)
     assert down.returncode == 0
