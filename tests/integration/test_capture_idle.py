@@ -2,7 +2,8 @@
 
 mongo-java-server answers an empty getMore at once (it ignores maxAwaitTimeMS) at a
 cost that grows with its oplog, so the stream is scripted here to answer the same way
-on demand; the producer and the checkpoint collection are real.
+on demand (an idle answer of the scripted stream is one); the producer and the
+checkpoint collection are real.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from stream_migrator.kafka import AckedProducer, ensure_topic, producer_config
 from stream_migrator.runtime import StopFlag
 from stream_migrator.settings import load_settings
 from tests.integration.helpers import client_for
+from tests.integration.test_capture_transactions import ScriptedStream
 
 pytestmark = pytest.mark.integration
 
@@ -31,23 +33,6 @@ class _RecordingStop(StopFlag):
     def wait(self, timeout: float) -> bool:
         self.pauses.append(timeout)
         return self.is_set()
-
-
-class _InstantStream:
-    """Answers ``None`` at once (an empty getMore) except for the scripted events."""
-
-    def __init__(self, script: list[dict[str, Any] | None], stop: StopFlag) -> None:
-        self._script = list(script)
-        self._stop = stop
-        self.resume_token: Any = {"_data": "8200000000"}
-
-    def try_next(self) -> dict[str, Any] | None:
-        item = self._script.pop(0)
-        if not self._script:
-            self._stop.set("script done")
-        if item is not None:
-            self.resume_token = item["_id"]
-        return item
 
 
 def test_idle_tail_pauses_grow_and_reset_on_an_event(settings_kwargs: dict[str, Any]) -> None:
@@ -65,12 +50,13 @@ def test_idle_tail_pauses_grow_and_reset_on_an_event(settings_kwargs: dict[str, 
         "documentKey": {"_id": doc_id},
         "fullDocument": {"_id": doc_id, "total": 1},
     }
-    script: list[dict[str, Any] | None] = [None] * 7 + [change] + [None] * 3
+    idle = ("idle", {"_data": "8202"})
+    script: list[Any] = [idle] * 7 + [change] + [idle] * 3
     try:
         capture = Capture(
             s, client, producer, MongoCheckpointStore(client, s.metadata_db, s.migration), stop
         )
-        capture._follow(_InstantStream(script, stop), None)  # type: ignore[arg-type]
+        capture._follow(ScriptedStream(script, stop), None)  # type: ignore[arg-type]
     finally:
         producer.close()
         client.close()

@@ -26,7 +26,7 @@ from tests.integration.helpers import client_for, pipeline, wait_until_match
 pytestmark = pytest.mark.integration
 
 
-class _ScriptedStream:
+class ScriptedStream:
     """Replays events (dicts) and idle answers (``("idle", post_batch_token)``), then stops.
 
     The stop flag is set as the last item is handed out, as a SIGTERM would be.
@@ -107,7 +107,7 @@ def _follow(s: Settings, script: list[Any]) -> tuple[Capture, dict[str, Any]]:
     stop = StopFlag()
     capture = Capture(s, client, producer, store, stop)
     try:
-        capture._follow(_ScriptedStream(script, stop), None)  # type: ignore[arg-type]
+        capture._follow(ScriptedStream(script, stop), None)  # type: ignore[arg-type]
         return capture, store.load() or {}
     finally:
         producer.close()
