@@ -181,8 +181,9 @@ def _to_double(value: Any, source: str, _fmt: str | None) -> float:
 def _to_decimal(value: Any, source: str, _fmt: str | None) -> Decimal128:
     if source == "decimal":
         return value  # type: ignore[no-any-return]  # already a Decimal128
+    if source == "double" and math.isfinite(value):
+        return _double_to_decimal128(value)
     try:
-        # repr of a float is its shortest round-tripping form: 19.99, not 19.989999...
         number = Decimal(repr(value) if source == "double" else str(value).strip())
     except InvalidOperation:
         raise CastFailure(f"{value!r} is not a number") from None
@@ -195,10 +196,9 @@ def _to_decimal(value: Any, source: str, _fmt: str | None) -> Decimal128:
 
 
 # Decimal128 <-> Decimal. bson's own conversions loop over the bits in Python (about
-# 5 us a value); these do the same arithmetic on whole integers, with the same
-# context, so they give the same value and refuse the same inputs.
-#: bson's Decimal128 context (precision, exponents, clamp) with bson's traps, so a
-#: value that does not fit exactly raises instead of being rounded.
+# 5 us a value); these do the same arithmetic on whole integers, with bson's context
+# (precision, exponents, clamp) and bson's traps, so they give the same value and
+# refuse (Inexact, Overflow) the same inputs instead of rounding them.
 _DEC128_CONTEXT = create_decimal128_context()
 _DEC128_CONTEXT.traps.update(dict.fromkeys((Inexact, Overflow, InvalidOperation), True))
 _EXPONENT_BIAS = 6176
@@ -216,9 +216,26 @@ def decimal128(number: Decimal) -> Decimal128:
         return Decimal128(exact)
     sign, _, exponent = exact.as_tuple()
     assert isinstance(exponent, int)  # finite
-    # At 34 digits the coefficient (< 2**113) always takes the common encoding.
     coefficient = int(exact.copy_abs().scaleb(-exponent, _DEC128_CONTEXT))
-    high = coefficient >> 64 | (exponent + _EXPONENT_BIAS) << 49 | sign << 63
+    return _from_parts(sign, coefficient, exponent)
+
+
+def _double_to_decimal128(value: float) -> Decimal128:
+    """``decimal128(Decimal(repr(value)))`` for a finite float, read off its repr.
+
+    repr is the float's shortest round-tripping form (19.99, not 19.989999...),
+    at most 17 digits and an exponent within +-400: it always fits exactly.
+    """
+    text = repr(value)
+    mantissa, _, power = text.partition("e")
+    whole, _, fraction = mantissa.partition(".")
+    coefficient = abs(int(whole + fraction))
+    return _from_parts(text[0] == "-", coefficient, int(power or 0) - len(fraction))
+
+
+def _from_parts(negative: int, coefficient: int, exponent: int) -> Decimal128:
+    # A coefficient of at most 34 digits (< 2**113) always takes the common encoding.
+    high = coefficient >> 64 | (exponent + _EXPONENT_BIAS) << 49 | negative << 63
     return Decimal128.from_bid(_PAIR.pack(coefficient & _LOW_64, high))
 
 

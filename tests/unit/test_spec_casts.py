@@ -9,7 +9,7 @@ from bson.decimal128 import Decimal128
 from hypothesis import given
 from hypothesis import strategies as st
 
-from stream_migrator.spec.casts import decimal128, decimal_of
+from stream_migrator.spec.casts import convert, decimal128, decimal_of
 
 _exponents = st.integers(-6200, 6200)
 _coefficients = st.integers(0, 10**34 - 1) | st.integers(0, 10**36)
@@ -73,3 +73,12 @@ def test_decimal128_edge_values(text: str) -> None:
     assert value.bid == Decimal128(Decimal(text)).bid
     assert str(decimal_of(value)) == str(value.to_decimal())
     assert decimal_of(value) == Decimal(text)
+
+
+@given(st.floats(allow_nan=False, allow_infinity=False) | st.sampled_from([-0.0, 5e-324, 1e22]))
+def test_double_to_decimal_is_the_decimal_of_its_repr(value: float) -> None:
+    """A double casts to the Decimal128 of its shortest repr (19.99, -0.0, 1E+22), as before."""
+    expected = Decimal128(Decimal(repr(value)))
+    got = convert(value, "decimal")
+    assert got.bid == expected.bid
+    assert str(got) == str(expected)
