@@ -5,9 +5,8 @@ from __future__ import annotations
 import datetime as dt
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from bson.decimal128 import Decimal128
 from bson.int64 import Int64
@@ -286,15 +285,16 @@ class MongoSink:
 
     def _current(self, batch: list[TargetWrite]) -> dict[Any, tuple[Any, bool]]:
         """_id -> (its _sm.v as stored, None if absent; whether an upsert would leave it as is)."""
-        wanted = {hashable_id(w.doc_id): w for w in batch}
-        projection = None if self.skip_equal else {f"{META_FIELD}.v": 1}
+        # Only skip_equal compares content: the others read just the version.
+        wanted = {hashable_id(w.doc_id): w for w in batch} if self.skip_equal else None
+        projection = None if wanted is not None else {f"{META_FIELD}.v": 1}
         current: dict[Any, tuple[Any, bool]] = {}
         try:
             for doc in self._coll.find({"_id": {"$in": [w.doc_id for w in batch]}}, projection):
                 key = hashable_id(doc["_id"])
                 meta = doc.get(META_FIELD)
                 version = meta.get("v") if isinstance(meta, dict) else None
-                same = self.skip_equal and _same_content(doc, wanted.get(key))
+                same = wanted is not None and _same_content(doc, wanted.get(key))
                 current[key] = (version, same)
         except PyMongoError as exc:
             raise _translate(exc) from exc
@@ -525,9 +525,12 @@ def _translate(exc: PyMongoError) -> RetryableError | FatalError:
     return FatalError(f"target write failed: {exc}", code=code)
 
 
-@dataclass(frozen=True)
-class _CasExpect:
-    """What the compare-and-set expects: was the document there, and at which version."""
+class _CasExpect(NamedTuple):
+    """What the compare-and-set expects: was the document there, and at which version.
+
+    A NamedTuple, not a frozen dataclass: one is built per write, and a frozen
+    dataclass's __init__ costs several times as much.
+    """
 
     present: bool
     version: Any  # the _sm.v exactly as read (None when missing)
