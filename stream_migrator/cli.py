@@ -11,23 +11,9 @@ from typing import Any
 
 from stream_migrator.errors import ConfigError, InfraError, StreamMigratorError
 from stream_migrator.redact import redact_text
-from stream_migrator.settings import Settings, load_settings
+from stream_migrator.settings import Settings, cli_flags, load_settings
 
-_SETTING_FLAGS = {
-    "mongo_uri": "--mongo-uri",
-    "mongo_uri_file": "--mongo-uri-file",
-    "allow_hooks": "--allow-hooks",
-    "kafka_bootstrap": "--kafka-bootstrap",
-    "migration": "--migration",
-    "source": "--source",
-    "target": "--target",
-    "spec": "--spec",
-    "partitions": "--partitions",
-    "batch_size": "--batch-size",
-    "metrics_port": "--metrics-port",
-    "max_docs_per_second": "--max-docs-per-second",
-    "log_level": "--log-level",
-}
+_SETTING_FLAGS = cli_flags()
 
 
 def _add_settings_flags(parser: argparse.ArgumentParser) -> None:

@@ -28,6 +28,11 @@ from stream_migrator.redact import (
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")
 
 
+def _cli(flag: str) -> dict[str, Any]:
+    """Marks a setting that every process command also takes as a command-line flag."""
+    return {"cli_flag": flag}
+
+
 class Settings(BaseSettings):
     """Settings shared by capture, transform and demo; read from ``SM_*`` variables."""
 
@@ -36,15 +41,19 @@ class Settings(BaseSettings):
     mongo_uri: SecretStr = Field(
         SecretStr("mongodb://127.0.0.1:27017/?directConnection=true"),
         description="MongoDB connection string for source, target and metadata.",
+        json_schema_extra=_cli("--mongo-uri"),
     )
     mongo_uri_file: str = Field(
         "",
         description="Path of a file holding the MongoDB connection string (e.g. a mounted "
         "Secret), so it never appears in the environment or on a command line; replaces "
         "SM_MONGO_URI.",
+        json_schema_extra=_cli("--mongo-uri-file"),
     )
     kafka_bootstrap: str = Field(
-        "127.0.0.1:9092", description="Kafka bootstrap servers, comma separated."
+        "127.0.0.1:9092",
+        description="Kafka bootstrap servers, comma separated.",
+        json_schema_extra=_cli("--kafka-bootstrap"),
     )
     kafka_security_protocol: Literal["plaintext", "ssl", "sasl_plaintext", "sasl_ssl"] = Field(
         "plaintext",
@@ -77,20 +86,41 @@ class Settings(BaseSettings):
         "sensitive keys are treated as secrets; the SM_KAFKA_* settings above override it.",
     )
     migration: str = Field(
-        "orders-v2", description="Migration name; names topics, consumer group and checkpoints."
+        "orders-v2",
+        description="Migration name; names topics, consumer group and checkpoints.",
+        json_schema_extra=_cli("--migration"),
     )
-    source: str = Field("shop.orders", description="Source collection as <db>.<collection>.")
-    target: str = Field("shop.orders_v2", description="Target collection as <db>.<collection>.")
+    source: str = Field(
+        "shop.orders",
+        description="Source collection as <db>.<collection>.",
+        json_schema_extra=_cli("--source"),
+    )
+    target: str = Field(
+        "shop.orders_v2",
+        description="Target collection as <db>.<collection>.",
+        json_schema_extra=_cli("--target"),
+    )
     spec: str = Field(
         "orders.v1_to_v2",
         description="Migration spec: a built-in name (orders.v1_to_v2) or a spec YAML path.",
+        json_schema_extra=_cli("--spec"),
     )
     metadata_db: str = Field(
         "stream_migrator", description="Database holding the capture checkpoints."
     )
-    partitions: int = Field(6, ge=1, le=1024, description="Partitions of the change topic.")
+    partitions: int = Field(
+        6,
+        ge=1,
+        le=1024,
+        description="Partitions of the change topic.",
+        json_schema_extra=_cli("--partitions"),
+    )
     batch_size: int = Field(
-        1000, ge=1, le=100_000, description="Max events per transform batch (one bulk write)."
+        1000,
+        ge=1,
+        le=100_000,
+        description="Max events per transform batch (one bulk write).",
+        json_schema_extra=_cli("--batch-size"),
     )
     batch_timeout_s: float = Field(
         0.5, gt=0, le=60, description="Max seconds a transform batch waits to fill."
@@ -99,7 +129,10 @@ class Settings(BaseSettings):
         1.0, gt=0, le=300, description="Seconds between capture resume-token checkpoints."
     )
     max_docs_per_second: float = Field(
-        0, ge=0, description="Snapshot copy rate ceiling in documents per second; 0 = no cap."
+        0,
+        ge=0,
+        description="Snapshot copy rate ceiling in documents per second; 0 = no cap.",
+        json_schema_extra=_cli("--max-docs-per-second"),
     )
     snapshot_max_lag: int = Field(
         100_000,
@@ -149,6 +182,7 @@ class Settings(BaseSettings):
         description="Let specs import their Python hooks (computed, hook, filter.hook): a hook "
         "runs arbitrary code, so a spec's hooks are refused unless allowed here or listed in "
         "SM_HOOKS_ALLOWED.",
+        json_schema_extra=_cli("--allow-hooks"),
     )
     hooks_allowed: str = Field(
         "",
@@ -156,10 +190,18 @@ class Settings(BaseSettings):
         "submodules), when SM_ALLOW_HOOKS is false.",
     )
     metrics_port: int = Field(
-        0, ge=0, le=65535, description="Port of /metrics and /healthz; 0 picks a free port."
+        0,
+        ge=0,
+        le=65535,
+        description="Port of /metrics and /healthz; 0 picks a free port.",
+        json_schema_extra=_cli("--metrics-port"),
     )
     metrics_host: str = Field("127.0.0.1", description="Address /metrics and /healthz bind to.")
-    log_level: str = Field("info", description="Log level: debug, info, warning, error.")
+    log_level: str = Field(
+        "info",
+        description="Log level: debug, info, warning, error.",
+        json_schema_extra=_cli("--log-level"),
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -284,15 +326,24 @@ def load_settings(**overrides: Any) -> Settings:
     return settings
 
 
+def cli_flags() -> dict[str, str]:
+    """Setting name -> its command-line flag, for the settings that have one."""
+    flags = {}
+    for name, field in Settings.model_fields.items():
+        extra = field.json_schema_extra
+        if isinstance(extra, dict) and isinstance(extra.get("cli_flag"), str):
+            flags[name] = str(extra["cli_flag"])
+    return flags
+
+
 def reference_table() -> str:
     """The README's settings table, generated from the model (a unit test keeps them equal)."""
-    from stream_migrator.cli import _SETTING_FLAGS  # lazy: cli imports this module
-
+    flags = cli_flags()
     rows = ["| Variable | CLI flag | Default | Meaning |", "|---|---|---|---|"]
     for name, field in Settings.model_fields.items():
         default = field.default
         if isinstance(default, SecretStr):
             default = default.get_secret_value()
-        flag = f"`{_SETTING_FLAGS[name]}`" if name in _SETTING_FLAGS else ""
+        flag = f"`{flags[name]}`" if name in flags else ""
         rows.append(f"| `SM_{name.upper()}` | {flag} | `{default}` | {field.description} |")
     return "\n".join(rows)

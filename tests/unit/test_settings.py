@@ -8,7 +8,7 @@ import pytest
 
 from stream_migrator.errors import ConfigError
 from stream_migrator.kafka import TopicRetention, check_tombstone_retention
-from stream_migrator.settings import Settings, load_settings, reference_table
+from stream_migrator.settings import Settings, cli_flags, load_settings, reference_table
 
 
 def test_env_is_read(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -62,13 +62,18 @@ def test_readme_settings_table_matches_model() -> None:
 
 
 def test_reference_table_names_each_cli_flag() -> None:
-    """Each setting with a CLI flag shows that flag in its row; the others leave it empty."""
-    from stream_migrator.cli import _SETTING_FLAGS
+    """Each setting with a CLI flag shows that flag in its row, and the commands take it."""
+    from stream_migrator.cli import build_parser
 
     rows = {row.split(" | ")[0].strip("| `"): row for row in reference_table().splitlines()[2:]}
     assert len(rows) == len(Settings.model_fields)
-    for name, flag in _SETTING_FLAGS.items():
+    assert len(cli_flags()) >= 10
+    for name, flag in cli_flags().items():
         assert f"| `{flag}` |" in rows[f"SM_{name.upper()}"]
+        kind = Settings.model_fields[name].annotation
+        args = build_parser().parse_args(["config", flag, *([] if kind is bool else ["7"])])
+        expected = {bool: True, int: 7}.get(kind, "7")  # type: ignore[call-overload]
+        assert getattr(args, name) == expected, flag
     assert "| `SM_METADATA_DB` |  |" in reference_table()
 
 
