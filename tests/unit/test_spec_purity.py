@@ -81,6 +81,17 @@ def _same(doc: dict[str, Any]) -> dict[str, Any]:
     return doc
 
 
+def _pops_and_keeps(doc: dict[str, Any]) -> bool:
+    """A filter predicate that changes its argument while it looks (it gets a copy)."""
+    sub = doc.get("a")
+    return isinstance(sub, dict) and sub.pop("k", None) is not None
+
+
+@read_only
+def _has_b(doc: dict[str, Any]) -> bool:
+    return "b" in doc
+
+
 class _InPlace:
     """A hand-written step (the Step protocol, no ``copy_on_write``) that edits ``a`` in place."""
 
@@ -115,6 +126,8 @@ STEPS: dict[str, Step] = {
     "hook read_only": Hook("m:flag", _flag_shallow, "m:unflag", _unflag),
     "hook identity": Hook("m:same", _same, "m:same", _same),
     "filter": Filter(query={"a": {"$exists": True}}),
+    "filter hook copy": Filter(ref="m:pops", predicate=_pops_and_keeps),
+    "filter hook read_only": Filter(ref="m:has_b", predicate=_has_b),
     "hand-written": _InPlace(),
 }
 CHAIN = (
