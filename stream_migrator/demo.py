@@ -24,6 +24,7 @@ from stream_migrator.errors import InfraError
 from stream_migrator.infra import DEFAULT_STATE_DIR, LocalStack, free_port
 from stream_migrator.mongo import connect
 from stream_migrator.reconcile import CompareReport, full_compare
+from stream_migrator.redact import redact_uri
 from stream_migrator.spec import get_spec
 
 _CITIES = ["Springfield", "Shelbyville", "Ogdenville", "North Haverbrook", "Capital City"]
@@ -195,14 +196,14 @@ def run_demo(options: DemoOptions) -> DemoReport:
     started_stack = False
     if external:
         mongo_uri, bootstrap = os.environ["SM_MONGO_URI"], os.environ["SM_KAFKA_BOOTSTRAP"]
-        print(f"using existing servers: kafka {bootstrap}, mongo {mongo_uri}")
+        print(f"using existing servers: kafka {bootstrap}, mongo {redact_uri(mongo_uri)}")
     else:
         had = {r["name"] for r in stack.status() if r["answering"]}
         print("starting the local stack (Kafka KRaft broker + mongo-java-server) ...", flush=True)
         stack.up()
         started_stack = had != {"kafka", "mongo"}
         mongo_uri, bootstrap = stack.mongo_uri(), stack.kafka_bootstrap()
-        print(f"kafka {bootstrap}   mongo {mongo_uri}")
+        print(f"kafka {bootstrap}   mongo {redact_uri(mongo_uri)}")
     try:
         return _run(options, mongo_uri, bootstrap)
     finally:
