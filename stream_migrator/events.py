@@ -161,8 +161,14 @@ def _verbatim(element: bytes) -> bool:
     return True
 
 
+_OBJECT_ID_FIRST = b"\x07_id\x00"  # a stored document's usual first element
+_OBJECT_ID_KEY_HEAD = _INT32.pack(22) + _OBJECT_ID_FIRST
+
+
 def _raw_key(raw: bytes) -> bytes | None:
     """:func:`key_bytes` of the ``_id`` of BSON document ``raw``, taken from its bytes."""
+    if raw.startswith(_OBJECT_ID_FIRST, 4) and len(raw) >= 22:
+        return _OBJECT_ID_KEY_HEAD + raw[9:21] + b"\x00"
     for name, start, end in _elements(raw):
         if name == b"_id":
             element = raw[start:end]

@@ -66,6 +66,9 @@ class Capture:
         self._stop = stop
         self._health = health or HealthState("capture")
         self._pending: Counter[str] = Counter()
+        # Read once: settings' derived names are computed on every access, _emit runs per event.
+        self._topic = settings.changes_topic
+        self._max_bytes = settings.max_event_bytes
         self.captured = 0
         self.folded = 0  # events of a transaction replaced by a later one of their document
 
@@ -321,10 +324,10 @@ class Capture:
         value = events.encode_raw(
             op, self._s.source, key, doc, version, int(time.time() * 1000), token
         )
-        if len(value) > self._s.max_event_bytes:
+        if len(value) > self._max_bytes:
             self._quarantine_oversize(op, key, version, token, len(value))
             return
-        self._producer.produce(self._s.changes_topic, key, value)
+        self._producer.produce(self._topic, key, value)
         self._pending[op] += 1
 
     def _quarantine_oversize(
