@@ -147,9 +147,8 @@ def _move(doc: dict[str, Any], src: str, dst: str) -> None:
 
 def _call_hook(ref: str, fn: DocFunction, doc: dict[str, Any], field: str) -> Any:
     """Run a user hook (on a private copy unless :func:`read_only`); errors -> TransformError."""
-    arg = doc if getattr(fn, READ_ONLY_ATTR, False) else copy.deepcopy(doc)
     try:
-        return fn(arg)
+        return fn(doc if getattr(fn, READ_ONLY_ATTR, False) else copy.deepcopy(doc))
     except TransformError:
         raise
     except Exception as exc:
