@@ -181,7 +181,7 @@ def _to_double(value: Any, source: str, _fmt: str | None) -> float:
 def _to_decimal(value: Any, source: str, _fmt: str | None) -> Decimal128:
     if source == "decimal":
         return value  # type: ignore[no-any-return]  # already a Decimal128
-    if source == "double" and math.isfinite(value):
+    if type(value) is float and math.isfinite(value):  # not a subclass: its repr may differ
         return _double_to_decimal128(value)
     try:
         number = Decimal(repr(value) if source == "double" else str(value).strip())
