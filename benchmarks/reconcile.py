@@ -14,6 +14,9 @@ as a share of what the server can deliver ("vs scan", "vs raw").
     .venv/bin/python benchmarks/reconcile.py [--sizes 10000 50000] [--bucket 1000] [--profile F]
 
 ``--profile F`` writes a cProfile of an extra reconcile call (the last N) to ``F``.
+Each size inserts 2 N documents and drops them after, but the stand-in's oplog keeps
+every insert: for sizes of 50,000 and more use a private stack (a shared stand-in
+with a 3 GB heap died of OutOfMemoryError after a series of such runs).
 Needs SM_KAFKA_BOOTSTRAP / SM_MONGO_URI (start them with `stream-migrator infra up`).
 """
 
