@@ -85,7 +85,9 @@ class SnapshotThrottle:
         with self._cond:
             self._closing.set()
             self._cond.notify_all()
-        watcher.join(timeout=10.0)
+        # A probe under way ends on its own (its thread is a daemon): the tail need not
+        # wait out a slow broker answer that nothing will read.
+        watcher.join(timeout=1.0)
         self._closing = threading.Event()
         self._reading = _NONE_YET
 
