@@ -30,6 +30,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from pymongo.errors import PyMongoError
+
 from stream_migrator.demo import LiveWriter, scrape, seed
 from stream_migrator.errors import InfraError
 from stream_migrator.infra import DEFAULT_STATE_DIR, LocalStack, free_port
@@ -231,8 +233,10 @@ class Pipeline:
         try:
             self.stop()
         finally:
-            self.client.drop_database(self.db)
-            self.client.drop_database(self.metadata_db)
+            # Best effort: a server that died must not hide the error that stopped the run.
+            with contextlib.suppress(PyMongoError):
+                self.client.drop_database(self.db)
+                self.client.drop_database(self.metadata_db)
             self.client.close()
 
     def __enter__(self) -> Pipeline:

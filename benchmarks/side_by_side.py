@@ -19,7 +19,7 @@ Each phase of a round runs on a fresh local stack (Kafka KRaft + mongo-java-serv
    holds N documents (then checked equal to the source, untimed). It copies; it does
    not transform, so it does less work per document than stream-migrator;
 4. latency at 1,000 and 2,000 writes/s (``--rates``): capture + 1 worker tail a seeded
-   collection while writer processes (one per 1,000/s, 4 paced threads each) insert
+   collection while writer processes (one per 1,000/s, 8 paced threads each) insert
    and update at the rate, each write setting a unique ``seq``; a change stream on
    the target (``updateLookup``) records when each write's ``seq`` (or a later one of
    the same document) is visible. Source write (clock read just before the call) to
@@ -534,7 +534,7 @@ def _wait(what: str, cond: Callable[[], bool], timeout_s: float) -> None:
 def latency_at(pipe: Pipeline, rate: int, seconds: float, timeout_s: float) -> Latency:
     """Writer processes at ``rate`` on the source; each write's time until the target shows it.
 
-    The writers run in their own processes (1 per 1,000 writes/s, 4 threads each) so
+    The writers run in their own processes (1 per 1,000 writes/s, 8 threads each) so
     that neither they nor this observer wait on the other's GIL.
     """
     observer = _Observer(pipe.tgt)
@@ -556,7 +556,7 @@ def latency_at(pipe: Pipeline, rate: int, seconds: float, timeout_s: float) -> L
                 seconds,
                 first_seq=1_000_000_000 * (1 + rate) + k,
                 step=count,
-                threads=4,  # a round trip of up to 4 ms still holds 1,000/s
+                threads=8,  # round trips, not CPU, bound a writer: 8 ms each still holds 1,000/s
             )
             ready = ctx.Event()
             ready_events.append(ready)
