@@ -9,7 +9,12 @@ from typing import Any
 from bson import Timestamp
 from pymongo import MongoClient, ReadPreference, uri_parser
 from pymongo.collection import Collection
-from pymongo.errors import ConnectionFailure, OperationFailure, PyMongoError
+from pymongo.errors import (
+    ConfigurationError,
+    ConnectionFailure,
+    OperationFailure,
+    PyMongoError,
+)
 from pymongo.read_concern import ReadConcern
 from pymongo.write_concern import WriteConcern
 
@@ -41,26 +46,41 @@ def connect(
 @functools.cache
 def check_mongo_access(uri: str, timeout_ms: int = 2_000) -> None:
     """Raise ConfigError when MongoDB refuses ``uri``'s TLS or login; else return (see connect)."""
-    # Selection outlasts the connect timeout, so a handshake that hangs reports its own
-    # error (naming TLS) rather than a bare selection timeout.
-    probe: MongoClient[dict[str, Any]] = MongoClient(
-        uri, serverSelectionTimeoutMS=2 * timeout_ms, connectTimeoutMS=timeout_ms
-    )
+    try:
+        # Selection outlasts the connect timeout, so a handshake that hangs reports its own
+        # error (naming TLS) rather than a bare selection timeout.
+        probe: MongoClient[dict[str, Any]] = MongoClient(
+            uri, serverSelectionTimeoutMS=2 * timeout_ms, connectTimeoutMS=timeout_ms
+        )
+    except ConfigurationError as exc:
+        raise ConfigError(f"the MongoDB connection string cannot be used: {exc}") from None
     try:
         probe.admin.command("ping")
     except OperationFailure as exc:
+        # ping needs no privilege: a failure is the connection's authentication.
         if exc.code == _AUTHENTICATION_FAILED:
             raise ConfigError(
                 f"MongoDB at {_hosts(uri)} refused the login of {_user(uri)!r}: check the user, "
                 "password and authSource of the connection string (SM_MONGO_URI or "
                 "SM_MONGO_URI_FILE)"
             ) from None
+        raise ConfigError(
+            f"MongoDB at {_hosts(uri)} could not authenticate {_user(uri)!r} (code {exc.code}: "
+            f"{_errmsg(exc)}): check authMechanism and the credentials of the connection string"
+        ) from None
+    except ConfigurationError as exc:
+        raise ConfigError(f"the MongoDB connection string cannot be used: {exc}") from None
     except PyMongoError as exc:
         problem = _tls_problem(uri, str(exc))
         if problem is not None:
             raise problem from None
     finally:
         probe.close()
+
+
+def _errmsg(exc: OperationFailure) -> str:
+    details = exc.details or {}
+    return str(details.get("errmsg") or exc)[:200]
 
 
 _AUTHENTICATION_FAILED = 18
