@@ -155,7 +155,7 @@ class Reconciler:
         self._lag = lag_probe
         self._stop = stop or StopFlag()
         self._progress = progress
-        self._spec = spec or get_spec(settings.spec)
+        self._spec = spec or get_spec(settings.spec, settings.hook_policy)
         sdb, scoll = settings.split_ns(settings.source)
         tdb, tcoll = settings.split_ns(settings.target)
         self.source: Collection[dict[str, Any]] = client[sdb][scoll]
