@@ -51,6 +51,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import multiprocessing
+import os
 import random
 import shutil
 import statistics
@@ -641,8 +642,8 @@ def _row(what: str, rate: str, cpu: str = "", note: str = "") -> str:
     return f"{what:<44} {rate:>12}  {cpu:<42} {note}".rstrip()
 
 
-def print_round(number: int, r: Round, docs: int) -> None:
-    print(f"\n== round {number}: {docs:,} documents, a fresh stack per phase ==")
+def print_round(number: int, r: Round, docs: int, where: str) -> None:
+    print(f"\n== round {number}: {docs:,} documents, {where} ==")
     print(_row("what", "events/s", "CPU per event (the process itself)", "notes"))
     if (c := r.ceilings) is not None:
         print(_row("stand-in insert_many(1000)", f"{c.insert:,.0f}"))
@@ -768,14 +769,18 @@ def main() -> None:
     args.latency_seconds = args.latency_seconds or (8.0 if quick else 20.0)
     args.latency_seed = args.latency_seed or (2_000 if quick else 10_000)
     rounds: list[Round] = []
+    shared = os.environ.get("SM_MONGO_URI") and os.environ.get("SM_KAFKA_BOOTSTRAP")
+    where = "a fresh local stack per phase"
+    if shared and not args.own_stack:
+        where = "on the SM_MONGO_URI / SM_KAFKA_BOOTSTRAP servers"  # not the URI: secrets
     for number in range(1, args.rounds + 1):
         rounds.append(Round())
         try:
             run_round(args, rounds[-1])
         except BenchmarkError as exc:
-            print_round(number, rounds[-1], args.docs)  # the phases that did finish
+            print_round(number, rounds[-1], args.docs, where)  # the phases that did finish
             sys.exit(f"FAILED (round {number}, no summary line): {exc}")
-        print_round(number, rounds[-1], args.docs)
+        print_round(number, rounds[-1], args.docs, where)
     short = [lat for r in rounds for lat in r.latency if not lat.measured]
     print(final_line(rounds), flush=True)
     if short:
