@@ -122,7 +122,7 @@ def run_transform(settings: Settings, stop: StopFlag) -> TransformWorker:
     """Run one transform worker until ``stop`` is set."""
     structlog.contextvars.bind_contextvars(migration=settings.migration, process="transform")
     log.info("transform.start", settings=settings.masked())
-    spec = get_spec(settings.spec)
+    spec = get_spec(settings.spec, settings.hook_policy)
     health = HealthState("transform", migration=settings.migration)
     with contextlib.ExitStack() as stack:
         server = stack.enter_context(
