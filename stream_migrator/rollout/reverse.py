@@ -61,6 +61,7 @@ from stream_migrator.reconcile import full_compare
 from stream_migrator.runtime import StopFlag
 from stream_migrator.settings import Settings
 from stream_migrator.spec import META_FIELD, MigrationSpec, get_spec
+from stream_migrator.spec.model import step_copies_on_write
 from stream_migrator.transform import MongoSink, TransformWorker
 from stream_migrator.transform.quarantine import Quarantine
 from stream_migrator.transform.sink import (
@@ -170,6 +171,11 @@ class _Undone:
 
     def invert(self, doc: dict[str, Any]) -> None:
         self.step.apply(doc)
+
+    @property
+    def copy_on_write(self) -> bool:
+        """As the step it undoes: a built-in step writes only through copy-on-write paths."""
+        return step_copies_on_write(self.step)
 
 
 def inverted(spec: MigrationSpec) -> MigrationSpec:

@@ -362,3 +362,22 @@ def test_lease_watch_waits_a_full_lease_without_a_new_beat_before_expiry() -> No
     assert watch.classify([renewed], 5).pending == [renewed]  # a new beat restarts the wait
     now[0] += LeaseWatch.expiry_after(renewed)
     assert watch.classify([renewed], 5).expired == [renewed]
+
+
+def test_inverted_spec_copies_on_write_and_leaves_its_input_alone() -> None:
+    """The reverse worker's spec shares untouched sub-documents (no deep copy per event)."""
+    import copy
+
+    from stream_migrator.rollout.reverse import inverted
+    from stream_migrator.spec import get_spec
+    from stream_migrator.spec.model import step_copies_on_write
+
+    spec = get_spec("orders.v1_to_v2")
+    back = inverted(spec)
+    assert all(step_copies_on_write(step) for step in back.steps)
+    new_doc = spec.transform(dict(spec.examples[1]))
+    before = copy.deepcopy(new_doc)
+    old_doc = back.transform(new_doc)
+    assert new_doc == before
+    assert old_doc == spec.inverse(new_doc)
+    assert old_doc["items"] is new_doc["items"]  # shared, not copied
