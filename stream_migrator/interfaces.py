@@ -40,7 +40,11 @@ class CheckpointStore(Protocol):
 class Transformer(Protocol):
     """Rewrites one source document into the target shape (raises TransformError on bad input)."""
 
-    def transform(self, doc: dict[str, Any]) -> dict[str, Any]: ...
+    def migrate(self, doc: dict[str, Any]) -> dict[str, Any]:
+        """The target document for ``doc``, checked against the target schema: what may be
+        written. Never changes ``doc``; raises TransformError (FilteredOut when a filter
+        leaves the document out)."""
+        ...
 
 
 class DocumentSink(Protocol):

@@ -6,7 +6,6 @@ from typing import Any
 
 from stream_migrator.events import ChangeEvent
 from stream_migrator.interfaces import TargetWrite, Transformer
-from stream_migrator.spec import MigrationSpec
 from stream_migrator.spec.errors import FilteredOut
 
 
@@ -24,10 +23,7 @@ def to_target_write(
         # delete event follows on the same partition; nothing to write now.
         return None
     try:
-        if isinstance(transformer, MigrationSpec):
-            target = transformer.migrate(event.document)  # transform + target schema
-        else:
-            target = transformer.transform(event.document)
+        target = transformer.migrate(event.document)  # transform + target schema
     except FilteredOut:
         # Not an error: the spec's filter leaves this document out (now). The
         # target must not hold it, so this is a version-guarded delete: an update
