@@ -13,6 +13,7 @@ from stream_migrator.hook_policy import NO_HOOKS, HookPolicy
 from stream_migrator.spec.errors import FilteredOut, SpecError
 from stream_migrator.spec.loader import load_spec, parse_spec
 from stream_migrator.spec.model import META_FIELD, MigrationSpec
+from stream_migrator.spec.steps import read_only
 
 BUILTIN_DIR = Path(__file__).resolve().parent / "builtin"
 
@@ -56,4 +57,5 @@ __all__ = [
     "get_spec",
     "load_spec",
     "parse_spec",
+    "read_only",
 ]
