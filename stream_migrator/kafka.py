@@ -43,11 +43,12 @@ def consumer_config(bootstrap: str, group: str, client_id: str) -> dict[str, Any
         "enable.auto.offset.store": False,
         "auto.offset.reset": "earliest",
         "partition.assignment.strategy": "cooperative-sticky",
-        # Memory stays flat whatever the backlog: librdkafka stops fetching while its
-        # prefetch queue holds more than queued.max.messages.kbytes (32 MiB, the one
-        # consumer queue of all partitions), and one fetch response adds at most
-        # fetch.max.bytes (16 MiB) per broker; the worker holds one batch (batch_size
-        # events) in Python beyond that. 32 MiB is seconds of work at full speed.
+        # What bounds the prefetch: librdkafka stops fetching while its queue holds more
+        # than queued.max.messages.kbytes, and a fetch response adds up to
+        # fetch.max.bytes; the worker holds one batch (batch_size events) beyond that.
+        # Not yet a proven bound (issue 11): a plain consumer with these settings on a
+        # 200 MB backlog of 1 KB events (6 partitions, librdkafka 2.16) reached about
+        # 300 MB RSS; smaller values of the fetch sizes brought it to 126-190 MB.
         "fetch.max.bytes": 16 * 1024 * 1024,
         "queued.max.messages.kbytes": 32 * 1024,
         # Refetch 100 ms (not 1 s) after the queue fell below that bound, so a fast
