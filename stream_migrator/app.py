@@ -55,16 +55,28 @@ def run_capture(settings: Settings, stop: StopFlag) -> Capture:
             HealthServer(health, settings.metrics_host, settings.metrics_port)
         )
         log.info("http.listening", port=server.port, paths=["/metrics", "/healthz", "/readyz"])
-        ensure_topic(settings.kafka_bootstrap, settings.changes_topic, settings.partitions)
+        ensure_topic(
+            settings.kafka_bootstrap,
+            settings.changes_topic,
+            settings.partitions,
+            security=settings.kafka_client,
+        )
         client = connect(settings.mongo_uri.get_secret_value(), app="capture")
         stack.callback(client.close)
-        producer = AckedProducer(producer_config(settings.kafka_bootstrap, _client_id("capture")))
+        producer = AckedProducer(
+            producer_config(settings.kafka_bootstrap, _client_id("capture"), settings.kafka_client)
+        )
         stack.callback(producer.close)
-        ensure_topic(settings.kafka_bootstrap, settings.quarantine_topic, 1)
+        ensure_topic(
+            settings.kafka_bootstrap, settings.quarantine_topic, 1, security=settings.kafka_client
+        )
         checkpoints = MongoCheckpointStore(client, settings.metadata_db, settings.migration)
         lag_consumer = Consumer(
             consumer_config(
-                settings.kafka_bootstrap, settings.consumer_group, _client_id("capture-lag")
+                settings.kafka_bootstrap,
+                settings.consumer_group,
+                _client_id("capture-lag"),
+                settings.kafka_client,
             )
         )
         stack.callback(lag_consumer.close)
@@ -129,27 +141,39 @@ def run_transform(settings: Settings, stop: StopFlag) -> TransformWorker:
             HealthServer(health, settings.metrics_host, settings.metrics_port)
         )
         log.info("http.listening", port=server.port, paths=["/metrics", "/healthz", "/readyz"])
-        ensure_topic(settings.kafka_bootstrap, settings.changes_topic, settings.partitions)
-        ensure_topic(settings.kafka_bootstrap, settings.quarantine_topic, 1)
+        ensure_topic(
+            settings.kafka_bootstrap,
+            settings.changes_topic,
+            settings.partitions,
+            security=settings.kafka_client,
+        )
+        ensure_topic(
+            settings.kafka_bootstrap, settings.quarantine_topic, 1, security=settings.kafka_client
+        )
         if settings.output == "mongodb":
             # Before any data is touched: tombstones must outlive every event a
             # replay could bring back (a bad config stops here, with both values).
             check_tombstone_retention(
                 settings.tombstone_retention_s,
                 [
-                    topic_retention(settings.kafka_bootstrap, topic)
+                    topic_retention(settings.kafka_bootstrap, topic, security=settings.kafka_client)
                     for topic in (settings.changes_topic, settings.quarantine_topic)
                 ],
             )
         client = connect(settings.mongo_uri.get_secret_value(), app="transform")
         stack.callback(client.close)
         producer = AckedProducer(
-            producer_config(settings.kafka_bootstrap, _client_id("quarantine"))
+            producer_config(
+                settings.kafka_bootstrap, _client_id("quarantine"), settings.kafka_client
+            )
         )
         stack.callback(producer.close)
         consumer = Consumer(
             consumer_config(
-                settings.kafka_bootstrap, settings.consumer_group, _client_id("transform")
+                settings.kafka_bootstrap,
+                settings.consumer_group,
+                _client_id("transform"),
+                settings.kafka_client,
             )
         )
         sink, purge = _transform_sink(settings, client, stack)
@@ -181,8 +205,12 @@ def _transform_sink(
     """The worker's output (SM_OUTPUT) and its housekeeping, if any."""
     if settings.output == "kafka-sink-topic":
         topic = settings.sink_topic or default_sink_topic(settings.migration)
-        ensure_topic(settings.kafka_bootstrap, topic, settings.partitions)
-        producer = Producer(producer_config(settings.kafka_bootstrap, _client_id("sink")))
+        ensure_topic(
+            settings.kafka_bootstrap, topic, settings.partitions, security=settings.kafka_client
+        )
+        producer = Producer(
+            producer_config(settings.kafka_bootstrap, _client_id("sink"), settings.kafka_client)
+        )
         stack.callback(producer.flush, 30)
         log.info("sink.kafka_topic", topic=topic)
         return KafkaTopicSink(producer, topic), None

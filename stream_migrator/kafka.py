@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import threading
-from collections.abc import Iterable, Sequence
+import time
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,12 +19,38 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]
 )
 
 from stream_migrator.errors import ConfigError, FatalError, InfraError, RetryableError
+from stream_migrator.kafka_security import check_kafka_access
+
+#: librdkafka security properties (``Settings.kafka_client``): every client gets them.
+Security = Mapping[str, str]
+_ACCESS_CHECK_S = 5.0
 
 
-def producer_config(bootstrap: str, client_id: str) -> dict[str, Any]:
+def client_config(bootstrap: str, security: Security | None = None) -> dict[str, Any]:
+    """The connection part of every Kafka client's configuration: bootstrap + security.
+
+    The first time a process builds a client for a broker (per security), it connects
+    once: a wrong password, an untrusted CA or a plaintext client at a TLS listener
+    raise a ConfigError naming the setting here, before the process touches data. A
+    broker that does not answer is left to the caller (it may be restarting).
+    """
+    props = dict(security or {})
+    _check_access_once(bootstrap, tuple(sorted(props.items())))
+    return {"bootstrap.servers": bootstrap, **props}
+
+
+@functools.cache
+def _check_access_once(bootstrap: str, security: tuple[tuple[str, str], ...]) -> None:
+    with contextlib.suppress(InfraError):  # unreachable: the caller's retry waits for it
+        check_kafka_access(bootstrap, dict(security), timeout=_ACCESS_CHECK_S)
+
+
+def producer_config(
+    bootstrap: str, client_id: str, security: Security | None = None
+) -> dict[str, Any]:
     """Idempotent, fully acknowledged producer: a delivered event is on every in-sync replica."""
     return {
-        "bootstrap.servers": bootstrap,
+        **client_config(bootstrap, security),
         "client.id": client_id,
         "enable.idempotence": True,
         "acks": "all",
@@ -33,10 +62,12 @@ def producer_config(bootstrap: str, client_id: str) -> dict[str, Any]:
     }
 
 
-def consumer_config(bootstrap: str, group: str, client_id: str) -> dict[str, Any]:
+def consumer_config(
+    bootstrap: str, group: str, client_id: str, security: Security | None = None
+) -> dict[str, Any]:
     """Manual commits only: offsets are committed after the target write is acknowledged."""
     return {
-        "bootstrap.servers": bootstrap,
+        **client_config(bootstrap, security),
         "group.id": group,
         "client.id": client_id,
         "enable.auto.commit": False,
@@ -68,9 +99,16 @@ def consumer_config(bootstrap: str, group: str, client_id: str) -> dict[str, Any
     }
 
 
-def ensure_topic(bootstrap: str, topic: str, partitions: int, timeout: float = 30.0) -> None:
+def ensure_topic(
+    bootstrap: str,
+    topic: str,
+    partitions: int,
+    timeout: float = 30.0,
+    *,
+    security: Security | None = None,
+) -> None:
     """Create ``topic`` if absent; an existing topic is left as it is."""
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin = AdminClient(client_config(bootstrap, security))
     futures = admin.create_topics(
         [NewTopic(topic, num_partitions=partitions, replication_factor=-1)],
         request_timeout=timeout,
@@ -144,9 +182,11 @@ class AckedProducer:
         self._producer.flush(30)
 
 
-def group_members(bootstrap: str, group: str, timeout: float = 10.0) -> int | None:
+def group_members(
+    bootstrap: str, group: str, timeout: float = 10.0, *, security: Security | None = None
+) -> int | None:
     """How many consumers are in ``group`` right now (None if Kafka did not answer)."""
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin = AdminClient(client_config(bootstrap, security))
     try:
         future = admin.describe_consumer_groups([group], request_timeout=timeout)[group]
         return len(future.result(timeout=timeout).members)
@@ -262,18 +302,36 @@ class TopicRetention:
         return self.retention_ms + max(0, self.segment_ms)
 
 
-def topic_retention(bootstrap: str, topic: str, timeout: float = 30.0) -> TopicRetention:
-    """retention.ms, segment.ms and cleanup.policy of ``topic`` (describe_configs)."""
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+def topic_retention(
+    bootstrap: str, topic: str, timeout: float = 30.0, *, security: Security | None = None
+) -> TopicRetention:
+    """retention.ms, segment.ms and cleanup.policy of ``topic`` (describe_configs).
+
+    A topic that is not known yet is waited for (up to ``timeout``): a topic just
+    created - by this process or a capture starting beside it - is committed by the
+    controller before every broker's metadata has it, and describe_configs in that
+    window answers UNKNOWN_TOPIC_OR_PART.
+    """
+    admin = AdminClient(client_config(bootstrap, security))
     resource = ConfigResource(ResourceType.TOPIC, topic)
-    try:
-        future = admin.describe_configs([resource], request_timeout=timeout)[resource]
-        config = future.result(timeout=timeout)
-    except KafkaException as exc:
-        raise InfraError(
-            f"cannot read the configuration of Kafka topic {topic!r} on {bootstrap}: "
-            f"{exc.args[0] if exc.args else exc}; is the broker reachable?"
-        ) from exc
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            future = admin.describe_configs([resource], request_timeout=timeout)[resource]
+            config = future.result(timeout=timeout)
+            break
+        except KafkaException as exc:
+            err = exc.args[0] if exc.args else exc
+            unknown = (
+                isinstance(err, KafkaError) and err.code() == KafkaError.UNKNOWN_TOPIC_OR_PART
+            )
+            if unknown and time.monotonic() < deadline:
+                time.sleep(0.2)
+                continue
+            raise InfraError(
+                f"cannot read the configuration of Kafka topic {topic!r} on {bootstrap}: "
+                f"{err}; is the broker reachable?"
+            ) from exc
 
     def value(name: str, default: str) -> str:
         entry = config.get(name)

@@ -123,7 +123,12 @@ class Settings(BaseSettings):
         json_schema_extra=_cli("--batch-size"),
     )
     batch_timeout_s: float = Field(
-        0.5, gt=0, le=60, description="Max seconds a transform batch waits to fill."
+        0.5,
+        gt=0,
+        le=60,
+        description="Max seconds a transform worker waits for the first event when none is "
+        "fetched; a batch never waits to fill (it takes what is fetched, up to "
+        "SM_BATCH_SIZE).",
     )
     checkpoint_interval_s: float = Field(
         1.0, gt=0, le=300, description="Seconds between capture resume-token checkpoints."

@@ -13,7 +13,7 @@ from pymongo.errors import PyMongoError
 
 from stream_migrator import events
 from stream_migrator.errors import EnvelopeError
-from stream_migrator.kafka import consumer_config
+from stream_migrator.kafka import Security, consumer_config
 
 
 @dataclass
@@ -102,8 +102,11 @@ class LagProbe:
     ``assign``s to peek at single messages, which does not disturb the workers.
     """
 
-    def __init__(self, bootstrap: str, group: str, topic: str) -> None:
-        config = consumer_config(bootstrap, group, f"sm-reconcile-lag-{uuid.uuid4().hex[:6]}")
+    def __init__(
+        self, bootstrap: str, group: str, topic: str, security: Security | None = None
+    ) -> None:
+        client_id = f"sm-reconcile-lag-{uuid.uuid4().hex[:6]}"
+        config = consumer_config(bootstrap, group, client_id, security)
         self._consumer = Consumer(config)
         self._topic = topic
 

@@ -28,7 +28,12 @@ def _reconciler(
     settings: ReconcileSettings, stop: StopFlag | None, progress: ProgressFn | None
 ) -> Iterator[Reconciler]:
     client = connect(settings.mongo_uri.get_secret_value(), app="reconcile")
-    probe = LagProbe(settings.kafka_bootstrap, settings.consumer_group, settings.changes_topic)
+    probe = LagProbe(
+        settings.kafka_bootstrap,
+        settings.consumer_group,
+        settings.changes_topic,
+        settings.kafka_client,
+    )
     try:
         yield Reconciler(settings, client, probe, stop=stop, progress=progress)
     finally:
@@ -52,7 +57,11 @@ def run_reconcile(
         report = reconciler.run(sample=sample, restart=restart)
         if repair and not report.interrupted and (report.divergent or delete_orphans):
             producer = AckedProducer(
-                producer_config(settings.kafka_bootstrap, f"sm-reconcile-{socket.gethostname()}")
+                producer_config(
+                    settings.kafka_bootstrap,
+                    f"sm-reconcile-{socket.gethostname()}",
+                    settings.kafka_client,
+                )
             )
             try:
                 run_repair(settings, reconciler, producer, report, delete_orphans=delete_orphans)
@@ -109,7 +118,12 @@ def run_watch(settings: ReconcileSettings, stop: StopFlag, *, sample: float | No
             HealthServer(health, settings.metrics_host, settings.metrics_port)
         )
         log.info("http.listening", port=server.port, paths=["/metrics", "/healthz"])
-        probe = LagProbe(settings.kafka_bootstrap, settings.consumer_group, settings.changes_topic)
+        probe = LagProbe(
+            settings.kafka_bootstrap,
+            settings.consumer_group,
+            settings.changes_topic,
+            settings.kafka_client,
+        )
         stack.callback(probe.close)
 
         def beat(done: int, total: int) -> None:

@@ -152,7 +152,9 @@ class Controller:
         m = self.plan.migration(name)
         s = migration_settings(self.settings, m)
         verdict = self.gate(s)
-        consumer = Consumer(consumer_config(s.kafka_bootstrap, s.consumer_group, "sm-rollout"))
+        consumer = Consumer(
+            consumer_config(s.kafka_bootstrap, s.consumer_group, "sm-rollout", s.kafka_client)
+        )
         try:
             measured = measure(
                 verdict,

@@ -70,7 +70,9 @@ def compare_gate(
     """
     del sample
     consumer = Consumer(
-        consumer_config(settings.kafka_bootstrap, settings.consumer_group, "sm-gate")
+        consumer_config(
+            settings.kafka_bootstrap, settings.consumer_group, "sm-gate", settings.kafka_client
+        )
     )
     client = connect(settings.mongo_uri.get_secret_value(), app="rollout-gate")
     try:

@@ -210,9 +210,7 @@ def validate(plan: Plan, hooks: HookPolicy = NO_HOOKS) -> list[str]:
     return problems
 
 
-def _check_migration(
-    plan: Plan, m: MigrationPlan, names: set[str], hooks: HookPolicy
-) -> list[str]:
+def _check_migration(plan: Plan, m: MigrationPlan, names: set[str], hooks: HookPolicy) -> list[str]:
     out: list[str] = []
     where = f"migration {m.name!r}"
     if not _NAME.match(m.name):

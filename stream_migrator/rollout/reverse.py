@@ -231,7 +231,7 @@ def reverse_stream_problem(settings: Settings) -> str | None:
             return f"the reverse capture {rev.migration!r} has no start position"
     finally:
         client.close()
-    members = group_members(rev.kafka_bootstrap, rev.consumer_group)
+    members = group_members(rev.kafka_bootstrap, rev.consumer_group, security=rev.kafka_client)
     if members is None:
         return f"Kafka did not describe consumer group {rev.consumer_group!r}"
     if members == 0:
@@ -255,17 +255,23 @@ def run_reverse_transform(settings: Settings, stop: StopFlag) -> TransformWorker
     with contextlib.ExitStack() as stack:
         server = stack.enter_context(HealthServer(health, rev.metrics_host, rev.metrics_port))
         log.info("http.listening", port=server.port, paths=["/metrics", "/healthz"])
-        ensure_topic(rev.kafka_bootstrap, rev.changes_topic, rev.partitions)
-        ensure_topic(rev.kafka_bootstrap, rev.quarantine_topic, 1)
+        ensure_topic(
+            rev.kafka_bootstrap, rev.changes_topic, rev.partitions, security=rev.kafka_client
+        )
+        ensure_topic(rev.kafka_bootstrap, rev.quarantine_topic, 1, security=rev.kafka_client)
         client = connect(rev.mongo_uri.get_secret_value(), app="reverse-transform")
         stack.callback(client.close)
         db, coll = rev.split_ns(rev.target)
         guard = detect_guard_mode(client) if rev.write_guard == "auto" else rev.write_guard
         new_db, new_coll = settings.split_ns(settings.target)
         forward_tombstones = client[new_db][f"{new_coll}.{TOMBSTONE_SUFFIX}"]
-        producer = AckedProducer(producer_config(rev.kafka_bootstrap, "sm-reverse-quarantine"))
+        producer = AckedProducer(
+            producer_config(rev.kafka_bootstrap, "sm-reverse-quarantine", rev.kafka_client)
+        )
         stack.callback(producer.close)
-        consumer = Consumer(consumer_config(rev.kafka_bootstrap, rev.consumer_group, "sm-reverse"))
+        consumer = Consumer(
+            consumer_config(rev.kafka_bootstrap, rev.consumer_group, "sm-reverse", rev.kafka_client)
+        )
         worker = TransformWorker(
             rev.migration,
             rev.changes_topic,
@@ -298,8 +304,14 @@ def drain_and_verify(settings: Settings, *, timeout_s: float = 60.0) -> tuple[bo
     rev = reverse_settings(settings)
     spec = inverted(get_spec(settings.spec, settings.hook_policy))
     client = connect(settings.mongo_uri.get_secret_value(), app="reverse-verify")
-    consumer = Consumer(consumer_config(rev.kafka_bootstrap, rev.consumer_group, "sm-drain"))
-    fwd = Consumer(consumer_config(settings.kafka_bootstrap, settings.consumer_group, "sm-drain"))
+    consumer = Consumer(
+        consumer_config(rev.kafka_bootstrap, rev.consumer_group, "sm-drain", rev.kafka_client)
+    )
+    fwd = Consumer(
+        consumer_config(
+            settings.kafka_bootstrap, settings.consumer_group, "sm-drain", settings.kafka_client
+        )
+    )
     details: dict[str, Any] = {}
     try:
         new_db, new_coll = settings.split_ns(settings.target)

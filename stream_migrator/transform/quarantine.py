@@ -13,7 +13,7 @@ from bson import json_util
 from confluent_kafka import Consumer, Message, TopicPartition
 
 from stream_migrator.errors import RetryableError
-from stream_migrator.kafka import AckedProducer
+from stream_migrator.kafka import AckedProducer, Security, client_config
 
 
 class Quarantine:
@@ -73,11 +73,13 @@ class QuarantinedEvent:
         return key.get("_id") if isinstance(key, dict) else None
 
 
-def read_quarantine(bootstrap: str, topic: str, timeout: float = 30.0) -> list[QuarantinedEvent]:
+def read_quarantine(
+    bootstrap: str, topic: str, timeout: float = 30.0, *, security: Security | None = None
+) -> list[QuarantinedEvent]:
     """Read the whole quarantine topic from its beginning to its current end."""
     consumer = Consumer(
         {
-            "bootstrap.servers": bootstrap,
+            **client_config(bootstrap, security),
             "group.id": f"sm-quarantine-reader-{uuid.uuid4().hex[:8]}",
             "enable.auto.commit": False,
         }

@@ -35,7 +35,9 @@ def register(sub: Any, add_settings_flags: Any, settings_of: Any) -> None:
 
 
 def _run(args: argparse.Namespace, settings: Settings) -> int:
-    quarantined = read_quarantine(settings.kafka_bootstrap, settings.quarantine_topic)
+    quarantined = read_quarantine(
+        settings.kafka_bootstrap, settings.quarantine_topic, security=settings.kafka_client
+    )
     if args.action == "list":
         return _list(settings, quarantined)
     if args.action == "show":

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
+from confluent_kafka.admin import AdminClient
+from pymongo import MongoClient
 
 from stream_migrator.errors import ConfigError
 from stream_migrator.infra.certs import openssl_pem
 from stream_migrator.kafka_security import check_kafka_access
-from stream_migrator.settings import load_settings
+from stream_migrator.settings import Settings, load_settings
+from tests.integration.helpers import cli, settings_env
 from tests.integration.secured import SecureKafka
 
 
@@ -49,3 +53,48 @@ def test_plaintext_client_at_tls_listener_names_the_protocol(secure_kafka: Secur
         check_kafka_access(settings.kafka_bootstrap, settings.kafka_client, timeout=30)
     assert "SM_KAFKA_SECURITY_PROTOCOL=plaintext" in str(raised.value)
     assert "sasl_ssl" in str(raised.value)
+
+
+@pytest.mark.parametrize("fault", ["wrong password", "untrusted CA", "plaintext client"])
+def test_capture_with_bad_kafka_security_exits_2_and_touches_nothing(
+    secure_kafka: SecureKafka,
+    settings_kwargs: dict[str, Any],
+    mongo_uri: str,
+    tmp_path: Path,
+    fault: str,
+) -> None:
+    """The process stops at start with one sentence naming the setting; no data is touched."""
+    changes: dict[str, str] = {
+        "wrong password": {"kafka_sasl_password": "not-the-password"},
+        "untrusted CA": {"kafka_ssl_ca_location": str(openssl_pem(tmp_path / "ca").ca_pem)},
+        "plaintext client": {
+            "kafka_security_protocol": "plaintext",
+            "kafka_sasl_mechanism": "",
+            "kafka_sasl_username": "",
+            "kafka_sasl_password": "",
+            "kafka_ssl_ca_location": "",
+        },
+    }[fault]
+    needle = {
+        "wrong password": "SM_KAFKA_SASL_PASSWORD",
+        "untrusted CA": "SM_KAFKA_SSL_CA_LOCATION",
+        "plaintext client": "SM_KAFKA_SECURITY_PROTOCOL",
+    }[fault]
+    settings = Settings(**{**settings_kwargs, **secure_kafka.settings(), **changes})
+    client: MongoClient[dict[str, Any]] = MongoClient(mongo_uri)
+    db, coll = settings.split_ns(settings.source)
+    client[db][coll].insert_one({"_id": 1, "cust_name": "x"})
+    done = cli("capture", env=settings_env(settings), timeout=120)
+    assert done.returncode == 2, done.stderr[-2000:]
+    lines = [line for line in done.stderr.splitlines() if line.startswith("stream-migrator:")]
+    assert len(lines) == 1, done.stderr[-2000:]
+    assert needle in lines[0]
+    assert "not-the-password" not in done.stderr + done.stdout
+    assert settings.metadata_db not in client.list_database_names()
+    topics = (
+        AdminClient({"bootstrap.servers": secure_kafka.plaintext_bootstrap})
+        .list_topics(timeout=10)
+        .topics
+    )
+    assert settings.changes_topic not in topics
+    client.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import pytest
@@ -9,7 +10,7 @@ from bson import ObjectId
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from stream_migrator.app import run_transform
-from stream_migrator.errors import ConfigError
+from stream_migrator.errors import ConfigError, InfraError
 from stream_migrator.kafka import topic_retention
 from stream_migrator.runtime import StopFlag
 from stream_migrator.settings import Settings, load_settings
@@ -41,6 +42,24 @@ def test_topic_retention_reads_the_real_topic_config(settings_kwargs: dict[str, 
     got = topic_retention(s.kafka_bootstrap, s.changes_topic)
     assert (got.retention_ms, got.segment_ms, got.cleanup_policy) == (3_600_000, 600_000, "delete")
     assert got.longest_ms == 4_200_000
+
+
+def test_topic_retention_waits_for_a_topic_being_created(settings_kwargs: dict[str, Any]) -> None:
+    """A topic another process is creating (capture starting beside the worker) is waited for.
+
+    Before, the worker died at start with UNKNOWN_TOPIC_OR_PART when its describe_configs
+    ran before the topic was known; a topic that never appears is still an InfraError.
+    """
+    s = load_settings(**settings_kwargs)
+    creator = threading.Timer(1.0, lambda: _changes_topic(s, **{"retention.ms": "7200000"}))
+    creator.start()
+    try:
+        got = topic_retention(s.kafka_bootstrap, s.changes_topic, timeout=30)
+    finally:
+        creator.join()
+    assert got.retention_ms == 7_200_000
+    with pytest.raises(InfraError, match=r"UNKNOWN_TOPIC_OR_PART|Unknown topic"):
+        topic_retention(s.kafka_bootstrap, f"{s.changes_topic}.never", timeout=2)
 
 
 def test_worker_refuses_tombstone_retention_shorter_than_topic(
