@@ -132,3 +132,18 @@ def redact_log_event(
 ) -> MutableMapping[str, Any]:
     """structlog processor: every field of every log event goes through :func:`redact_value`."""
     return {k: redact_value(v) for k, v in event.items()}
+
+
+#: How much of a document value an error message (a quarantine reason, a log line) shows.
+MAX_VALUE_CHARS = 64
+_document_values = [True]  # one process-wide switch, like the log configuration
+
+
+def show_document_values(enabled: bool) -> None:
+    """Whether messages show document values (bounded) or only their types (``False``)."""
+    _document_values[0] = enabled
+
+
+def document_values_shown() -> bool:
+    """See :func:`show_document_values` (``SM_LOG_DOCUMENT_VALUES``)."""
+    return _document_values[0]

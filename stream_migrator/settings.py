@@ -22,6 +22,7 @@ from stream_migrator.redact import (
     redact_properties,
     redact_uri,
     register_secret,
+    show_document_values,
     uri_secrets,
 )
 
@@ -194,6 +195,12 @@ class Settings(BaseSettings):
         description="Comma-separated module names whose spec hooks may be imported (and their "
         "submodules), when SM_ALLOW_HOOKS is false.",
     )
+    log_document_values: bool = Field(
+        True,
+        description="Show document values in quarantine reasons and log lines (each cut to "
+        "64 characters); false shows only their BSON types, so no document content is "
+        "logged.",
+    )
     metrics_port: int = Field(
         0,
         ge=0,
@@ -328,6 +335,7 @@ def load_settings(**overrides: Any) -> Settings:
         detail = "; ".join(lines) or str(exc)
         raise ConfigError(f"invalid configuration: {detail}") from exc
     settings.register_secrets()
+    show_document_values(settings.log_document_values)
     return settings
 
 

@@ -45,7 +45,7 @@ from bson.decimal128 import Decimal128
 from bson.int64 import Int64
 
 from stream_migrator.errors import ConfigError, TransformError
-from stream_migrator.spec.casts import type_name
+from stream_migrator.spec.casts import shown, type_name
 
 _INT32 = 2**31
 _INT64 = 2**63
@@ -182,8 +182,8 @@ def _check(  # noqa: PLR0912 - one branch per Avro type
             _check(item, schema["values"], _join(path, str(key)), named, out, limit)
     elif kind == "enum":
         if not isinstance(value, str) or value not in schema["symbols"]:
-            shown = repr(value) if isinstance(value, str) else type_name(value)
-            out.append(f"{where}: expected one of {', '.join(schema['symbols'])}, got {shown}")
+            value_text = shown(value) if isinstance(value, str) else type_name(value)
+            out.append(f"{where}: expected one of {', '.join(schema['symbols'])}, got {value_text}")
     elif kind == "fixed":
         if not isinstance(value, bytes) or len(value) != schema["size"]:
             out.append(f"{where}: expected {schema['size']} bytes, got {type_name(value)}")

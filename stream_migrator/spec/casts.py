@@ -21,6 +21,8 @@ from bson import ObjectId
 from bson.decimal128 import Decimal128, create_decimal128_context
 from bson.int64 import Int64
 
+from stream_migrator.redact import MAX_VALUE_CHARS, document_values_shown
+
 CAST_TYPES = ("bool", "date", "decimal", "double", "int", "long", "objectId", "string")
 
 #: Which source types each target type accepts (``from`` is checked against this at load).
@@ -48,6 +50,20 @@ _INTEGER = re.compile(r"[+-]?[0-9]+")
 
 class CastFailure(ValueError):  # noqa: N818 - reads as "the cast failed"
     """A value cannot be cast; the message says why (without the field name)."""
+
+
+def shown(value: Any) -> str:
+    """A document value as error messages show it (quarantine reasons, logs).
+
+    Its repr, cut to ``MAX_VALUE_CHARS``; only its BSON type (``<string>``) when
+    ``SM_LOG_DOCUMENT_VALUES=false``, so no document content reaches a message.
+    """
+    if not document_values_shown():
+        return f"<{type_name(value)}>"
+    text = repr(value)
+    if len(text) <= MAX_VALUE_CHARS:
+        return text
+    return f"{text[:MAX_VALUE_CHARS]}... ({len(text)} characters)"
 
 
 def type_name(value: Any) -> str:  # noqa: PLR0911 - the BSON number types first
@@ -128,7 +144,7 @@ def _to_integer(value: Any, source: str, _fmt: str | None) -> int:
         number = int(value)
     elif source == "double":
         if not math.isfinite(value) or not value.is_integer():
-            raise CastFailure(f"{value!r} is not a whole number")
+            raise CastFailure(f"{shown(value)} is not a whole number")
         number = int(value)
     elif source == "decimal":
         dec = decimal_of(value)
@@ -140,7 +156,7 @@ def _to_integer(value: Any, source: str, _fmt: str | None) -> int:
     else:
         text = value.strip()
         if not _INTEGER.fullmatch(text):
-            raise CastFailure(f"{value!r} is not an integer")
+            raise CastFailure(f"{shown(value)} is not an integer")
         number = int(text)
     if not -_INT64 <= number < _INT64:
         raise CastFailure(f"{number} does not fit in 64 bits")
@@ -172,9 +188,9 @@ def _to_double(value: Any, source: str, _fmt: str | None) -> float:
         try:
             number = float(value.strip())
         except ValueError:
-            raise CastFailure(f"{value!r} is not a number") from None
+            raise CastFailure(f"{shown(value)} is not a number") from None
     if not math.isfinite(number):
-        raise CastFailure(f"{value!r} is not finite")
+        raise CastFailure(f"{shown(value)} is not finite")
     return number
 
 
@@ -186,13 +202,13 @@ def _to_decimal(value: Any, source: str, _fmt: str | None) -> Decimal128:
     try:
         number = Decimal(repr(value) if source == "double" else str(value).strip())
     except InvalidOperation:
-        raise CastFailure(f"{value!r} is not a number") from None
+        raise CastFailure(f"{shown(value)} is not a number") from None
     if not number.is_finite():
-        raise CastFailure(f"{value!r} is not finite")
+        raise CastFailure(f"{shown(value)} is not finite")
     try:
         return decimal128(number)
     except (ArithmeticError, ValueError):
-        raise CastFailure(f"{value!r} does not fit in a Decimal128") from None
+        raise CastFailure(f"{shown(value)} does not fit in a Decimal128") from None
 
 
 # Decimal128 <-> Decimal. bson's own conversions loop over the bits in Python (about
@@ -263,7 +279,7 @@ def _to_date(value: Any, source: str, fmt: str | None) -> dt.datetime:
             result = dt.datetime.strptime(text, fmt) if fmt else dt.datetime.fromisoformat(text)
         except ValueError:
             expected = f"format {fmt!r}" if fmt else "ISO-8601"
-            raise CastFailure(f"{value!r} is not a date in {expected}") from None
+            raise CastFailure(f"{shown(value)} is not a date in {expected}") from None
     # BSON dates hold milliseconds; anything finer would not survive the write.
     result = _utc(result)
     return result.replace(microsecond=result.microsecond // 1000 * 1000)
@@ -274,7 +290,7 @@ def _to_object_id(value: Any, source: str, _fmt: str | None) -> ObjectId:
         return value  # type: ignore[no-any-return]  # already an ObjectId
     text = value.strip()
     if not ObjectId.is_valid(text):
-        raise CastFailure(f"{value!r} is not 24 hex digits")
+        raise CastFailure(f"{shown(value)} is not 24 hex digits")
     return ObjectId(text)
 
 
@@ -287,7 +303,7 @@ def _to_bool(value: Any, source: str, _fmt: str | None) -> bool:
         return bool(value)
     text = str(value).strip().lower()
     if text not in ("true", "false"):
-        raise CastFailure(f"{value!r} is neither 'true' nor 'false'")
+        raise CastFailure(f"{shown(value)} is neither 'true' nor 'false'")
     return text == "true"
 
 

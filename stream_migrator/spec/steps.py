@@ -239,7 +239,7 @@ class Split(BaseStep):
         if self.pattern is not None:
             match = self._regex.fullmatch(text)
             if match is None:
-                bad = f"{value!r} does not match {self.pattern!r}"
+                bad = f"{casts.shown(value)} does not match {self.pattern!r}"
                 return _reject(doc, self.field, bad, self.on_error)
             pieces = [match.group(name) or "" for name in self.parts]
         else:
@@ -247,7 +247,8 @@ class Split(BaseStep):
             pieces = text.split(self.separator)
             if len(pieces) != len(self.parts):
                 bad = (
-                    f"{value!r} has {len(pieces)} parts separated by {self.separator!r}; "
+                    f"{casts.shown(value)} has {len(pieces)} parts separated by "
+                    f"{self.separator!r}; "
                     f"expected {len(self.parts)} ({', '.join(self.parts)})"
                 )
                 return _reject(doc, self.field, bad, self.on_error)
@@ -324,7 +325,7 @@ class Merge(BaseStep):
                 problem = f"expected a string, got {casts.type_name(value)}"
             elif name != self.fields[-1] and self.separator in value:
                 problem = (
-                    f"{value!r} contains the separator {self.separator!r}; "
+                    f"{casts.shown(value)} contains the separator {self.separator!r}; "
                     "the inverse could not split it back"
                 )
             if problem is not None:
@@ -351,7 +352,7 @@ class Merge(BaseStep):
         if len(pieces) != len(self.fields):
             raise _error(
                 self.into,
-                f"cannot split back: {value!r} has {len(pieces)} parts separated by "
+                f"cannot split back: {casts.shown(value)} has {len(pieces)} parts separated by "
                 f"{self.separator!r}; expected {len(self.fields)}",
             )
         pop_path(doc, self.into)

@@ -237,3 +237,32 @@ def test_mongo_uri_file_errors(
         load_settings(mongo_uri_file=str(uri_file), **extra)
     assert needle in str(raised.value)
     assert "SM_MONGO_URI_FILE" in str(raised.value)
+
+
+@pytest.mark.parametrize("values", [True, False], ids=["bounded", "types only"])
+def test_quarantine_reasons_show_bounded_values_or_only_types(
+    values: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bad value reaches the reason cut to 64 characters, or as its type with the switch off."""
+    from stream_migrator.errors import TransformError
+    from stream_migrator.spec import get_spec
+
+    monkeypatch.setenv("SM_LOG_DOCUMENT_VALUES", str(values).lower())
+    try:
+        load_settings()
+        doc = dict(get_spec("orders.v1_to_v2").examples[0])
+        doc["total"] = "card-4111111111111111-" + "x" * 200  # not a number, and private
+        with pytest.raises(TransformError) as raised:
+            get_spec("orders.v1_to_v2").migrate(doc)
+    finally:
+        monkeypatch.delenv("SM_LOG_DOCUMENT_VALUES")
+        load_settings()  # the switch back to its default for the tests that follow
+    reason = str(raised.value)
+    assert reason.startswith("total: ")
+    assert "x" * 100 not in reason
+    if values:
+        assert "'card-4111111111111111-xxx" in reason
+        assert "(224 characters)" in reason
+    else:
+        assert "4111" not in reason
+        assert "<string> is not a number" in reason
