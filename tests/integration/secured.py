@@ -60,6 +60,7 @@ def secure_kafka() -> Iterator[SecureKafka]:
         )
     finally:
         stack.down()
+        shutil.rmtree(stack.state_dir, ignore_errors=True)
 
 
 @dataclass(frozen=True)

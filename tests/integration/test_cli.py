@@ -26,6 +26,7 @@ from tests.integration.helpers import (
     settings_env,
     wait_until_match,
 )
+from tests.unit.tripwire import write_tripwire_module
 
 pytestmark = pytest.mark.integration
 
@@ -177,6 +178,27 @@ def test_bad_config_stops_before_touching_data(mongo_uri: str, unique: str) -> N
     client = client_for(load_settings(mongo_uri=mongo_uri))
     assert f"cfg_{unique}" not in client.list_database_names()
     client.close()
+
+
+@pytest.mark.parametrize(
+    "verb", [["transform"], ["reconcile", "M"]], ids=["transform", "reconcile"]
+)
+def test_process_refuses_a_spec_hook_it_was_not_allowed(
+    verb: list[str], settings_kwargs: dict[str, Any], tmp_path: Path
+) -> None:
+    """A spec with a hook: exit 2 naming the hook and how to allow it; the module never runs."""
+    module, marker = write_tripwire_module(tmp_path, "one")
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(
+        "name: t\nfrom_version: 1\nto_version: 2\nschema: null\nsteps:\n"
+        f"  - computed: {{field: n, hook: '{module}:one'}}\n"
+    )
+    s = load_settings(**{**settings_kwargs, "spec": str(spec)})
+    out = cli(*[s.migration if a == "M" else a for a in verb], env=settings_env(s))
+    assert out.returncode == 2, out.stderr[-2000:]
+    assert f"hook '{module}:one' is not allowed" in out.stderr
+    assert f"SM_HOOKS_ALLOWED={module}" in out.stderr
+    assert not marker.exists()
 
 
 def test_config_prints_masked_settings() -> None:

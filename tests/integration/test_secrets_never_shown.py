@@ -24,6 +24,7 @@ from stream_migrator.demo import seed
 from stream_migrator.settings import Settings
 from tests.integration.helpers import cli, settings_env
 from tests.integration.processes import Proc
+from tests.integration.rollout_plans import plan_file
 from tests.integration.secured import SecureKafka, TlsMongo
 
 PACKAGE = Path(__file__).resolve().parents[2] / "stream_migrator"
@@ -73,13 +74,8 @@ def test_no_secret_in_any_output_of_processes_and_verbs(
     )
     settings = Settings(**{**settings_kwargs, **secure_kafka.settings(), "mongo_uri": uri})
     migration = settings.migration
-    plan = tmp_path / "plan.toml"
-    plan.write_text(
-        PLAN.replace('name = "orders-v2"', f'name = "{migration}"')
-        .replace('"shop.orders"', f'"{settings.source}"')
-        .replace('"shop.orders_v2"', f'"{settings.target}"')
-    )
-    env = settings_env(settings)
+    plan = plan_file(tmp_path, settings, advance_every=0.5)
+    env = {**settings_env(settings), "SM_OPERATOR": "leak-test"}
     direct: MongoClient[dict[str, Any]] = MongoClient(mongo_uri, tz_aware=True)
     db, coll = settings.split_ns(settings.source)
     seed(direct[db][coll], 200, 3, random.Random(5))  # 3 bad documents: quarantine
@@ -98,6 +94,11 @@ def test_no_secret_in_any_output_of_processes_and_verbs(
         for args in _verbs(plan, migration):
             done = cli(*args, env=env, timeout=120)
             outputs.append(f"$ {' '.join(args)}\n{done.stdout}{done.stderr}")
+        # The rollout's long-running processes: the controller (it advances, runs its
+        # gate) and the reverse stream; a few seconds each is enough to log and fail.
+        for args in (["rollout", "run", str(plan)], ["rollout", "reverse", str(plan), migration]):
+            procs.append(Proc(args, env, tmp_path / f"{args[1]}.log"))
+        time.sleep(8)
     finally:
         for p in procs:
             p.terminate()
