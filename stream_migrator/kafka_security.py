@@ -212,9 +212,10 @@ def _access_error(bootstrap: str, props: dict[str, str], detail: str) -> ConfigE
             f"TLS to Kafka at {bootstrap} failed ({_first(detail, 'SSL')}): check "
             "SM_KAFKA_SECURITY_PROTOCOL and the SM_KAFKA_SSL_* files"
         )
-    if protocol in ("plaintext", "sasl_plaintext") and (
-        "APIVERSION_QUERY" in detail or "ApiVersion" in detail
-    ):
+    # Closed at the first request, again and again: a TLS listener. Once could be a broker
+    # going down; a restarting one refuses the connection instead.
+    closed_at_first_request = detail.count("APIVERSION_QUERY") + detail.count("ApiVersion")
+    if protocol in ("plaintext", "sasl_plaintext") and closed_at_first_request >= 3:
         return ConfigError(
             f"Kafka at {bootstrap} closed the connection at the first request with "
             f"SM_KAFKA_SECURITY_PROTOCOL={protocol}: the listener likely expects TLS or "
