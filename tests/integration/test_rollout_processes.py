@@ -151,8 +151,18 @@ def test_rollout_reverse_carries_new_path_writes_to_old_and_stops_on_sigterm(
     assert isinstance(inserted["total"], float)
     assert "_sm" in (old.find_one({"_id": fresh["_id"]}) or {})  # the version guard's field
     assert old.count_documents({}) == 10  # 10 - 1 deleted + 1 inserted
-    assert metric(port, "sm_events_captured_total", migration=r) == 3
-    assert metric(port, "sm_events_applied_total", migration=r, outcome="written") == 3
+    # Both counters move after their commit (capture's checkpoint, the worker's offsets),
+    # which can come just after the writes are visible in old: wait, do not race.
+    wait_for(
+        "the reverse capture to count its 3 events (at its checkpoint)",
+        lambda: metric(port, "sm_events_captured_total", migration=r) == 3,
+        proc=rev,
+    )
+    wait_for(
+        "the reverse worker to count its 3 writes (after its commit)",
+        lambda: metric(port, "sm_events_applied_total", migration=r, outcome="written") == 3,
+        proc=rev,
+    )
     wait_for(  # offsets are committed after the writes, and the gauge follows
         "the reverse worker's lag gauge to reach 0",
         lambda: metric(port, "sm_consumer_lag_events", migration=r) == 0,
