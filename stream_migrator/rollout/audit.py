@@ -10,14 +10,37 @@ from __future__ import annotations
 import datetime as dt
 import getpass
 import os
+import threading
+import time
 from typing import Any
 
+from bson.int64 import Int64
 from pymongo import ASCENDING, MongoClient
 from pymongo.errors import DuplicateKeyError, PyMongoError
 
 from stream_migrator.errors import RetryableError
 
 AUDIT_COLLECTION = "audit"
+
+class _Sequence:
+    """A wall-clock nanosecond stamp, strictly increasing within this process.
+
+    Why: a BSON datetime holds milliseconds, and one controller writes several
+    entries within one millisecond. ``entries`` orders by ``at`` then ``seq``, so
+    the trail reads back in the order it was appended.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._last = 0
+
+    def __call__(self) -> int:
+        with self._lock:
+            self._last = max(time.time_ns(), self._last + 1)
+            return self._last
+
+
+next_seq = _Sequence()
 
 
 def operator_identity(explicit: str | None = None) -> str:
@@ -46,6 +69,7 @@ def record(
     details: dict[str, Any] | None = None,
     entry_id: str | None = None,
     at: dt.datetime | None = None,
+    seq: int | None = None,
 ) -> dict[str, Any]:
     """Append one audit entry and return it.
 
@@ -58,6 +82,7 @@ def record(
     """
     entry: dict[str, Any] = {
         "at": at or dt.datetime.now(dt.UTC),
+        "seq": Int64(seq if seq is not None else next_seq()),
         "migration": migration,
         "action": action,
         "operator": operator,
@@ -83,10 +108,10 @@ def record(
 def entries(
     client: MongoClient[dict[str, Any]], metadata_db: str, migration: str
 ) -> list[dict[str, Any]]:
-    """Every audit entry of ``migration``, oldest first."""
+    """Every audit entry of ``migration``, in the order they were appended."""
     cursor = (
         client[metadata_db][AUDIT_COLLECTION]
         .find({"migration": migration})
-        .sort([("at", ASCENDING), ("_id", ASCENDING)])
+        .sort([("at", ASCENDING), ("seq", ASCENDING), ("_id", ASCENDING)])
     )
     return list(cursor)

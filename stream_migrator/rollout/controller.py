@@ -620,6 +620,7 @@ class Controller:
             "details": details or {},
             "operator": self.operator,
             "at": now.replace(microsecond=now.microsecond // 1000 * 1000),
+            "seq": audit.next_seq(),
         }
         after = self.store.swap(before, self.operator, **changes, journal=journal)
         _failpoint("rollout.after_swap")
@@ -643,6 +644,7 @@ class Controller:
             details=j["details"],
             entry_id=f"{state.migration}@{state.version}",
             at=j["at"],
+            seq=j.get("seq"),
         )
 
     def _audit(

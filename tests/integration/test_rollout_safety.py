@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -292,3 +293,25 @@ def test_rollback_proceeds_once_an_unreachable_routers_lease_expires(
     finally:
         router.close()
         proxy.cut()
+
+
+def test_audit_trail_keeps_append_order_within_one_millisecond(
+    settings_kwargs: dict[str, Any],
+) -> None:
+    """Entries written in the same millisecond (BSON datetimes hold no more) read back in order.
+
+    A transition's entry has a string id (``<migration>@<version>``) and an operator
+    entry an ObjectId; a tie on ``at`` broken by ``_id`` put every transition of that
+    millisecond before the plain entries (a string sorts before an ObjectId in BSON).
+    """
+    s = load_settings(**settings_kwargs)
+    client = client_for(s)
+    at = dt.datetime(2026, 12, 2, 12, 0, 0, 123000, tzinfo=dt.UTC)
+    plain = {"migration": s.migration, "operator": "tester", "at": at}
+    audit.record(client, s.metadata_db, action="init", **plain)
+    audit.record(client, s.metadata_db, action="advance", entry_id=f"{s.migration}@1", **plain)
+    audit.record(client, s.metadata_db, action="fence_hold", **plain)
+    audit.record(client, s.metadata_db, action="advance", entry_id=f"{s.migration}@2", **plain)
+    actions = [e["action"] for e in audit.entries(client, s.metadata_db, s.migration)]
+    assert actions == ["init", "advance", "fence_hold", "advance"]
+    client.close()
