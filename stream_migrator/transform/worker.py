@@ -6,6 +6,8 @@ import contextlib
 import time
 from bisect import bisect_left
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import NamedTuple
 
 import structlog
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
@@ -45,6 +47,21 @@ _COMMIT_LATER = {
 }
 _COMMIT_RETRY_S = 1.0
 _QUARANTINE_WAIT_S = 10.0
+
+
+class _Prepared(NamedTuple):
+    """A consumed batch and its target writes, not yet written."""
+
+    batch: list[Message]
+    writes: list[TargetWrite]
+    started: float  # monotonic, when its preparation began (sm_batch_seconds)
+
+
+class _InFlight(NamedTuple):
+    """A prepared batch whose write runs on the writer thread."""
+
+    prepared: _Prepared
+    future: Future[ApplyResult]
 
 
 class TransformWorker:
@@ -115,23 +132,48 @@ class TransformWorker:
         self._m_apply_seconds = m.APPLY_SECONDS.labels(migration)
 
     def run(self) -> None:
-        """Consume until stopped. Each batch is committed before the next is read."""
+        """Consume until stopped: batch n+1 is read and transformed while batch n is written.
+
+        One batch is in flight at a time, on one writer thread; everything that touches
+        the consumer (consume, commit, rebalance callbacks, pause) stays on this
+        thread. The commit order holds per batch: batch n is committed only after its
+        write was acknowledged and the quarantine flushed, and before batch n+1 is
+        written, so commits go out in offset order and a document's writes reach the
+        target in the order of its events.
+        """
         self._consumer.subscribe(
             [self._topic], on_assign=self._on_assign, on_revoke=self._on_revoke
         )
+        inflight: _InFlight | None = None
+        writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sm-write")
         try:
             while not self._stop.is_set():
-                batch = [msg for msg in self._next_batch() if not self._is_noise(msg)]
-                if batch:
-                    self._process(batch)
-                elif self._uncommitted and (
+                # With a write in flight, take only what is already fetched: waiting for
+                # more would delay that batch's commit.
+                batch = [
+                    msg
+                    for msg in self._next_batch(wait=inflight is None)
+                    if not self._is_noise(msg)
+                ]
+                prepared = self._prepare_batch(batch) if batch else None
+                if inflight is not None:
+                    done, inflight = inflight, None
+                    self._finish(done)
+                if prepared is None and self._uncommitted and (
                     time.monotonic() - self._last_commit_try >= _COMMIT_RETRY_S
                 ):
                     self._flush_commits()
+                self._maybe_maintain()  # between writes: nothing in flight
+                if prepared is not None:
+                    inflight = self._start_write(writer, prepared)
                 self._maybe_report_lag()
-                self._maybe_maintain()
                 self._health.beat("ok", applied=self.applied, lag=self.lag)
         finally:
+            # Drain: the batch in flight is written and committed (or, on stop while
+            # the target fails, deliberately not), then the writer thread ends.
+            if inflight is not None:
+                self._finish(inflight)
+            writer.shutdown(wait=True)
             # Every batch was committed (or, on failure, deliberately not) before
             # control returned to the loop, except offsets deferred while Kafka had no
             # coordinator: one last try; if it fails too, the next owner replays them.
@@ -143,27 +185,54 @@ class TransformWorker:
             log.info("transform.stopped", reason=self._stop.reason, applied=self.applied)
 
     # -- batch ------------------------------------------------------------------
-    def _next_batch(self) -> list[Message]:
+    def _next_batch(self, *, wait: bool = True) -> list[Message]:
         """What is already fetched, up to batch_size; if nothing is, wait for one event.
 
-        Waits at most batch_timeout_s, and only for the first event: a batch never
-        waits to fill. Why: ``consume(n, timeout)`` returns only once n events are
-        there or the timeout passed, so below n/timeout events per second every
-        event waited the whole timeout before it was even transformed. A backlog
-        still gives full batches: they come from the prefetch queue at once.
+        Waits at most batch_timeout_s (not at all unless ``wait``), and only for the
+        first event: a batch never waits to fill. Why: ``consume(n, timeout)`` returns
+        only once n events are there or the timeout passed, so below n/timeout events
+        per second every event waited the whole timeout before it was even
+        transformed. A backlog still gives full batches: they come from the prefetch
+        queue at once.
         """
         msgs = self._consumer.consume(self._batch_size, 0)
-        if msgs:
+        if msgs or not wait:
             return msgs
         msgs = self._consumer.consume(1, self._batch_timeout_s)
         if msgs and self._batch_size > 1:
             msgs += self._consumer.consume(self._batch_size - 1, 0)
         return msgs
 
-    def _process(self, batch: list[Message]) -> None:
+    def _prepare_batch(self, batch: list[Message]) -> _Prepared:
         started = time.monotonic()
         writes = [w for w in map(self._prepare, batch) if w is not None]
-        result = self._apply_with_backpressure(writes)
+        return _Prepared(batch, writes, started)
+
+    def _start_write(self, writer: ThreadPoolExecutor, prepared: _Prepared) -> _InFlight:
+        return _InFlight(prepared, writer.submit(self._timed_apply, prepared.writes))
+
+    def _timed_apply(self, writes: list[TargetWrite]) -> ApplyResult:
+        attempt = time.monotonic()
+        result = self._sink.apply(writes)
+        self._m_apply_seconds.observe(time.monotonic() - attempt)
+        return result
+
+    def _finish(self, inflight: _InFlight) -> None:
+        """Wait for the batch's write (retrying it under backpressure), then commit it."""
+        prepared = inflight.prepared
+        try:
+            result: ApplyResult | None = inflight.future.result()
+        except RetryableError as exc:
+            result = self._apply_with_backpressure(prepared.writes, exc)
+        self._settle(prepared, result)
+
+    def _process(self, batch: list[Message]) -> None:
+        """Prepare, write and commit one batch without overlap (tests and tools)."""
+        prepared = self._prepare_batch(batch)
+        self._settle(prepared, self._apply_with_backpressure(prepared.writes))
+
+    def _settle(self, prepared: _Prepared, result: ApplyResult | None) -> None:
+        batch, writes = prepared.batch, prepared.writes
         if result is None:
             return  # stopping while the target was failing: commit nothing
         for write, reason in result.failed:
@@ -187,7 +256,7 @@ class TransformWorker:
         if result.echoes:
             m.EVENTS_APPLIED.labels(self._migration, "echo").inc(result.echoes)
         self._m_batch_events.observe(len(batch))
-        self._m_batch_seconds.observe(time.monotonic() - started)
+        self._m_batch_seconds.observe(time.monotonic() - prepared.started)
 
     def _prepare(self, msg: Message) -> TargetWrite | None:
         try:
@@ -205,21 +274,25 @@ class TransformWorker:
             write = TargetWrite(write.doc_id, write.version, write.document, write.tag, echo=True)
         return write
 
-    def _apply_with_backpressure(self, writes: list[TargetWrite]) -> ApplyResult | None:
+    def _apply_with_backpressure(
+        self, writes: list[TargetWrite], failed: RetryableError | None = None
+    ) -> ApplyResult | None:
         """Retry transient target failures with backoff, partitions paused; never crash-loop.
 
-        Nothing fetched while backing off is dropped: every partition we own stays
-        paused (also those the group hands us meanwhile, see ``_on_assign``), and a
-        message that arrives anyway is rewound, so it is read again after the outage.
+        ``failed``: the error of an attempt already made (on the writer thread); the
+        backoff starts at once. Nothing fetched while backing off is dropped: every
+        partition we own stays paused (also those the group hands us meanwhile, see
+        ``_on_assign``), and a message that arrives anyway is rewound, so it is read
+        again after the outage.
         """
         backoff = 0.5
         try:
             while True:
                 try:
-                    attempt = time.monotonic()
-                    result = self._sink.apply(writes)
-                    self._m_apply_seconds.observe(time.monotonic() - attempt)
-                    return result
+                    if failed is not None:
+                        error, failed = failed, None
+                        raise error
+                    return self._timed_apply(writes)
                 except RetryableError as exc:
                     if self._stop.is_set():
                         log.warning("transform.abandon_batch_on_stop", error=str(exc))
@@ -352,11 +425,12 @@ class TransformWorker:
             log.info("partitions.paused_on_assign", partitions=[p.partition for p in partitions])
 
     def _on_revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        # Revocation runs inside consume(): between batches, when each batch has been
-        # committed, or during a backpressure with a batch in flight. That batch is
-        # still written, but the revoked partitions' offsets are not committed (see
-        # _commit). Offsets deferred while Kafka had no coordinator are committed
-        # now, while the partitions are still ours (best effort: else a replay).
+        # Revocation runs inside consume(): while the previous batch is being written
+        # (the loop reads the next one meanwhile), or during a backpressure. That batch
+        # is still written, but the revoked partitions' offsets are not committed (see
+        # _commit): the new owner replays them, and the version guard makes that stale.
+        # Offsets deferred while Kafka had no coordinator are committed now, while the
+        # partitions are still ours (best effort: else a replay).
         log.info("partitions.revoked", partitions=[p.partition for p in partitions])
         revoked = {(p.topic, p.partition) for p in partitions}
         if revoked & self._uncommitted.keys():
