@@ -46,6 +46,12 @@ def register(sub: Any, add_settings_flags: Any, settings_of: Any) -> None:
         help="with --repair: also delete target documents that have no source",
     )
     p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument(
+        "--all",
+        action="store_true",
+        dest="all_fields",
+        help="list every field-coverage path (default: summarized beyond a depth and a count)",
+    )
     p.add_argument("--restart", action="store_true", help="start a new compare instead of resuming")
     p.add_argument(
         "--watch",
@@ -119,7 +125,7 @@ def _run(args: argparse.Namespace, base: Any) -> int:
 
         print(json.dumps(json.loads(json_util.dumps(report.to_json())), indent=2))
     else:
-        print(render_text(report))
+        print(render_text(report, all_fields=args.all_fields))
     return 0 if report.verdict.ready else 1
 
 

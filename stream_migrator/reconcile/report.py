@@ -179,8 +179,8 @@ def decide(report: ReconcileReport, *, max_lag_events: int, max_lag_seconds: flo
     )
 
 
-def render_text(report: ReconcileReport) -> str:
-    """The human report."""
+def render_text(report: ReconcileReport, *, all_fields: bool = False) -> str:
+    """The human report; ``all_fields`` lists every field-coverage path (``reconcile --all``)."""
     lines = [f"== stream-migrator reconcile: {report.migration} =="]
     mode = report.mode
     if report.mode == "sample":
@@ -203,9 +203,7 @@ def render_text(report: ReconcileReport) -> str:
     lines.extend(_divergence_lines(report))
     if report.coverage:
         lines.append("field coverage (share of target documents with the field populated)")
-        lines.extend(
-            f"  {path:30} {share * 100:6.2f}%" for path, share in sorted(report.coverage.items())
-        )
+        lines.extend(coverage_lines(report.coverage, all_fields=all_fields))
     lines.append(
         f"buckets               {report.buckets} compared, {report.buckets_drilled} drilled "
         f"into, at most {report.max_bucket_entries} entries held"
@@ -223,6 +221,59 @@ def render_text(report: ReconcileReport) -> str:
         lines.append("VERDICT               NOT READY")
         lines.extend(f"  - {reason}" for reason in report.verdict.reasons)
     return "\n".join(lines)
+
+
+#: Field paths deeper than this many field names are folded into one line per ancestor.
+COVERAGE_MAX_DEPTH = 4
+#: At most this many field-coverage lines; the rest are counted in one summary line.
+COVERAGE_MAX_LINES = 50
+
+
+def coverage_lines(coverage: dict[str, float], *, all_fields: bool = False) -> list[str]:
+    """The field-coverage table, summarized unless ``all_fields``.
+
+    The list comes from the target schema, or without one from every populated path
+    of every target document, sub-documents included: one 80-deep document gave
+    80 lines. Paths deeper than :data:`COVERAGE_MAX_DEPTH` field names fold into
+    their ancestor (``a.b.c.d.*``, with how many and their share range); past
+    :data:`COVERAGE_MAX_LINES` lines, the least-populated fields are kept (they are
+    the ones to look at) and the rest are counted. The JSON report always has all.
+    """
+    rows = sorted(coverage.items())
+    if all_fields:
+        return [f"  {path:30} {share * 100:6.2f}%" for path, share in rows]
+    folded: dict[str, list[float]] = {}
+    shown: list[tuple[str, float, str]] = []  # (path, lowest share, text)
+    for path, share in rows:
+        parts = path.split(".")
+        names = [n for n, part in enumerate(parts) if part != "[]"]
+        if len(names) <= COVERAGE_MAX_DEPTH:
+            shown.append((path, share, f"  {path:30} {share * 100:6.2f}%"))
+        else:
+            ancestor = ".".join(parts[: names[COVERAGE_MAX_DEPTH - 1] + 1])
+            folded.setdefault(ancestor + ".*", []).append(share)
+    for group, shares in folded.items():
+        low, high = min(shares), max(shares)
+        span = f"{low * 100:6.2f}%" + (f"-{high * 100:.2f}%" if high != low else "")
+        shown.append((group, low, f"  {group:30} {span}  ({len(shares)} deeper fields)"))
+    hidden: list[float] = []
+    if len(shown) > COVERAGE_MAX_LINES:
+        by_share = sorted(shown, key=lambda row: (row[1], row[0]))
+        kept = {row[0] for row in by_share[:COVERAGE_MAX_LINES]}
+        hidden = [row[1] for row in by_share[COVERAGE_MAX_LINES:]]
+        shown = [row for row in shown if row[0] in kept]
+    lines = [text for _, _, text in sorted(shown)]
+    if hidden:
+        below = [share for share in hidden if share < 1]
+        what = (
+            f"{len(below)} below 100%, lowest {min(below) * 100:.2f}%"
+            if below
+            else "all 100.00%"
+        )
+        lines.append(f"  ... {len(hidden)} more fields ({what})")
+    if hidden or folded:
+        lines.append("  (summarized: `stream-migrator reconcile --all` lists every field)")
+    return lines
 
 
 def _lag_lines(lag: LagReport) -> list[str]:

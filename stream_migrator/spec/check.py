@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from stream_migrator.errors import TransformError
-from stream_migrator.spec.avro import example_values, generate
+from stream_migrator.spec.avro import AvroSchema, example_values, generate
 from stream_migrator.spec.casts import type_name
 from stream_migrator.spec.errors import FilteredOut
 from stream_migrator.spec.model import META_FIELD, MigrationSpec, step_kind, step_reversible
@@ -44,6 +44,11 @@ class CheckReport:
     @property
     def ok(self) -> bool:
         return not self.failures
+
+    @property
+    def empty(self) -> bool:
+        """Nothing was checked: no failure, but no proof either (exit 1 unless --allow-empty)."""
+        return self.checked == 0
 
     def _note(self, text: str) -> None:
         if len(self.notes) < _SHOWN:
@@ -160,15 +165,24 @@ def generated_documents(spec: MigrationSpec, count: int, seed: int = 0) -> list[
     return docs
 
 
-def render(report: CheckReport) -> str:
-    """The human report ``spec check`` prints."""
+def _side(ns: object, version: str, schema: AvroSchema | None, missing: str) -> str:
+    """``shop.orders (schema orders.v1)``, or the version and that there is no schema."""
+    where = f"{ns} " if ns else ""
+    return f"{where}(schema {schema.name})" if schema else f"{where}({version}, {missing})"
+
+
+def render(report: CheckReport, *, allow_empty: bool = False) -> str:
+    """The human report ``spec check`` prints; its last line is the result."""
     spec = report.spec
     lines = [f"spec {spec.name} ({spec.origin or 'built in'}): valid"]
-    src = f"{spec.source} " if spec.source else ""
-    tgt = f"{spec.target} " if spec.target else ""
-    lines.append(
-        f"  {src}({spec.source_version}) -> {tgt}({spec.target_version}), {len(spec.steps)} steps"
+    src = _side(spec.source, spec.source_version, spec.source_schema, "no schema")
+    tgt = _side(
+        spec.target,
+        spec.target_version,
+        spec.target_schema,
+        "no target schema: documents are not validated",
     )
+    lines.append(f"  {src} -> {tgt}, {len(spec.steps)} steps")
     for number, step in enumerate(spec.steps, 1):
         describe = getattr(step, "describe", None)
         text = describe() if callable(describe) else step_kind(step)
@@ -199,7 +213,17 @@ def render(report: CheckReport) -> str:
     lines += [f"  FAILED {f}" for f in report.failures[:_SHOWN]]
     if len(report.failures) > _SHOWN:
         lines.append(f"  ... and {len(report.failures) - _SHOWN} more failures")
-    if report.checked == 0:
+    if report.empty:
         lines.append("  (no documents: give --mongo-uri, or add `examples` or a source schema)")
-    lines.append("RESULT OK" if report.ok else f"RESULT FAILED: {len(report.failures)} documents")
+    if not report.ok:
+        lines.append(f"RESULT FAILED: {len(report.failures)} documents")
+    elif report.empty and allow_empty:
+        lines.append("RESULT OK: 0 documents checked (--allow-empty)")
+    elif report.empty:
+        lines.append(
+            "RESULT NOTHING CHECKED: 0 documents, so the round trip is not proven "
+            "(exit 1; --allow-empty accepts that)"
+        )
+    else:
+        lines.append("RESULT OK")
     return "\n".join(lines)

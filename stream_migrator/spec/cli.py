@@ -1,7 +1,8 @@
 """``stream-migrator spec check FILE``: validate a spec and prove its round trip on samples.
 
-Exit codes: 0 valid and every document round-trips, 1 some document does not,
-2 the spec is invalid (each problem printed as ``file:line: ...``).
+Exit codes: 0 valid and every document round-trips, 1 some document does not
+or no document was checked (unless ``--allow-empty``), 2 the spec is invalid
+(each problem printed as ``file:line: ...``).
 """
 
 from __future__ import annotations
@@ -23,8 +24,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         description=(
             "Validate a spec file, then run it over source documents sampled from MongoDB "
             "(with --mongo-uri) or generated from the source schema and the spec's examples. "
-            "Exit 0 when every document round-trips, 1 when some does not, 2 when the spec "
-            "is invalid."
+            "Exit 0 when every document round-trips, 1 when some does not or when no "
+            "document was checked (unless --allow-empty), 2 when the spec is invalid."
         ),
     )
     check.add_argument("file", metavar="FILE", help="a spec .yaml file, or a built-in spec name")
@@ -38,6 +39,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "--sample", type=int, default=200, metavar="N", help="documents to check (default 200)"
     )
     check.add_argument("--seed", type=int, default=0, help="seed of the generated documents")
+    check.add_argument(
+        "--allow-empty",
+        action="store_true",
+        help="exit 0 when there is no document to check (default: exit 1, nothing was proven)",
+    )
     check.add_argument(
         "--allow-hooks",
         action="store_true",
@@ -80,8 +86,10 @@ def _cmd_check(args: argparse.Namespace) -> int:
             what.append(f"generated from schema {spec.source_schema.name}, seed {args.seed}")
         sample = f"{len(docs)} documents ({', '.join(what)})"
     report = check_documents(spec, docs, sample)
-    print(render(report))
-    return 0 if report.ok else 1
+    print(render(report, allow_empty=args.allow_empty))
+    if not report.ok:
+        return 1
+    return 1 if report.empty and not args.allow_empty else 0
 
 
 def _sample(uri: str, ns: str, count: int) -> list[dict[str, Any]]:

@@ -158,3 +158,48 @@ def test_worker_quarantines_target_schema_violation() -> None:
     assert quarantine.sent == [
         ("transform", "does not match schema orders.v2: items[0].qty: missing (required by Item)")
     ]
+
+
+#: The same spec with no examples and no schema: nothing to check.
+EMPTY_SPEC_TEXT = SPEC_TEXT[: SPEC_TEXT.index("examples:")]
+
+
+def test_check_of_no_documents_exits_1_unless_allow_empty(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """0 documents checked is not a pass: it says so and exits 1; --allow-empty makes it 0."""
+    path = str(_write(tmp_path, EMPTY_SPEC_TEXT))
+    assert main(["spec", "check", path]) == 1
+    out = capsys.readouterr().out
+    assert "RESULT OK" not in out
+    assert "RESULT NOTHING CHECKED: 0 documents" in out
+    assert "--allow-empty" in out
+    assert main(["spec", "check", path, "--allow-empty"]) == 0
+    out = capsys.readouterr().out
+    assert "RESULT OK: 0 documents checked (--allow-empty)" in out
+
+
+def test_check_with_zero_sample_exits_1(capsys: pytest.CaptureFixture[str]) -> None:
+    """--sample 0 of a spec with examples checks nothing: exit 1, not RESULT OK."""
+    assert main(["spec", "check", "orders.v1_to_v2", "--sample", "0"]) == 1
+    assert "RESULT NOTHING CHECKED" in capsys.readouterr().out
+
+
+def test_check_labels_a_spec_without_schema_as_having_none(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`schema: null` is not shown as (orders.v1) -> (orders.v2): the label says no schema."""
+    main(["spec", "check", str(_write(tmp_path, SPEC_TEXT))])
+    out = capsys.readouterr().out
+    assert "(orders.v1) -> shop.orders_v2 (orders.v2)" not in out
+    assert (
+        "  shop.orders (orders.v1, no schema) -> shop.orders_v2 (orders.v2, no target schema: "
+        "documents are not validated), 2 steps"
+    ) in out
+
+
+def test_check_labels_schemas_it_validates_against(capsys: pytest.CaptureFixture[str]) -> None:
+    """The shipped spec names the schema files of both sides."""
+    main(["spec", "check", "orders.v1_to_v2", "--sample", "5"])
+    out = capsys.readouterr().out
+    assert "  shop.orders (schema orders.v1) -> shop.orders_v2 (schema orders.v2), 4 steps" in out
