@@ -1,4 +1,9 @@
-"""Lag: how far the target is behind the source, per partition, in events and seconds."""
+"""Lag: how far the target is behind the source, per partition, in events and seconds.
+
+Every figure here derives from ``kafka.partition_positions`` (through
+:func:`topic_positions`): the reconciler's report, the gates' lag and the fences'
+topic sizes read the same positions the transform worker reports.
+"""
 
 from __future__ import annotations
 
@@ -7,25 +12,61 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaException, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from pymongo import MongoClient
 from pymongo.errors import PyMongoError
 
 from stream_migrator import events
 from stream_migrator.errors import EnvelopeError
-from stream_migrator.kafka import Security, consumer_config
+from stream_migrator.kafka import PartitionPosition, Security, consumer_config, partition_positions
+
+
+def topic_positions(
+    consumer: Consumer, topic: str, timeout: float = 5.0
+) -> dict[int, PartitionPosition] | None:
+    """``partition_positions`` of every partition of ``topic``; None when the topic does not exist.
+
+    Raises KafkaException when Kafka does not answer, answers a committed offset
+    with an error, or gives no watermarks for a partition: a lag summed over part of
+    the topic would look smaller than it is, so it is unknown instead.
+    """
+    meta = consumer.list_topics(topic, timeout=timeout).topics.get(topic)
+    if meta is None or meta.error is not None:
+        return None
+    wanted = sorted(meta.partitions)
+    positions = partition_positions(consumer, topic, wanted, timeout=timeout)
+    absent = [p for p in wanted if p not in positions]
+    if absent:
+        raise KafkaException(
+            KafkaError(KafkaError._TIMED_OUT, f"no watermarks for {topic} partitions {absent}")
+        )
+    return positions
 
 
 @dataclass
 class PartitionLag:
-    partition: int
-    produced: int  # high watermark: offsets capture has produced
-    committed: int  # the transform group's committed offset (low watermark if none)
+    """One partition's lag: its position, and the cluster time of its oldest unapplied event."""
+
+    position: PartitionPosition
     oldest_unapplied_version: int | None = None  # cluster time of the event at `committed`
 
     @property
+    def partition(self) -> int:
+        return self.position.partition
+
+    @property
+    def produced(self) -> int:
+        """High watermark: offsets capture has produced."""
+        return self.position.high
+
+    @property
+    def committed(self) -> int:
+        """The offset the transform group reads next (its commit, else the low watermark)."""
+        return self.position.start
+
+    @property
     def events(self) -> int:
-        return max(0, self.produced - self.committed)
+        return self.position.lag
 
     def seconds(self, now: float) -> float:
         if not self.events or self.oldest_unapplied_version is None:
@@ -103,9 +144,15 @@ class LagProbe:
     """
 
     def __init__(
-        self, bootstrap: str, group: str, topic: str, security: Security | None = None
+        self,
+        bootstrap: str,
+        group: str,
+        topic: str,
+        security: Security | None = None,
+        *,
+        client_id: str | None = None,
     ) -> None:
-        client_id = f"sm-reconcile-lag-{uuid.uuid4().hex[:6]}"
+        client_id = client_id or f"sm-reconcile-lag-{uuid.uuid4().hex[:6]}"
         config = consumer_config(bootstrap, group, client_id, security)
         self._consumer = Consumer(config)
         self._topic = topic
@@ -126,32 +173,24 @@ class LagProbe:
         timeout: float = 5.0,
         peek: bool = True,
     ) -> LagReport:
+        """Consumer lag per partition (``peek``: with the age of each oldest unapplied
+        event), and capture lag when ``client`` and ``source_ns`` are given.
+
+        Unknown, never 0, when the topic is missing or Kafka gives no positions:
+        ``known`` is False and ``error`` says why.
+        """
         report = LagReport()
         try:
-            meta = self._consumer.list_topics(self._topic, timeout=timeout).topics.get(self._topic)
-            if meta is None or meta.error is not None:
+            positions = topic_positions(self._consumer, self._topic, timeout)
+            if positions is None:
                 report.error = f"topic {self._topic} not found (has capture started?)"
                 report.topic_missing = True
-                meta = None
-            parts = (
-                [TopicPartition(self._topic, p) for p in sorted(meta.partitions)] if meta else []
-            )
-            newest: int | None = None
-            for tp in self._consumer.committed(parts, timeout=timeout) if parts else []:
-                low, high = self._consumer.get_watermark_offsets(tp, timeout=timeout, cached=False)
-                committed = tp.offset if tp.offset >= 0 else low
-                lag = PartitionLag(tp.partition, high, committed)
-                if peek and lag.events:
-                    lag.oldest_unapplied_version = self._version_at(tp.partition, committed)
-                if peek and high > low:
-                    last = self._version_at(tp.partition, high - 1)
-                    if last is not None:
-                        newest = last if newest is None else max(newest, last)
-                report.partitions.append(lag)
-            if parts:
-                self._consumer.unassign()
-            report.last_captured_version = newest
-            report.known = meta is not None
+            else:
+                report.partitions = [PartitionLag(positions[p]) for p in sorted(positions)]
+                # The newest captured event matters only for capture lag.
+                if peek:
+                    report.last_captured_version = self._peek(report.partitions, client)
+                report.known = True
         except KafkaException as exc:
             report.error = f"Kafka did not answer: {exc}"
         if client is not None and source_ns is not None:
@@ -162,6 +201,26 @@ class LagProbe:
                 report.capture_error = str(exc)
         report.measured_at = time.time()
         return report
+
+    def _peek(
+        self, partitions: list[PartitionLag], client: MongoClient[dict[str, Any]] | None
+    ) -> int | None:
+        """Fill each lagging partition's oldest unapplied version; the newest captured one.
+
+        The newest captured event is read only when capture lag is measured (``client``).
+        """
+        newest: int | None = None
+        for lag in partitions:
+            pos = lag.position
+            if lag.events:
+                lag.oldest_unapplied_version = self._version_at(pos.partition, pos.start)
+            if client is not None and pos.high > pos.low:
+                last = self._version_at(pos.partition, pos.high - 1)
+                if last is not None:
+                    newest = last if newest is None else max(newest, last)
+        if partitions:
+            self._consumer.unassign()
+        return newest
 
     def _version_at(self, partition: int, offset: int, timeout: float = 5.0) -> int | None:
         self._consumer.assign([TopicPartition(self._topic, partition, offset)])

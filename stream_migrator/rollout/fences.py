@@ -6,9 +6,10 @@ import urllib.request
 from dataclasses import dataclass
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaException, TopicPartition
+from confluent_kafka import Consumer, KafkaException
 from prometheus_client.parser import text_string_to_metric_families
 
+from stream_migrator.reconcile.lag import topic_positions
 from stream_migrator.rollout.gate import VerdictLike
 from stream_migrator.rollout.plan import Fences
 
@@ -90,15 +91,10 @@ def measure(
 def topic_size(consumer: Consumer, topic: str, timeout: float = 5.0) -> int | None:
     """Messages ever written to ``topic`` (sum of high watermarks); None if unknown."""
     try:
-        meta = consumer.list_topics(topic, timeout=timeout).topics.get(topic)
-        if meta is None or meta.error is not None:
-            return None
-        return sum(
-            consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout)[1]
-            for p in meta.partitions
-        )
+        positions = topic_positions(consumer, topic, timeout)
     except KafkaException:
         return None
+    return None if positions is None else sum(p.high for p in positions.values())
 
 
 def p99_from_metrics(

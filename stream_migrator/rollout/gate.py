@@ -1,22 +1,21 @@
 """The reconciler gate the controller consults before every advance.
 
 The controller depends only on the :class:`Gate` protocol. :func:`compare_gate`
-is a simple one built from ``reconcile.full_compare`` (divergence) and
-``kafka.group_lag`` (lag); ``stream_migrator.reconcile.gate`` is the default (:data:`DEFAULT_GATE`).
+is a simple one built from ``reconcile.full_compare`` (divergence) and the
+reconciler's ``LagProbe`` (lag, the same figures as the default gate's);
+``stream_migrator.reconcile.gate`` is the default (:data:`DEFAULT_GATE`).
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Protocol
 
-from confluent_kafka import Consumer, KafkaException, TopicPartition
-
-from stream_migrator.kafka import consumer_config, group_lag
 from stream_migrator.mongo import connect
 from stream_migrator.reconcile import full_compare
 from stream_migrator.reconcile import gate as reconcile_gate
+from stream_migrator.reconcile.lag import LagProbe
 from stream_migrator.settings import Settings
 from stream_migrator.spec import get_spec
 
@@ -64,15 +63,21 @@ def compare_gate(
     finds mismatches and the group lags, it waits up to ``settle_s`` for the lag to
     clear and compares once more (a poor man's recheck of in-flight keys).
 
+    Lag is the default gate's figure (``LagProbe``): events produced and not yet
+    committed by the group, and the age of the oldest of them by its source cluster
+    time. Unknown lag (topic missing, Kafka not answering) is a reason, never 0.
+
     Unlike the default gate it does not block on source documents the spec rejects
     (they are in quarantine; the demo seeds some on purpose and still advances):
     use :data:`DEFAULT_GATE` where a quarantined document must hold the rollout.
     """
     del sample
-    consumer = Consumer(
-        consumer_config(
-            settings.kafka_bootstrap, settings.consumer_group, "sm-gate", settings.kafka_client
-        )
+    probe = LagProbe(
+        settings.kafka_bootstrap,
+        settings.consumer_group,
+        settings.changes_topic,
+        settings.kafka_client,
+        client_id="sm-gate",
     )
     client = connect(settings.mongo_uri.get_secret_value(), app="rollout-gate")
     try:
@@ -80,23 +85,25 @@ def compare_gate(
         tdb, tcoll = settings.split_ns(settings.target)
         spec = get_spec(settings.spec, settings.hook_policy)
         report = full_compare(client[sdb][scoll], client[tdb][tcoll], spec)
-        lag = group_lag(consumer, settings.changes_topic)
-        if report.mismatches and lag:
+        lag = probe.measure(None, None)
+        if report.mismatches and lag.events:
             deadline = time.monotonic() + settle_s
-            while lag and time.monotonic() < deadline:
+            pending = probe.group_lag()
+            while pending and time.monotonic() < deadline:
                 time.sleep(0.2)
-                lag = group_lag(consumer, settings.changes_topic)
+                pending = probe.group_lag()
             report = full_compare(client[sdb][scoll], client[tdb][tcoll], spec)
-            lag = group_lag(consumer, settings.changes_topic)
-        age = oldest_pending_age(consumer, settings.changes_topic) if lag else 0.0
+            lag = probe.measure(None, None)
     finally:
         client.close()
-        consumer.close()
+        probe.close()
     reasons = []
-    if lag is None:
-        reasons.append(f"lag of {settings.consumer_group} on {settings.changes_topic} is unknown")
-    elif lag:
-        reasons.append(f"{lag} events not yet applied ({age:.1f} s behind)")
+    if not lag.known:
+        reasons.append(
+            f"lag of {settings.consumer_group} on {settings.changes_topic} is unknown ({lag.error})"
+        )
+    elif lag.events:
+        reasons.append(f"{lag.events} events not yet applied ({lag.seconds:.1f} s behind)")
     if report.mismatches:
         reasons.append(
             f"{report.mismatches} mismatches (missing {report.missing}, extra {report.extra}, "
@@ -106,37 +113,9 @@ def compare_gate(
         ready=not reasons,
         reasons=reasons,
         divergence_ratio=report.mismatches / max(1, report.source_count),
-        lag_events=lag or 0,
-        lag_seconds=age,
+        lag_events=lag.events if lag.known else 0,
+        lag_seconds=lag.seconds if lag.known else 0.0,
     )
-
-
-def oldest_pending_age(consumer: Consumer, topic: str, timeout: float = 5.0) -> float:
-    """Seconds since the oldest not-yet-committed event was produced (0 when none).
-
-    Reads one message at each lagging partition's committed offset with ``assign``:
-    it never joins the group and never commits, so it does not disturb the workers.
-    """
-    try:
-        meta = consumer.list_topics(topic, timeout=timeout).topics.get(topic)
-        if meta is None:
-            return 0.0
-        parts = [TopicPartition(topic, p) for p in meta.partitions]
-        oldest: float | None = None
-        for tp in consumer.committed(parts, timeout=timeout):
-            low, high = consumer.get_watermark_offsets(tp, timeout=timeout, cached=False)
-            position = tp.offset if tp.offset >= 0 else low
-            if position >= high:
-                continue
-            consumer.assign([TopicPartition(topic, tp.partition, position)])
-            msg: Any = consumer.poll(timeout)
-            if msg is not None and msg.error() is None:
-                ts = msg.timestamp()[1] / 1000
-                oldest = ts if oldest is None else min(oldest, ts)
-        consumer.unassign()
-    except KafkaException:
-        return 0.0
-    return 0.0 if oldest is None else max(0.0, time.time() - oldest)
 
 
 #: The gate the CLI and ``rollout run`` use: the reconciler's (bucketed hashes,

@@ -11,6 +11,7 @@ from bson.int64 import Int64
 
 from stream_migrator.errors import ConfigError
 from stream_migrator.id_order import after_id_filters, id_before
+from stream_migrator.kafka import PartitionPosition
 from stream_migrator.reconcile.canonical import diff_docs, doc_hash, generic_path, leaf_paths
 from stream_migrator.reconcile.cli import parse_sample
 from stream_migrator.reconcile.engine import _newer, _segment_queries
@@ -104,14 +105,18 @@ def test_id_order_brackets_types_like_mongodb() -> None:
 def _report(**counts: int) -> ReconcileReport:
     report = ReconcileReport("m", source_count=100)
     report.counts.update(counts)
-    report.lag = LagReport(known=True, partitions=[PartitionLag(0, 10, 10)], capture_measured=True)
+    report.lag = LagReport(
+        known=True,
+        partitions=[PartitionLag(PartitionPosition(0, 0, 10, 10))],
+        capture_measured=True,
+    )
     return report
 
 
 def test_verdict_not_ready_when_capture_lag_unknown() -> None:
     """An unread oplog (mongos, no access to local) fails closed: NOT READY, why, what to do."""
     report = _report()
-    report.lag = LagReport(known=True, partitions=[PartitionLag(0, 10, 10)])
+    report.lag = LagReport(known=True, partitions=[PartitionLag(PartitionPosition(0, 0, 10, 10))])
     report.lag.capture_error = "reading local.oplog.rs failed (OperationFailure: not authorized)"
     verdict = decide(report, max_lag_events=0, max_lag_seconds=1)
     assert not verdict.ready
@@ -153,7 +158,7 @@ def test_verdict_names_each_reason() -> None:
     """Divergence, untransformable documents and lag each add a reason."""
     report = _report(missing=2, type=1)
     report.untransformable = 3
-    report.lag = LagReport(known=True, partitions=[PartitionLag(0, 50, 10)])
+    report.lag = LagReport(known=True, partitions=[PartitionLag(PartitionPosition(0, 0, 50, 10))])
     verdict = decide(report, max_lag_events=5, max_lag_seconds=100)
     assert not verdict.ready
     assert verdict.lag_events == 40
