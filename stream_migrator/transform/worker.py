@@ -163,10 +163,10 @@ class TransformWorker:
                     time.monotonic() - self._last_commit_try >= _COMMIT_RETRY_S
                 ):
                     self._flush_commits()
+                self._maybe_report_lag()  # right after a commit: the figures are current
                 self._maybe_maintain()  # between writes: nothing in flight
                 if prepared is not None:
                     inflight = self._start_write(writer, prepared)
-                self._maybe_report_lag()
                 self._health.beat("ok", applied=self.applied, lag=self.lag)
         finally:
             # Drain: the batch in flight is written and committed (or, on stop while
