@@ -161,22 +161,38 @@ def _verbatim(element: bytes) -> bool:
     return True
 
 
-_OBJECT_ID_FIRST = b"\x07_id\x00"  # a stored document's usual first element
-_OBJECT_ID_KEY_HEAD = _INT32.pack(22) + _OBJECT_ID_FIRST
+_OBJECT_ID_KEY_SIZE = _INT32.pack(22)  # {_id: ObjectId}: 4 + 17 + 1 bytes
+
+
+def id_element(raw: bytes) -> bytes | None:
+    """The ``_id`` element of BSON document ``raw`` as it is in its bytes; None without one.
+
+    The element is the type byte, ``_id\\0`` and the value. MongoDB stores ``_id``
+    first, so usually only the first element is read (one of a fixed size, such as
+    an ObjectId or a number, without a walk); nothing is decoded. Raises InvalidBSON
+    on malformed bytes.
+    """
+    if raw.startswith(b"_id\x00", 5):  # first, and of a fixed size: no walk
+        size = _FIXED_SIZE.get(raw[4])
+        if size is not None and len(raw) > 9 + size:
+            return raw[4 : 9 + size]
+    for name, start, end in _elements(raw):
+        if name == b"_id":
+            return raw[start:end]
+    return None
 
 
 def _raw_key(raw: bytes) -> bytes | None:
     """:func:`key_bytes` of the ``_id`` of BSON document ``raw``, taken from its bytes."""
-    if raw.startswith(_OBJECT_ID_FIRST, 4) and len(raw) >= 22:
-        return _OBJECT_ID_KEY_HEAD + raw[9:21] + b"\x00"
-    for name, start, end in _elements(raw):
-        if name == b"_id":
-            element = raw[start:end]
-            wrapped = _INT32.pack(len(element) + 5) + element + b"\x00"
-            if _verbatim(element):
-                return wrapped
-            return key_bytes(bson.decode(wrapped, BSON_OPTIONS)["_id"])
-    return None
+    element = id_element(raw)
+    if element is None:
+        return None
+    if element[0] == 0x07:  # the usual ObjectId: verbatim, and the key's size is known
+        return _OBJECT_ID_KEY_SIZE + element + b"\x00"
+    wrapped = _INT32.pack(len(element) + 5) + element + b"\x00"
+    if _verbatim(element):
+        return wrapped
+    return key_bytes(bson.decode(wrapped, BSON_OPTIONS)["_id"])
 
 
 def id_key(doc: Mapping[str, Any]) -> bytes | None:

@@ -32,6 +32,7 @@ from bson.codec_options import CodecOptions, TypeRegistry
 from bson.int64 import Int64
 from pymongo.collection import Collection
 
+from stream_migrator import events
 from stream_migrator.errors import TransformError
 from stream_migrator.id_order import id_before
 from stream_migrator.reconcile.canonical import FieldDiff, diff_docs, doc_hash
@@ -267,19 +268,20 @@ _NO_ID = object()
 
 
 def _first_id(body: bytes) -> Any:
-    """The ``_id`` of a BSON document whose first element is an ObjectId, int or long ``_id``.
+    """The ``_id`` of a BSON document when it is an ObjectId, int or long, from its bytes.
 
-    MongoDB stores ``_id`` first; other layouts and types return ``_NO_ID`` (decode instead).
+    Other types (and no ``_id``) return ``_NO_ID``: the caller decodes instead.
     """
-    if body[5:9] != b"_id\x00":
+    element = events.id_element(body)
+    if element is None:
         return _NO_ID
-    kind = body[4]
+    kind, value = element[0], element[5:]  # past the type byte and "_id\0"
     if kind == 0x07:
-        return ObjectId(body[9:21])
+        return ObjectId(value)
     if kind == 0x10:
-        return int.from_bytes(body[9:13], "little", signed=True)
+        return int.from_bytes(value, "little", signed=True)
     if kind == 0x12:
-        return Int64(int.from_bytes(body[9:17], "little", signed=True))
+        return Int64(int.from_bytes(value, "little", signed=True))
     return _NO_ID
 
 

@@ -227,3 +227,29 @@ def test_envelopes_of_the_old_codec_decode_the_same() -> None:
     )
     for old in (_OLD_UPDATE, _OLD_DELETE, _OLD_SNAPSHOT):
         assert events.encode(events.decode(old)) == old
+
+
+@given(doc_id=bson_ids, before=st.dictionaries(_NAMES.filter(lambda k: k != "_id"), _INT64))
+def test_id_element_is_the_id_as_encoded(doc_id: Any, before: dict[str, Any]) -> None:
+    """id_element gives the _id element's bytes, whatever its type (both key and compare use it)."""
+    raw = bson.encode({**before, "_id": doc_id, "after": [1, "x"]})
+    assert events.id_element(raw) == bson.encode({"_id": doc_id})[4:-1]
+
+
+@pytest.mark.parametrize(
+    "first",
+    [
+        _element(0x10, b"\x01\x00\x00\x00").replace(b"_id", b"n__"),  # a fixed-size field
+        _element(0x02, _string(b"abc")).replace(b"_id", b"s__"),  # a variable-size one
+    ],
+)
+def test_id_element_found_after_other_fields(first: bytes) -> None:
+    """An _id that is not the first element (not how MongoDB stores it) is found by a walk."""
+    element = _element(0x07, b"\x05" * 12)
+    assert events.id_element(_document(first, element, first.replace(b"__", b"_2"))) == element
+
+
+def test_id_element_of_document_without_id_is_none() -> None:
+    """No _id element: None, not an error."""
+    assert events.id_element(bson.encode({"a": 1, "b": "x"})) is None
+    assert events.id_element(bson.encode({})) is None
