@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
-import time
 from typing import Any
 
 from stream_migrator.errors import ConfigError
+from stream_migrator.progress import Progress, add_progress_flag
 from stream_migrator.reconcile.report import render_text
-from stream_migrator.reconcile.settings import ReconcileSettings, load_reconcile_settings
+from stream_migrator.reconcile.settings import load_reconcile_settings
 
 
 def register(sub: Any, add_settings_flags: Any, settings_of: Any) -> None:
@@ -67,6 +66,7 @@ def register(sub: Any, add_settings_flags: Any, settings_of: Any) -> None:
         help="seconds to recheck in-flight mismatches (SM_RECONCILE_RECHECK_TIMEOUT_S)",
     )
     p.add_argument("--interval", type=float, help="--watch period (SM_RECONCILE_INTERVAL_S)")
+    add_progress_flag(p)
     p.set_defaults(func=lambda a: _run(a, settings_of(a)))
 
 
@@ -109,17 +109,23 @@ def _run(args: argparse.Namespace, base: Any) -> int:
     if args.watch:
         run_watch(settings, stop, sample=sample)
         return 0
-    bar = _ProgressBar(settings)
-    report = run_reconcile(
-        settings,
-        sample=sample,
-        restart=args.restart,
-        repair=args.repair,
-        delete_orphans=args.delete_orphans,
-        stop=stop,
-        progress=bar,
-    )
-    bar.close()
+    # Full compares count both sides against their estimated_document_count; a sample
+    # knows exactly how many ids it drew.
+    with Progress(
+        f"reconcile {settings.migration}",
+        estimated=sample is None,
+        json=args.json,
+        interval_s=args.progress_interval,
+    ) as progress:
+        report = run_reconcile(
+            settings,
+            sample=sample,
+            restart=args.restart,
+            repair=args.repair,
+            delete_orphans=args.delete_orphans,
+            stop=stop,
+            progress=progress,
+        )
     if args.json:
         from bson import json_util
 
@@ -127,36 +133,3 @@ def _run(args: argparse.Namespace, base: Any) -> int:
     else:
         print(render_text(report, all_fields=args.all_fields))
     return 0 if report.verdict.ready else 1
-
-
-class _ProgressBar:
-    """A bar on stderr when it is a terminal; a log line every ~10% otherwise."""
-
-    def __init__(self, settings: ReconcileSettings) -> None:
-        self._tty = sys.stderr.isatty()
-        self._started = time.monotonic()
-        self._last_decile = -1
-        self._migration = settings.migration
-
-    def __call__(self, done: int, total: int) -> None:
-        share = min(1.0, done / total) if total else 1.0
-        rate = done / max(1e-6, time.monotonic() - self._started)
-        if self._tty:
-            filled = int(share * 30)
-            sys.stderr.write(
-                f"\rreconcile {self._migration} [{'#' * filled}{'.' * (30 - filled)}] "
-                f"{share * 100:5.1f}% {done}/{total} docs {rate:,.0f}/s"
-            )
-            sys.stderr.flush()
-        elif int(share * 10) != self._last_decile:
-            from stream_migrator.observability import get_logger
-
-            self._last_decile = int(share * 10)
-            get_logger("reconcile").info(
-                "reconcile.progress", scanned=done, estimated_total=total, rate=round(rate)
-            )
-
-    def close(self) -> None:
-        if self._tty:
-            sys.stderr.write("\n")
-            sys.stderr.flush()

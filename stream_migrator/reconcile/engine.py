@@ -415,7 +415,10 @@ class Reconciler:
         tgt_ids = sample_ids(self.target, min(tgt_total, max(1, math.ceil(fraction * tgt_total))))
         coverage: Counter[str] = Counter()
         size = self._bucket_size
+        total = len(src_ids) + len(tgt_ids)
         for start in range(0, len(src_ids), size):
+            if self._progress is not None:
+                self._progress(start, total)
             chunk = src_ids[start : start + size]
             targets = {_key(t["_id"]): t for t in self.target.find({"_id": {"$in": chunk}})}
             suspects = []
@@ -434,10 +437,14 @@ class Reconciler:
             self._add_suspects(run_id, suspects)
             self._add_untransformable(run_id, rejected)
         for start in range(0, len(tgt_ids), size):
+            if self._progress is not None:
+                self._progress(len(src_ids) + start, total)
             chunk = tgt_ids[start : start + size]
             for t_doc in self.target.find({"_id": {"$in": chunk}}):
                 coverage.update(leaf_paths(t_doc))
             self._orphan_suspects(run_id, chunk)
+        if self._progress is not None:
+            self._progress(total, total)
         # Coverage counts are scaled to the whole target so shares read the same as a full run.
         scale = tgt_total / max(1, len(tgt_ids))
         scan.coverage = Counter({p: round(n * scale) for p, n in coverage.items()})

@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import datetime as dt
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -55,12 +56,23 @@ class CheckReport:
             self.notes.append(text)
 
 
-def check_documents(spec: MigrationSpec, docs: list[dict[str, Any]], sample: str) -> CheckReport:
-    """Run every check on every document (see the module docstring)."""
+def check_documents(
+    spec: MigrationSpec,
+    docs: list[dict[str, Any]],
+    sample: str,
+    progress: Callable[[int, int], None] | None = None,
+) -> CheckReport:
+    """Run every check on every document (see the module docstring).
+
+    ``progress(done, total)`` is called after each document (``spec check --sample``
+    on a large sample shows a bar or logs how far it is).
+    """
     report = CheckReport(spec, sample)
     for doc in docs:
         report.checked += 1
         _check_one(spec, doc, report)
+        if progress is not None:
+            progress(report.checked, len(docs))
     return report
 
 

@@ -12,6 +12,7 @@ import sys
 from typing import Any
 
 from stream_migrator.errors import ConfigError
+from stream_migrator.progress import Progress, add_progress_flag, command_logging
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -50,6 +51,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         default=None,
         help="let the spec import its Python hooks (env SM_ALLOW_HOOKS; SM_HOOKS_ALLOWED)",
     )
+    add_progress_flag(check)
     check.set_defaults(func=_cmd_check)
 
 
@@ -60,7 +62,8 @@ def _cmd_check(args: argparse.Namespace) -> int:
     from stream_migrator.spec.errors import SpecError
 
     try:
-        spec = get_spec(args.file, load_settings(allow_hooks=args.allow_hooks).hook_policy)
+        settings = load_settings(allow_hooks=args.allow_hooks)
+        spec = get_spec(args.file, settings.hook_policy)
     except SpecError as exc:
         print(f"spec {args.file}: invalid", file=sys.stderr)
         for problem in exc.problems:
@@ -85,7 +88,12 @@ def _cmd_check(args: argparse.Namespace) -> int:
         if spec.source_schema is not None:
             what.append(f"generated from schema {spec.source_schema.name}, seed {args.seed}")
         sample = f"{len(docs)} documents ({', '.join(what)})"
-    report = check_documents(spec, docs, sample)
+    # Progress goes to log lines when stderr is no terminal.
+    with (
+        command_logging(settings.log_level),
+        Progress(f"spec check {spec.name}", len(docs), interval_s=args.progress_interval) as bar,
+    ):
+        report = check_documents(spec, docs, sample, progress=bar)
     print(render(report, allow_empty=args.allow_empty))
     if not report.ok:
         return 1

@@ -11,6 +11,7 @@ from bson import json_util
 
 from stream_migrator import events
 from stream_migrator.errors import EnvelopeError, TransformError
+from stream_migrator.progress import Progress, add_progress_flag, command_logging
 from stream_migrator.settings import Settings
 from stream_migrator.transform.prepare import to_target_write
 from stream_migrator.transform.quarantine import QuarantinedEvent, read_quarantine
@@ -29,6 +30,7 @@ def register(sub: Any, add_settings_flags: Any, settings_of: Any) -> None:
     replay.add_argument(
         "positions", nargs="*", help="PARTITION:OFFSET values to replay (default: all)"
     )
+    add_progress_flag(replay)
     for parser in (lst, show, replay):
         add_settings_flags(parser)
         parser.set_defaults(func=lambda a: _run(a, settings_of(a)))
@@ -42,7 +44,9 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
         return _list(settings, quarantined)
     if args.action == "show":
         return _show(quarantined, _position(args.position), _decoder(settings))
-    return _replay(settings, quarantined, {_position(p) for p in args.positions})
+    return _replay(
+        settings, quarantined, {_position(p) for p in args.positions}, args.progress_interval
+    )
 
 
 def _decoder(settings: Settings) -> Callable[[bytes | None], events.ChangeEvent]:
@@ -102,7 +106,12 @@ def _show(
     return 0
 
 
-def _replay(settings: Settings, quarantined: list[QuarantinedEvent], wanted: set[str]) -> int:
+def _replay(
+    settings: Settings,
+    quarantined: list[QuarantinedEvent],
+    wanted: set[str],
+    progress_interval: float | None = None,
+) -> int:
     from stream_migrator.mongo import connect
     from stream_migrator.spec import get_spec
     from stream_migrator.transform.sink import MongoSink, detect_guard_mode
@@ -121,11 +130,22 @@ def _replay(settings: Settings, quarantined: list[QuarantinedEvent], wanted: set
         )
         sink = MongoSink(client[db][coll], guard)
         counts = {"applied": 0, "stale": 0, "failing": 0, "cannot": 0}
-        for e in chosen:
-            outcome = _replay_one(e, spec, sink, _decoder(settings))
-            key = "failing" if outcome.startswith("still failing") else outcome.split()[0]
-            counts[key] += 1
-            print(f"{e.position:10} {e.doc_id()!s:26} {outcome}")
+        # Progress goes to log lines when stderr is no terminal.
+        with (
+            command_logging(settings.log_level),
+            Progress(
+                f"quarantine replay {settings.migration}",
+                len(chosen),
+                unit="events",
+                interval_s=progress_interval,
+            ) as progress,
+        ):
+            for e in chosen:
+                outcome = _replay_one(e, spec, sink, _decoder(settings))
+                key = "failing" if outcome.startswith("still failing") else outcome.split()[0]
+                counts[key] += 1
+                progress.write(f"{e.position:10} {e.doc_id()!s:26} {outcome}")
+                progress.advance()
     finally:
         client.close()
     print(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from pathlib import Path
@@ -93,9 +94,22 @@ def test_quarantine_replay_after_spec_fix_lands_document(
     doc = target.find_one({"_id": bad_id})
     assert doc is not None
     assert doc["address"]["street"] == "nowhere"
-    again = cli("quarantine", "replay", env=env)  # idempotent: the guard says stale
+    again = cli(
+        "quarantine", "replay", "--progress-interval", "0", env=env
+    )  # idempotent: the guard says stale
     assert again.returncode == 0
     assert "0 applied" in again.stdout
+    # Not on a terminal: progress is JSON log lines on stderr, one per event, then the end.
+    records = [json.loads(line) for line in again.stderr.splitlines() if line.startswith("{")]
+    progress = [r for r in records if r["task"] == f"quarantine replay {s.migration}"]
+    events = int(re.search(r"replayed (\d+):", again.stdout)[1])  # type: ignore[index]
+    assert [r["done"] for r in progress if r["event"] == "progress"] == list(range(1, events + 1))
+    assert progress[-1]["event"] == "progress.done"
+    assert (progress[-1]["done"], progress[-1]["total"], progress[-1]["unit"]) == (
+        events,
+        events,
+        "events",
+    )
     client.close()
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -203,3 +204,16 @@ def test_check_labels_schemas_it_validates_against(capsys: pytest.CaptureFixture
     main(["spec", "check", "orders.v1_to_v2", "--sample", "5"])
     out = capsys.readouterr().out
     assert "  shop.orders (schema orders.v1) -> shop.orders_v2 (schema orders.v2), 4 steps" in out
+
+
+def test_check_without_a_terminal_logs_progress_lines(capsys: pytest.CaptureFixture[str]) -> None:
+    """`spec check --sample` without a terminal: JSON progress lines on stderr, report on stdout."""
+    args = ["orders.v1_to_v2", "--sample", "30", "--progress-interval", "0"]
+    assert main(["spec", "check", *args]) == 0
+    captured = capsys.readouterr()
+    records = [json.loads(line) for line in captured.err.splitlines()]
+    assert [r["done"] for r in records if r["event"] == "progress"] == list(range(1, 31))
+    assert records[-1]["event"] == "progress.done"
+    assert (records[-1]["done"], records[-1]["total"], records[-1]["estimated"]) == (30, 30, False)
+    assert "progress" not in captured.out
+    assert captured.out.rstrip().endswith("RESULT OK")
