@@ -5,10 +5,11 @@ migrated copy, nothing because the spec filters it out, or nothing because the
 spec rejects it: then it is in quarantine). :func:`classify` compares that with
 the target copy, by the canonical encoding of ``canonical.py`` (BSON types kept,
 field order and ``_sm`` ignored, NaN equal to itself as BSON stores it). The
-reconciler (``engine.py``, bucketed and resumable) and :func:`full_compare` (one
-merge join, for the rollback verification, the simple gate, the demo and the
-``compare`` command) both use them, and both walk ``_id``s in
-``stream_migrator.id_order``'s order, so they cannot disagree about a document.
+reconciler (``engine.py``, bucketed and resumable) and :func:`full_compare` (for
+the rollback verification, the simple gate, the demo and the ``compare``
+command) both use them, and both pair documents by ``_id`` in
+``stream_migrator.id_order``'s order (:func:`merge_join`), so they cannot
+disagree about a document.
 
 Both read with :func:`read_sorted`: raw batches fetched by a thread ahead of the
 caller, the target kept undecoded (:class:`StoredDoc`), so a target copy that is
@@ -22,7 +23,7 @@ from __future__ import annotations
 import contextlib
 import queue
 import threading
-from collections.abc import Generator, Iterable
+from collections.abc import Generator, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -147,7 +148,7 @@ def full_compare(
     target: Collection[dict[str, Any]],
     spec: MigrationSpec,
 ) -> CompareReport:
-    """Walk both collections in _id order (a merge join) and classify every key.
+    """Walk both collections in _id order (:func:`merge_join`) and classify every key.
 
     Source documents the spec rejects are counted as ``untransformable`` and named
     in ``rejected``: they are in quarantine, not silently missing.
@@ -156,29 +157,46 @@ def full_compare(
     src = read_sorted(source, [{}], batch=_BATCH)
     tgt = read_stored(target, [{}], batch=_BATCH)
     try:
-        s_doc = next(src, None)
-        t_doc = next(tgt, None)
-        while s_doc is not None or t_doc is not None:
-            if t_doc is None or (s_doc is not None and id_before(s_doc["_id"], t_doc.doc_id)):
-                assert s_doc is not None
-                report.source_count += 1
-                _count(report, s_doc["_id"], classify(_expect(spec, s_doc, report), None))
-                s_doc = next(src, None)
-            elif s_doc is None or id_before(t_doc.doc_id, s_doc["_id"]):
+        for s_doc, t_doc in merge_join(src, tgt):
+            if s_doc is None:
+                assert t_doc is not None
                 report.target_count += 1
                 _count(report, t_doc.doc_id, classify(None, t_doc.decode()))
-                t_doc = next(tgt, None)
-            else:
-                report.source_count += 1
-                report.target_count += 1
-                expected = _expect(spec, s_doc, report)
-                if not agrees_exactly(expected, t_doc):
-                    _count(report, s_doc["_id"], classify(expected, t_doc.decode()))
-                s_doc, t_doc = next(src, None), next(tgt, None)
+                continue
+            report.source_count += 1
+            expected = _expect(spec, s_doc, report)
+            if t_doc is None:
+                _count(report, s_doc["_id"], classify(expected, None))
+                continue
+            report.target_count += 1
+            if not agrees_exactly(expected, t_doc):
+                _count(report, s_doc["_id"], classify(expected, t_doc.decode()))
     finally:
         src.close()
         tgt.close()
     return report
+
+
+def merge_join(
+    src: Iterator[dict[str, Any]], tgt: Iterator[StoredDoc]
+) -> Iterator[tuple[dict[str, Any] | None, StoredDoc | None]]:
+    """Pair two ``_id``-sorted streams by ``_id``: (source, target), (source, None), (None, target).
+
+    Both sides must come in ``id_order`` (BSON order, as ``read_sorted`` and
+    ``read_stored`` read them); ids neither before the other are the same document
+    (MongoDB's ``_id`` index holds one of 1 and 1.0, not both).
+    """
+    s_doc, t_doc = next(src, None), next(tgt, None)
+    while s_doc is not None or t_doc is not None:
+        if t_doc is None or (s_doc is not None and id_before(s_doc["_id"], t_doc.doc_id)):
+            yield s_doc, None
+            s_doc = next(src, None)
+        elif s_doc is None or id_before(t_doc.doc_id, s_doc["_id"]):
+            yield None, t_doc
+            t_doc = next(tgt, None)
+        else:
+            yield s_doc, t_doc
+            s_doc, t_doc = next(src, None), next(tgt, None)
 
 
 def _expect(spec: MigrationSpec, doc: dict[str, Any], report: CompareReport) -> Expectation:

@@ -23,6 +23,7 @@ from stream_migrator.reconcile.compare import (
     _first_id,
     agrees_exactly,
     classify,
+    merge_join,
 )
 
 OPTIONS: CodecOptions[dict[str, Any]] = CodecOptions(tz_aware=True)
@@ -163,3 +164,33 @@ def test_leaf_paths_list_each_path_once_in_document_order() -> None:
         "a.b.[].c",
     ]
     assert list(leaf_paths({"x": 1, "_sm": {"v": 1}}, "p")) == ["p.x", "p._sm", "p._sm.v"]
+
+
+def _pairs(source_ids: list[Any], target_ids: list[Any]) -> list[tuple[Any, Any]]:
+    src = iter([{"_id": i} for i in source_ids])
+    tgt = iter([stored({"_id": i}) for i in target_ids])
+    return [
+        (None if s is None else s["_id"], None if t is None else t.doc_id)
+        for s, t in merge_join(src, tgt)
+    ]
+
+
+def test_merge_join_pairs_ids_across_type_brackets_in_bson_order() -> None:
+    """Numbers, strings, ObjectIds in BSON order: [5, X] against [X] is one missing, no extra."""
+    oid = ObjectId()
+    assert _pairs([5, oid], [oid]) == [(5, None), (oid, oid)]
+    assert _pairs([1, "a", oid], [Int64(2), "a"]) == [
+        (1, None),
+        (None, Int64(2)),
+        ("a", "a"),
+        (oid, None),
+    ]
+
+
+def test_merge_join_pairs_equal_numbers_of_different_types() -> None:
+    """1 and 1.0 are one _id to MongoDB: paired, so classify reports a type difference."""
+    [(s, t)] = _pairs([1], [1.0])
+    assert (s, t) == (1, 1.0)
+    diff = classify(Expectation({"_id": 1}), stored({"_id": 1.0}).decode())
+    assert diff is not None
+    assert diff.kind == "type"
