@@ -186,3 +186,30 @@ def test_full_compare_agrees_with_reconcile_on_nan_and_mixed_ids(
     tgt.update_one({"_id": "s010"}, {"$set": {"score": 1.5}})
     assert full_compare(src, tgt, spec).different == 1
     client.close()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="reconcile/engine.py keys its by-_id lookups with _key (Python hash), so _id true "
+    "and _id 1 (two documents to MongoDB) share a key; events.hashable_id keeps them apart",
+)
+def test_sample_compare_keeps_bool_and_number_ids_apart(settings_kwargs: dict[str, Any]) -> None:
+    """_id true and _id 1 are two documents: a divergent copy of one is found (full and sample)."""
+    s = settings_with_topic(settings_kwargs, reconcile_bucket_size=20)
+    client, src, tgt = colls(s)
+    spec = _nan_spec()  # no target schema: a bool _id passes
+    seed_both_sides(s, [1, True, 0, False, "x"], spec)
+    assert src.count_documents({}) == 5  # MongoDB (and the stand-in) keep them apart
+    tgt.update_one({"_id": True}, {"$set": {"status": "WRONG"}})
+
+    assert full_compare(src, tgt, spec).different == 1
+    probe = LagProbe(s.kafka_bootstrap, s.consumer_group, s.changes_topic)
+    try:
+        full = Reconciler(s, client, probe, spec=spec).run(restart=True)
+        sampled = Reconciler(s, client, probe, spec=spec).run(sample=1.0, restart=True)
+    finally:
+        probe.close()
+    for report in (full, sampled):
+        assert report.divergent == 1, (report.mode, report.counts)
+        assert [x["_id"] for x in report.samples["value"]] == [True], report.mode
+    client.close()
