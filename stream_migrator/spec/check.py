@@ -41,6 +41,8 @@ class CheckReport:
     round_trips: int = 0
     failures: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    #: Why there may be no document, printed when there is none.
+    when_empty: str = "give --mongo-uri, or add `examples` or a source schema"
 
     @property
     def ok(self) -> bool:
@@ -226,7 +228,7 @@ def render(report: CheckReport, *, allow_empty: bool = False) -> str:
     if len(report.failures) > _SHOWN:
         lines.append(f"  ... and {len(report.failures) - _SHOWN} more failures")
     if report.empty:
-        lines.append("  (no documents: give --mongo-uri, or add `examples` or a source schema)")
+        lines.append(f"  (no documents: {report.when_empty})")
     if not report.ok:
         lines.append(f"RESULT FAILED: {len(report.failures)} documents")
     elif report.empty and allow_empty:

@@ -82,18 +82,22 @@ def _cmd_check(args: argparse.Namespace) -> int:
             return 2
         docs = _sample(args.mongo_uri, ns, args.sample)
         sample = f"{len(docs)} documents from {ns}"
+        when_empty: str | None = f"{ns} has none"
     else:
         docs = generated_documents(spec, args.sample, args.seed)
         what = [f"{len(spec.examples[: args.sample])} examples"]
         if spec.source_schema is not None:
             what.append(f"generated from schema {spec.source_schema.name}, seed {args.seed}")
         sample = f"{len(docs)} documents ({', '.join(what)})"
+        when_empty = None
     # Progress goes to log lines when stderr is no terminal.
     with (
         command_logging(settings.log_level),
         Progress(f"spec check {spec.name}", len(docs), interval_s=args.progress_interval) as bar,
     ):
         report = check_documents(spec, docs, sample, progress=bar)
+    if args.sample == 0 or when_empty:
+        report.when_empty = "--sample 0" if args.sample == 0 else str(when_empty)
     print(render(report, allow_empty=args.allow_empty))
     if not report.ok:
         return 1

@@ -64,3 +64,19 @@ def test_spec_check_reports_real_documents_that_do_not_round_trip(
     assert f"_id={int_total['_id']!r}: inverse(transform(d)) != d: total: was 7 (int)" in out
     assert "rejected           1 (would go to quarantine)" in out
     assert "source schema      1 violations (orders.v1)" in out
+
+
+def test_spec_check_of_an_empty_collection_exits_1_unless_allow_empty(
+    mongo_uri: str, unique: str
+) -> None:
+    """No document in the sampled collection: nothing was proven, exit 1; --allow-empty: 0."""
+    ns = f"db_{unique}.orders"
+    done = _spec_check("orders.v1_to_v2", "--mongo-uri", mongo_uri, "--source", ns)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert f"(no documents: {ns} has none)" in done.stdout
+    assert done.stdout.rstrip().splitlines()[-1].startswith("RESULT NOTHING CHECKED")
+    allowed = _spec_check(
+        "orders.v1_to_v2", "--mongo-uri", mongo_uri, "--source", ns, "--allow-empty"
+    )
+    assert allowed.returncode == 0, allowed.stdout + allowed.stderr
+    assert "RESULT OK: 0 documents checked (--allow-empty)" in allowed.stdout

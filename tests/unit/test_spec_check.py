@@ -174,6 +174,7 @@ def test_check_of_no_documents_exits_1_unless_allow_empty(
     out = capsys.readouterr().out
     assert "RESULT OK" not in out
     assert "RESULT NOTHING CHECKED: 0 documents" in out
+    assert "(no documents: give --mongo-uri, or add `examples` or a source schema)" in out
     assert "--allow-empty" in out
     assert main(["spec", "check", path, "--allow-empty"]) == 0
     out = capsys.readouterr().out
@@ -183,7 +184,9 @@ def test_check_of_no_documents_exits_1_unless_allow_empty(
 def test_check_with_zero_sample_exits_1(capsys: pytest.CaptureFixture[str]) -> None:
     """--sample 0 of a spec with examples checks nothing: exit 1, not RESULT OK."""
     assert main(["spec", "check", "orders.v1_to_v2", "--sample", "0"]) == 1
-    assert "RESULT NOTHING CHECKED" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "(no documents: --sample 0)" in out
+    assert "RESULT NOTHING CHECKED" in out
 
 
 def test_check_labels_a_spec_without_schema_as_having_none(
