@@ -81,8 +81,8 @@ def consumer_config(
         # Not yet a proven bound (issue 11): a plain consumer with these settings on a
         # 200 MB backlog of 1 KB events (6 partitions, librdkafka 2.16) reached about
         # 300 MB RSS; smaller values of the fetch sizes brought it to 126-190 MB.
-        "fetch.max.bytes": 16 * 1024 * 1024,
-        "queued.max.messages.kbytes": 32 * 1024,
+        "fetch.max.bytes": 4 * 1024 * 1024,
+        "queued.max.messages.kbytes": 8 * 1024,
         # Refetch 100 ms (not 1 s) after the queue fell below that bound, so a fast
         # drain never finds it empty.
         "fetch.queue.backoff.ms": 100,
@@ -209,13 +209,32 @@ def group_lag(consumer: Consumer, topic: str, timeout: float = 5.0) -> int | Non
     watermarks, so capture can watch the transform group without joining it.
     """
     try:
-        meta = consumer.list_topics(topic, timeout=timeout).topics.get(topic)
-        if meta is None or meta.error is not None:
-            return None
-        positions = partition_positions(consumer, topic, meta.partitions, timeout=timeout)
-        return sum(p.lag for p in positions.values())
+        positions = topic_positions(consumer, topic, timeout)
     except KafkaException:
         return None
+    return None if positions is None else sum(p.lag for p in positions.values())
+
+
+def topic_positions(
+    consumer: Consumer, topic: str, timeout: float = 5.0
+) -> dict[int, PartitionPosition] | None:
+    """``partition_positions`` of every partition of ``topic``; None when the topic does not exist.
+
+    Raises KafkaException when Kafka does not answer, answers a committed offset
+    with an error, or gives no watermarks for a partition: a lag summed over part of
+    the topic would look smaller than it is, so it is unknown instead.
+    """
+    meta = consumer.list_topics(topic, timeout=timeout).topics.get(topic)
+    if meta is None or meta.error is not None:
+        return None
+    wanted = sorted(meta.partitions)
+    positions = partition_positions(consumer, topic, wanted, timeout=timeout)
+    absent = [p for p in wanted if p not in positions]
+    if absent:
+        raise KafkaException(
+            KafkaError(KafkaError._TIMED_OUT, f"no watermarks for {topic} partitions {absent}")
+        )
+    return positions
 
 
 @dataclass(frozen=True, slots=True)

@@ -45,7 +45,7 @@ from pymongo.errors import OperationFailure
 
 from stream_migrator import events
 from stream_migrator.errors import ConfigError
-from stream_migrator.id_order import after_id_filters, id_before, id_cmp, type_rank
+from stream_migrator.id_order import after_id_filters, id_cmp, type_rank
 from stream_migrator.mongo import cluster_time_now
 from stream_migrator.observability import get_logger
 from stream_migrator.reconcile.canonical import (
@@ -61,6 +61,7 @@ from stream_migrator.reconcile.compare import (
     agrees_exactly,
     classify,
     expect,
+    merge_join,
     read_sorted,
     read_stored,
 )
@@ -250,13 +251,22 @@ class Reconciler:
             still: list[Any] = []
             for start in range(0, len(remaining), self._bucket_size):
                 chunk = remaining[start : start + self._bucket_size]
-                targets = {_key(t["_id"]): t for t in self.target.find({"_id": {"$in": chunk}})}
-                sources = {_key(s["_id"]): s for s in self.source.find({"_id": {"$in": chunk}})}
+                targets = {
+                    events.hashable_id(t["_id"]): t
+                    for t in self.target.find({"_id": {"$in": chunk}})
+                }
+                sources = {
+                    events.hashable_id(s["_id"]): s
+                    for s in self.source.find({"_id": {"$in": chunk}})
+                }
                 # An untransformable source stays in ``still``: it never converges by waiting.
                 still.extend(
                     i
                     for i in chunk
-                    if self._classify(sources.get(_key(i)), targets.get(_key(i))) is not None
+                    if self._classify(
+                        sources.get(events.hashable_id(i)), targets.get(events.hashable_id(i))
+                    )
+                    is not None
                 )
             remaining = still
             if time.monotonic() >= deadline:
@@ -346,18 +356,12 @@ class Reconciler:
     def _merge(
         self, src: Iterator[dict[str, Any]], tgt: Iterator[StoredDoc], scan: _Scan
     ) -> Iterator[_Entry]:
-        s_doc, t_doc = next(src, None), next(tgt, None)
-        while s_doc is not None or t_doc is not None:
-            if t_doc is None or (s_doc is not None and id_before(s_doc["_id"], t_doc.doc_id)):
-                assert s_doc is not None
-                yield self._source_entry(s_doc, None, scan)
-                s_doc = next(src, None)
-            elif s_doc is None or id_before(t_doc.doc_id, s_doc["_id"]):
+        for s_doc, t_doc in merge_join(src, tgt):
+            if s_doc is None:
+                assert t_doc is not None
                 yield _Entry(t_doc.doc_id, None, self._actual_hash(t_doc.decode(), scan))
-                t_doc = next(tgt, None)
             else:
                 yield self._source_entry(s_doc, t_doc, scan)
-                s_doc, t_doc = next(src, None), next(tgt, None)
 
     def _source_entry(self, doc: dict[str, Any], t_doc: StoredDoc | None, scan: _Scan) -> _Entry:
         scan.source_count += 1
@@ -420,11 +424,13 @@ class Reconciler:
             if self._progress is not None:
                 self._progress(start, total)
             chunk = src_ids[start : start + size]
-            targets = {_key(t["_id"]): t for t in self.target.find({"_id": {"$in": chunk}})}
+            targets = {
+                events.hashable_id(t["_id"]): t for t in self.target.find({"_id": {"$in": chunk}})
+            }
             suspects = []
             rejected: list[tuple[Any, str]] = []
             for s_doc in self.source.find({"_id": {"$in": chunk}}):
-                t_doc = targets.get(_key(s_doc["_id"]))
+                t_doc = targets.get(events.hashable_id(s_doc["_id"]))
                 expected = self._expect(s_doc)
                 if expected.rejected is not None:
                     scan.untransformable += 1
@@ -451,8 +457,11 @@ class Reconciler:
         return len(src_ids) + len(tgt_ids)
 
     def _orphan_suspects(self, run_id: str, ids: list[Any]) -> None:
-        present = {_key(s["_id"]) for s in self.source.find({"_id": {"$in": ids}}, {"_id": 1})}
-        self._add_suspects(run_id, [i for i in ids if _key(i) not in present])
+        present = {
+            events.hashable_id(s["_id"])
+            for s in self.source.find({"_id": {"$in": ids}}, {"_id": 1})
+        }
+        self._add_suspects(run_id, [i for i in ids if events.hashable_id(i) not in present])
 
     # -- rechecks ---------------------------------------------------------------
     def _recheck(self, run_id: str) -> tuple[int, int]:
@@ -505,20 +514,20 @@ class Reconciler:
         self, run_id: str, ids: list[Any], round_start: int, caught_up: bool, timed_out: bool
     ) -> tuple[int, int, int]:
         """Re-read ``ids`` on both sides; returns (resolved, still pending, final in flight)."""
-        targets = {_key(t["_id"]): t for t in self.target.find({"_id": {"$in": ids}})}
-        sources = {_key(s["_id"]): s for s in self.source.find({"_id": {"$in": ids}})}
+        targets = {events.hashable_id(t["_id"]): t for t in self.target.find({"_id": {"$in": ids}})}
+        sources = {events.hashable_id(s["_id"]): s for s in self.source.find({"_id": {"$in": ids}})}
         outcomes: dict[Any, Difference | None] = {}
         for doc_id in ids:
-            outcomes[_key(doc_id)] = self._classify(
-                sources.get(_key(doc_id)), targets.get(_key(doc_id))
+            outcomes[events.hashable_id(doc_id)] = self._classify(
+                sources.get(events.hashable_id(doc_id)), targets.get(events.hashable_id(doc_id))
             )
-        differing = [i for i in ids if outcomes[_key(i)] is not None]
+        differing = [i for i in ids if outcomes[events.hashable_id(i)] is not None]
         versions = latest_change_versions(self._client, self._s.source, differing) or {}
         resolved = pending = unresolved = 0
         ops: list[Any] = []
         done: list[Any] = []
         for doc_id in ids:
-            key = _key(doc_id)
+            key = events.hashable_id(doc_id)
             outcome = outcomes[key]
             if outcome is None:
                 resolved += 1
@@ -743,11 +752,3 @@ def _newer(source_version: int | None, target_version: int | None) -> bool:
     if target_version & 0xFFFFFFFF == 0 and source_version >> 32 == target_version >> 32:
         return False
     return source_version > target_version
-
-
-def _key(value: Any) -> Any:
-    try:
-        hash(value)
-    except TypeError:
-        return repr(value)
-    return value

@@ -1,7 +1,7 @@
 """Lag: how far the target is behind the source, per partition, in events and seconds.
 
 Every figure here derives from ``kafka.partition_positions`` (through
-:func:`topic_positions`): the reconciler's report, the gates' lag and the fences'
+``kafka.topic_positions``): the reconciler's report, the gates' lag and the fences'
 topic sizes read the same positions the transform worker reports.
 """
 
@@ -12,35 +12,13 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import Consumer, KafkaException, TopicPartition
 from pymongo import MongoClient
 from pymongo.errors import PyMongoError
 
 from stream_migrator import events
 from stream_migrator.errors import EnvelopeError
-from stream_migrator.kafka import PartitionPosition, Security, consumer_config, partition_positions
-
-
-def topic_positions(
-    consumer: Consumer, topic: str, timeout: float = 5.0
-) -> dict[int, PartitionPosition] | None:
-    """``partition_positions`` of every partition of ``topic``; None when the topic does not exist.
-
-    Raises KafkaException when Kafka does not answer, answers a committed offset
-    with an error, or gives no watermarks for a partition: a lag summed over part of
-    the topic would look smaller than it is, so it is unknown instead.
-    """
-    meta = consumer.list_topics(topic, timeout=timeout).topics.get(topic)
-    if meta is None or meta.error is not None:
-        return None
-    wanted = sorted(meta.partitions)
-    positions = partition_positions(consumer, topic, wanted, timeout=timeout)
-    absent = [p for p in wanted if p not in positions]
-    if absent:
-        raise KafkaException(
-            KafkaError(KafkaError._TIMED_OUT, f"no watermarks for {topic} partitions {absent}")
-        )
-    return positions
+from stream_migrator.kafka import PartitionPosition, Security, consumer_config, topic_positions
 
 
 @dataclass

@@ -16,7 +16,7 @@ from stream_migrator import events
 from stream_migrator.kafka import AckedProducer
 from stream_migrator.mongo import cluster_time_now
 from stream_migrator.observability import get_logger
-from stream_migrator.reconcile.engine import Reconciler, _key
+from stream_migrator.reconcile.engine import Reconciler
 from stream_migrator.reconcile.report import KINDS, ReconcileReport, decide
 from stream_migrator.reconcile.settings import ReconcileSettings
 
@@ -43,14 +43,14 @@ def repair(
         # after it has a higher version and still wins over this repair event.
         now = events.version_of(cluster_time_now(reconciler.source.database.client))
         sources = {
-            _key(d["_id"]): d
+            events.hashable_id(d["_id"]): d
             for d in reconciler.source.find({"_id": {"$in": [c[1] for c in chunk]}})
         }
         for kind, doc_id, t_v in chunk:
             # Above the target's version too: on a server whose clock only has whole
             # seconds, "now" can equal a version written earlier in the same second.
             version = max(now, int(t_v or 0) + 1)
-            doc = sources.get(_key(doc_id))
+            doc = sources.get(events.hashable_id(doc_id))
             if doc is not None and kind != "orphan":
                 event = _event("snapshot", settings.source, doc_id, doc, version)
                 reemitted += 1
@@ -65,14 +65,16 @@ def repair(
     remaining = reconciler.converge(
         [doc_id for _, doc_id, _ in todo], settings.reconcile_recheck_timeout_s
     )
-    left = {_key(i) for i in remaining}
+    left = {events.hashable_id(i) for i in remaining}
     still: dict[str, int] = dict.fromkeys(KINDS, 0)
     for kind, doc_id, _ in todo:
-        if _key(doc_id) in left:
+        if events.hashable_id(doc_id) in left:
             still[kind] += 1
     for kind in kinds:
         report.counts[kind] = still[kind]
-        report.samples[kind] = [s for s in report.samples.get(kind, []) if _key(s["_id"]) in left]
+        report.samples[kind] = [
+            s for s in report.samples.get(kind, []) if events.hashable_id(s["_id"]) in left
+        ]
     report.lag = reconciler.measure_lag()
     outcome = {
         "reemitted": reemitted,

@@ -9,7 +9,7 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaException
 from prometheus_client.parser import text_string_to_metric_families
 
-from stream_migrator.reconcile.lag import topic_positions
+from stream_migrator.kafka import topic_positions
 from stream_migrator.rollout.gate import VerdictLike
 from stream_migrator.rollout.plan import Fences
 

@@ -188,11 +188,6 @@ def test_full_compare_agrees_with_reconcile_on_nan_and_mixed_ids(
     client.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="reconcile/engine.py keys its by-_id lookups with _key (Python hash), so _id true "
-    "and _id 1 (two documents to MongoDB) share a key; events.hashable_id keeps them apart",
-)
 def test_sample_compare_keeps_bool_and_number_ids_apart(settings_kwargs: dict[str, Any]) -> None:
     """_id true and _id 1 are two documents: a divergent copy of one is found (full and sample)."""
     s = settings_with_topic(settings_kwargs, reconcile_bucket_size=20)

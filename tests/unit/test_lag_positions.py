@@ -1,4 +1,4 @@
-"""lag.topic_positions: a partial answer from Kafka is an unknown lag (scripted consumer)."""
+"""kafka.topic_positions: a partial answer from Kafka is an unknown lag (scripted consumer)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 from confluent_kafka import KafkaException, TopicPartition
 
-from stream_migrator.kafka import PartitionPosition
-from stream_migrator.reconcile.lag import PartitionLag, topic_positions
+from stream_migrator.kafka import PartitionPosition, topic_positions
+from stream_migrator.reconcile.lag import PartitionLag
 
 _TOPIC = "sm.m.changes"
 
