@@ -23,7 +23,9 @@ Each phase of a round runs on a fresh local stack (Kafka KRaft + mongo-java-serv
    and update at the rate, each write setting a unique ``seq``; a change stream on
    the target (``updateLookup``) records when each write's ``seq`` (or a later one of
    the same document) is visible. Source write (clock read just before the call) to
-   visible on target, CLOCK_MONOTONIC in every process: p50 and p99. Writers that
+   visible on target, CLOCK_MONOTONIC in every process: p50 and p99; "in Kafka" is the
+   part until capture produced the event (the change topic's CreateTime, read by a
+   consumer here). Writers that
    cannot hold 90 % of a rate (a loaded 2-core machine) get that rate's row marked
    NOT HELD, with the figures at the rate they reached, and exit code 1.
 
@@ -87,6 +89,7 @@ from drain import (
 )
 from pymongo.collection import Collection
 
+from stream_migrator import events
 from stream_migrator.demo import seed, v1_order
 from stream_migrator.errors import InfraError
 from stream_migrator.infra.connect import ConnectWorker, render_connector
@@ -351,6 +354,9 @@ class Latency:
     writes: int
     p50_ms: float
     p99_ms: float
+    # Of which source write -> capture produced it (the Kafka record's CreateTime).
+    captured_p50_ms: float | None = None
+    captured_p99_ms: float | None = None
 
     @property
     def measured(self) -> bool:
@@ -518,6 +524,67 @@ class _Observer(threading.Thread):
         return None
 
 
+class _TopicObserver(threading.Thread):
+    """Reads the change topic: when capture produced each document version (CreateTime).
+
+    Splits the latency into source write -> in Kafka (capture) and the rest (Kafka,
+    the worker, the target write). CreateTime is wall-clock milliseconds; it is put
+    on the writers' monotonic clock with one offset taken at start.
+    """
+
+    def __init__(self, bootstrap: str, topic: str) -> None:
+        super().__init__(name="topic-observer", daemon=True)
+        self._kafka, self._topic = bootstrap, topic
+        self.stop = threading.Event()
+        self.opened = threading.Event()
+        self.error: BaseException | None = None
+        self.produced: dict[Any, list[tuple[float, int]]] = {}  # _id -> (produced at, seq)
+
+    def run(self) -> None:
+        try:
+            consumer = Consumer(
+                {
+                    "bootstrap.servers": self._kafka,
+                    "group.id": f"bench-topic-observer-{uuid.uuid4().hex[:8]}",
+                    "enable.auto.commit": False,
+                    "auto.offset.reset": "latest",
+                    "fetch.wait.max.ms": 50,
+                }
+            )
+            meta = consumer.list_topics(self._topic, timeout=30).topics[self._topic]
+            parts = []
+            for p in meta.partitions:
+                _low, high = consumer.get_watermark_offsets(
+                    TopicPartition(self._topic, p), timeout=30
+                )
+                parts.append(TopicPartition(self._topic, p, high))
+            consumer.assign(parts)
+            offset = time.time() - _clock()
+            self.opened.set()
+            while not self.stop.is_set():
+                for msg in consumer.consume(1_000, 0.1):
+                    if msg.error() is not None or msg.value() is None:
+                        continue
+                    event = events.decode(msg.value())
+                    doc = event.document
+                    if doc is not None and "seq" in doc:
+                        at = msg.timestamp()[1] / 1000 - offset
+                        self.produced.setdefault(event.doc_id, []).append((at, int(doc["seq"])))
+            consumer.close()
+        except BaseException as exc:  # noqa: BLE001 - surfaced by latency_at
+            self.error = exc
+        finally:
+            self.opened.set()
+
+    def produced_after(self, write: Write) -> float | None:
+        """Seconds from the write to the first event in Kafka showing it (or a later one)."""
+        doc_id, seq, sent = write
+        for at, shown in self.produced.get(doc_id, []):
+            if shown >= seq:
+                return at - sent
+        return None
+
+
 def _percentile(values: list[float], q: float) -> float:
     """Nearest-rank percentile of a non-empty list."""
     ordered = sorted(values)
@@ -541,6 +608,9 @@ def latency_at(pipe: Pipeline, rate: int, seconds: float, timeout_s: float) -> L
     observer = _Observer(pipe.tgt)
     observer.start()
     observer.opened.wait(30)
+    in_kafka = _TopicObserver(pipe.where.kafka_bootstrap, f"sm.bench-{pipe.tag}.changes")
+    in_kafka.start()
+    in_kafka.opened.wait(60)
     ctx = multiprocessing.get_context("spawn")  # no fork of a process with client threads
     ready_events, go, results = [], ctx.Event(), ctx.Queue()
     procs = []
@@ -590,13 +660,24 @@ def latency_at(pipe: Pipeline, rate: int, seconds: float, timeout_s: float) -> L
     finally:
         observer.stop.set()
         observer.join(10)
+        in_kafka.stop.set()
+        in_kafka.join(10)
         for p in procs:
             if p.is_alive():
                 p.kill()
     ms = [1000 * s for w in writes if (s := observer.visible_after(w)) is not None]
     if len(ms) != len(writes):
         raise BenchmarkError(f"latency at {rate}/s: {len(writes) - len(ms)} writes never matched")
-    return Latency(rate, achieved, len(writes), _percentile(ms, 50), _percentile(ms, 99))
+    captured = [1000 * s for w in writes if (s := in_kafka.produced_after(w)) is not None]
+    return Latency(
+        rate,
+        achieved,
+        len(writes),
+        _percentile(ms, 50),
+        _percentile(ms, 99),
+        _percentile(captured, 50) if captured else None,
+        _percentile(captured, 99) if captured else None,
+    )
 
 
 def measure_latency(
@@ -670,6 +751,8 @@ def print_round(number: int, r: Round, docs: int, where: str) -> None:
         )
     for lat in r.latency:
         figures = f"p50 {lat.p50_ms:.0f} ms, p99 {lat.p99_ms:.0f} ms"
+        if lat.captured_p50_ms is not None and lat.captured_p99_ms is not None:
+            figures += f" (in Kafka: p50 {lat.captured_p50_ms:.0f}, p99 {lat.captured_p99_ms:.0f})"
         if not lat.measured:  # real figures, but at the lower rate the writers reached
             figures = f"NOT HELD; at {lat.achieved:,.0f}/s {figures}"
         print(

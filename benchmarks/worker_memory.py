@@ -27,7 +27,8 @@ import time
 import uuid
 from pathlib import Path
 
-from benchmarks.drain import REPO, SM_DIR, BenchmarkError, peak_rss_mib, servers
+from drain import REPO, SM_DIR, BenchmarkError, peak_rss_mib, servers
+
 from stream_migrator import events
 from stream_migrator.demo import scrape, v1_order
 from stream_migrator.infra import free_port
