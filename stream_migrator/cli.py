@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -99,6 +100,39 @@ def _cmd_compare(args: argparse.Namespace) -> int:
         print(f"  {example}")
     print("MATCH" if report.mismatches == 0 else f"DIVERGED: {report.mismatches} mismatches")
     return 0 if report.mismatches == 0 else 1
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    """One read-only view of the migration; ``--watch`` refreshes it until Ctrl-C (exit 0)."""
+    from stream_migrator.status import DEFAULT_MAX_RECONCILE_AGE_S, StatusReader
+    from stream_migrator.status_view import render
+
+    settings = _settings(args)
+    if args.watch is not None and args.watch <= 0:
+        raise ConfigError(f"--watch {args.watch:g}: the refresh interval must be above 0 seconds")
+    max_age = args.max_reconcile_age
+    if max_age is None:
+        max_age = DEFAULT_MAX_RECONCILE_AGE_S
+    reader = StatusReader(settings, max_reconcile_age_s=max_age)
+    try:
+        while True:
+            doc = reader.read()
+            if args.json:
+                # One document per line, so a --watch stream is JSON Lines.
+                print(json.dumps(doc, default=str), flush=True)
+            else:
+                if args.watch is not None and sys.stdout.isatty():
+                    print("\033[H\033[J", end="")  # redraw in place on a terminal
+                print(render(doc), flush=True)
+                if args.watch is not None:
+                    print(flush=True)
+            if args.watch is None:
+                return 0
+            time.sleep(args.watch)
+    except KeyboardInterrupt:
+        return 0  # Ctrl-C is how --watch ends
+    finally:
+        reader.close()
 
 
 def _cmd_config(args: argparse.Namespace) -> int:
@@ -213,6 +247,29 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("compare", help="full compare of transform(source) against target")
     _add_settings_flags(p)
     p.set_defaults(func=_cmd_compare)
+
+    p = sub.add_parser(
+        "status",
+        help="where the migration stands: capture, lag, quarantine, reconcile, rollout and "
+        "whether it can cut over (read only)",
+    )
+    _add_settings_flags(p)
+    p.add_argument(
+        "--json", action="store_true", help="print the status document (JSON; one per line)"
+    )
+    p.add_argument(
+        "--watch",
+        type=float,
+        metavar="SECONDS",
+        help="refresh every SECONDS until Ctrl-C",
+    )
+    p.add_argument(
+        "--max-reconcile-age",
+        type=float,
+        metavar="SECONDS",
+        help="a reconcile that finished longer ago blocks can_cutover (default 3600)",
+    )
+    p.set_defaults(func=_cmd_status)
 
     p = sub.add_parser("config", help="print the effective settings (secrets masked)")
     _add_settings_flags(p)
