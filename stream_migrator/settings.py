@@ -146,6 +146,15 @@ class Settings(BaseSettings):
         description="Pause the snapshot while the transform group lags more events than "
         "this (gh-ost style back-off); 0 = never pause.",
     )
+    snapshot_parallelism: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="`_id` ranges the snapshot reads at once (split by `splitVector`, else "
+        "by a `$sample` of ids); fixed when the snapshot starts, resumed per range. "
+        "1 = one `_id`-ordered scan.",
+        json_schema_extra=_cli("--snapshot-parallelism"),
+    )
     max_event_bytes: int = Field(
         1_000_000,
         ge=1024,

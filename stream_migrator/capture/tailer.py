@@ -16,11 +16,11 @@ from pymongo.collection import Collection
 from pymongo.errors import OperationFailure, PyMongoError
 
 from stream_migrator import events
+from stream_migrator.capture.snapshot import ParallelSnapshot
 from stream_migrator.capture.split_events import SplitEventAssembler
 from stream_migrator.capture.throttle import SnapshotThrottle
 from stream_migrator.capture.transactions import TransactionFolder
 from stream_migrator.errors import EnvelopeError, FatalError, RetryableError
-from stream_migrator.id_order import after_id_filters
 from stream_migrator.interfaces import CheckpointStore
 from stream_migrator.kafka import AckedProducer
 from stream_migrator.mongo import majority_read_time, on_primary
@@ -166,46 +166,29 @@ class Capture:
                 self._throttle.close()  # its lag probe has nothing to guard while tailing
 
     def _copy(self, state: dict[str, Any]) -> bool:
-        last_id = state.get("snapshot", {}).get("last_id")
         source = self.snapshot_source
         # A majority read time taken before the first read: every document copied
         # contains every write up to it, so a replayed change newer than this still
-        # applies and one at or before it (already in the copy) is rejected.
+        # applies and one at or before it (already in the copy) is rejected. One for
+        # every range: their readers all start after it.
         read_at = events.version_of(majority_read_time(source))
-        # `{_id: {$gt: x}}` stops at the end of x's BSON type bracket: resuming inside
-        # the numbers must go on to the strings, ObjectIds, ... one query per bracket.
-        queries = [{}] if last_id is None else after_id_filters(last_id)
-        log.info("snapshot.start", resume_after_id=None if last_id is None else str(last_id))
-        copied = 0
-        # Read raw: each document's bytes go into its envelope as the server sent them,
+        copy = ParallelSnapshot(
+            source,
+            self._emit_snapshot,
+            lambda snapshot: self._commit(snapshot=snapshot),
+            self._stop,
+            parallelism=self._s.snapshot_parallelism,
+            throttle=self._throttle,
+            chunk=_SNAPSHOT_CHUNK,
+        )
+        return copy.run(state.get("snapshot", {}), read_at)
+
+    def _emit_snapshot(self, doc: RawBSONDocument, read_at: int) -> None:
+        # Raw: the document's bytes go into its envelope as the server sent them,
         # never decoded and encoded again (only a checkpoint's last _id is decoded).
-        raw_source = source.with_options(codec_options=events.RAW_OPTIONS)
-        for query in queries:
-            cursor = raw_source.find(query).sort("_id", 1).batch_size(2_000)
-            try:
-                last: RawBSONDocument | None = None
-                for last in cursor:
-                    if self._throttle is not None:
-                        self._throttle.admit()
-                    key = events.id_key(last)
-                    assert key is not None  # a stored document always has an _id
-                    self._emit("snapshot", key, events.bson_of(last), read_at, None)
-                    copied += 1
-                    if copied % _SNAPSHOT_CHUNK == 0:
-                        last_id = last["_id"]
-                        self._commit(
-                            snapshot={"done": False, "last_id": last_id, "read_at": read_at}
-                        )
-                        log.info("snapshot.progress", copied=copied)
-                        if self._stop.is_set():
-                            return False
-                if last is not None:
-                    last_id = last["_id"]
-            finally:
-                cursor.close()
-        self._commit(snapshot={"done": True, "last_id": last_id, "read_at": read_at})
-        log.info("snapshot.done", copied=copied)
-        return True
+        key = events.id_key(doc)
+        assert key is not None  # a stored document always has an _id
+        self._emit("snapshot", key, events.bson_of(doc), read_at, None)
 
     def _tail(self, state: dict[str, Any]) -> None:
         token = state.get("resume_token")
@@ -320,7 +303,11 @@ class Capture:
     def _emit(
         self, op: events.Op, key: bytes, doc: bytes | None, version: int, token: bytes | None
     ) -> None:
-        """Produce one event; key, document and token are BSON bytes (see events.encode_raw)."""
+        """Produce one event; key, document and token are BSON bytes (see events.encode_raw).
+
+        Called on one thread at a time (the tail, or the snapshot's one emitter: its
+        reader threads only read), so ``_pending`` needs no lock.
+        """
         value = events.encode_raw(
             op, self._s.source, key, doc, version, int(time.time() * 1000), token
         )

@@ -65,17 +65,21 @@ class SnapshotThrottle:
         self._closing = threading.Event()
 
     def admit(self) -> None:
-        self._admitted += 1
+        """Wait until one more document may be copied (safe to call from several threads)."""
+        with self._cond:
+            self._admitted += 1
+            admitted = self._admitted
+            if self._probe is not None and self._max_lag > 0 and self._watcher is None:
+                self._start_watcher()
+            reading = self._reading
         if self._rate > 0:
-            due = self._started + self._admitted / self._rate
+            due = self._started + admitted / self._rate
             delay = due - self._clock()
             if delay > 0:
                 self._sleep(delay)
-        if self._probe is not None and self._max_lag > 0:
-            if self._watcher is None:
-                self._start_watcher()
-            if not self._below_fence(self._reading):
-                self._wait_for_lag()
+        fenced = self._probe is not None and self._max_lag > 0
+        if fenced and not self._below_fence(reading, admitted):
+            self._wait_for_lag()
 
     def close(self) -> None:
         """Stop the probing thread (the snapshot is over, or stopped)."""
@@ -92,12 +96,12 @@ class SnapshotThrottle:
         self._reading = _NONE_YET
 
     # -- internals --------------------------------------------------------------
-    def _below_fence(self, reading: _Reading) -> bool:
+    def _below_fence(self, reading: _Reading, admitted: int) -> bool:
         if reading.serial < 0:
             return False  # no reading yet
         if reading.lag is None:
             return True  # unknown: do not stop the copy on a Kafka hiccup
-        return reading.lag + (self._admitted - reading.admitted) <= self._max_lag
+        return reading.lag + (admitted - reading.admitted) <= self._max_lag
 
     def _wait_for_lag(self) -> None:
         reading = self._fresh_reading()
@@ -149,5 +153,6 @@ class SnapshotThrottle:
                     self._cond.wait(self._every)
 
     def _sleep(self, seconds: float) -> None:
-        self.waited_s += seconds
+        with self._cond:
+            self.waited_s += seconds
         self._stop.wait(seconds)
