@@ -435,7 +435,7 @@ def _quarantine_blockers(quarantine: dict[str, Any]) -> list[str]:
     stages = ", ".join(f"{k} {n}" for k, n in quarantine["by_stage"].items())
     newest = quarantine["newest"] or {}
     return [
-        f"{quarantine['count']} events in quarantine ({stages}; newest: "
+        f"{_count(quarantine['count'], 'event')} in quarantine ({stages}; newest: "
         f"{newest.get('reason', '')}): fix them, then `stream-migrator quarantine replay`"
     ]
 
@@ -653,6 +653,10 @@ def _iso(epoch: float | None) -> str | None:
     if epoch is None:
         return None
     return dt.datetime.fromtimestamp(epoch, dt.UTC).isoformat(timespec="seconds")
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def _round(value: float | None) -> float | None:

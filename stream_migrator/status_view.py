@@ -102,7 +102,7 @@ def _quarantine(q: dict[str, Any]) -> list[str]:
     reason = str(newest.get("reason", ""))
     reason = reason if len(reason) <= 100 else reason[:97] + "..."
     return [
-        f"quarantine  {q['count']} events ({stages})",
+        f"quarantine  {q['count']} event{'' if q['count'] == 1 else 's'} ({stages})",
         f"            newest {newest.get('position')} _id {newest.get('doc_id')}: {reason}",
     ]
 
