@@ -66,10 +66,14 @@ def _capture(c: dict[str, Any]) -> list[str]:
         if stream["capture_lag_s"] is not None
         else f"unknown ({stream['capture_lag_error'] or 'oplog not read'})"
     )
-    out.append(
-        f"            resume token age {age} ({stream['resume_token_age_basis']})  "
-        f"capture lag {lag}"
-    )
+    if c["phase"] == "snapshot":
+        # No resume token while copying: the age is the last checkpoint's.
+        out.append(f"            last checkpoint {age} ago  capture lag {lag}")
+    else:
+        out.append(
+            f"            resume token age {age} ({stream['resume_token_age_basis']})  "
+            f"capture lag {lag}"
+        )
     return out
 
 

@@ -14,6 +14,9 @@ from typing import Any
 import pytest
 from bson import ObjectId
 
+from stream_migrator.app import run_capture
+from stream_migrator.capture.checkpoint import MongoCheckpointStore
+from stream_migrator.errors import FatalError
 from stream_migrator.rollout import audit
 from stream_migrator.rollout.controller import Controller
 from stream_migrator.rollout.gate import compare_gate
@@ -24,6 +27,7 @@ from stream_migrator.status_view import render
 from stream_migrator.transform.quarantine import read_quarantine
 from tests.integration.helpers import (
     REPO,
+    StageThread,
     cli,
     client_for,
     pipeline,
@@ -270,3 +274,30 @@ def test_status_watch_refreshes_until_sigint_and_bad_config_exits_2(
     zero = cli("status", "--watch", "0", env=settings_env(s))
     assert zero.returncode == 2
     assert "--watch" in zero.stderr
+
+
+def test_status_of_a_capture_stopped_by_a_drop_names_the_reason(
+    settings_kwargs: dict[str, Any],
+) -> None:
+    """Source dropped: capture records why it stopped; status shows it and blocks the cutover."""
+    s = load_settings(**settings_kwargs)
+    _seed(s, 20)
+    capture = StageThread(run_capture, s)
+    capture.start()
+    store = MongoCheckpointStore(client_for(s), s.metadata_db, s.migration)
+    _wait_for(
+        "capture to reach the stream",
+        lambda: ((store.load() or {}).get("snapshot") or {}).get("done"),
+    )
+    client = client_for(s)
+    client[s.split_ns(s.source)[0]]["orders"].drop()
+    _wait_for("capture to record its stop", lambda: (store.load() or {}).get("stopped"))
+    capture.join(30)
+    assert isinstance(capture.error, FatalError)
+    doc = progress_document(s, first_interval_s=0)
+    assert doc["capture"]["phase"] == "stopped"
+    assert doc["capture"]["stopped"]["reason"] == "drop"
+    assert doc["can_cutover"] is False
+    assert any(r.startswith("capture stopped at a 'drop' event") for r in doc["cutover_blockers"])
+    assert "capture     STOPPED at a 'drop' event" in render(doc)
+    client.close()
