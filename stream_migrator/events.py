@@ -14,16 +14,20 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import bson
-import fastavro
 from bson import Timestamp
 from bson.codec_options import CodecOptions
 from bson.errors import InvalidBSON
 from bson.raw_bson import RawBSONDocument
 
 from stream_migrator.errors import EnvelopeError
+
+#: Field every target document carries: ``{v: version}`` for the version guard, plus
+#: provenance (``echo``). Beside the envelope because the version it holds is the
+#: envelope's ``cluster_time`` (or an application's stamp, see the router).
+META_FIELD = "_sm"
 
 Op = Literal["insert", "update", "replace", "delete", "snapshot"]
 MAGIC = b"\x01"
@@ -38,11 +42,25 @@ RAW_OPTIONS: CodecOptions[RawBSONDocument] = CodecOptions(
 )
 
 
+class _Avro(NamedTuple):
+    schema: Any
+    read: Callable[..., Any]
+    write: Callable[..., Any]
+
+
 @cache
-def _schema() -> Any:
+def _avro() -> _Avro:
+    """The envelope's parsed schema and fastavro's codec, loaded on first use.
+
+    Why lazy: the application SDK (the router) imports this module for versions and
+    ``META_FIELD`` and never encodes an envelope.
+    """
+    import fastavro
+
     # The package is installed editable beside schemas/ (see README); the schema
     # file stays the single source of truth for other-language consumers.
-    return fastavro.parse_schema(json.loads(_SCHEMA_FILE.read_text()))
+    schema = fastavro.parse_schema(json.loads(_SCHEMA_FILE.read_text()))
+    return _Avro(schema, fastavro.schemaless_reader, fastavro.schemaless_writer)
 
 
 def version_of(ts: Timestamp) -> int:
@@ -281,7 +299,8 @@ def encode_raw(
     }
     buf = io.BytesIO()
     buf.write(MAGIC)
-    fastavro.schemaless_writer(buf, _schema(), record)
+    avro = _avro()
+    avro.write(buf, avro.schema, record)
     return buf.getvalue()
 
 
@@ -297,9 +316,8 @@ def decode(value: bytes | None) -> ChangeEvent:
     try:
         buf = io.BytesIO(value)  # shares the bytes (no copy of value[1:])
         buf.seek(1)
-        record: dict[str, Any] = fastavro.schemaless_reader(  # type: ignore[assignment]
-            buf, _schema(), None
-        )
+        avro = _avro()
+        record: dict[str, Any] = avro.read(buf, avro.schema, None)
         doc, token = record["document"], record["resume_token"]
         # Key, document and token in one decoder call: the BSON documents end to end. Each
         # carries its own length, so a corrupt one shows as a wrong count.

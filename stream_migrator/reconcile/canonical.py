@@ -20,7 +20,7 @@ from bson import Binary, Code, DBRef, MaxKey, MinKey, ObjectId, Regex, Timestamp
 from bson.decimal128 import Decimal128
 from bson.int64 import Int64
 
-from stream_migrator.spec import META_FIELD
+from stream_migrator.events import META_FIELD
 
 _INT32 = (-(2**31), 2**31 - 1)
 _INDEX = re.compile(r"^\d+$")

@@ -65,13 +65,13 @@ from pymongo.errors import PyMongoError
 
 from stream_migrator import events
 from stream_migrator.errors import ConfigError
+from stream_migrator.events import META_FIELD
 from stream_migrator.mongo import cluster_time_now
 from stream_migrator.observability import get_logger
 from stream_migrator.rollout.errors import NoRolloutStateError, RouterLeaseExpiredError
 from stream_migrator.rollout.leases import LeaseStore
 from stream_migrator.rollout.stages import Stage
 from stream_migrator.rollout.state import STATE_COLLECTION, RolloutState
-from stream_migrator.spec import META_FIELD
 
 log = get_logger("router")
 Side = Literal["old", "new"]

@@ -7,13 +7,13 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
+from stream_migrator import events
 from stream_migrator.errors import TransformError
 from stream_migrator.spec.avro import AvroSchema
 from stream_migrator.spec.errors import FilteredOut
 from stream_migrator.spec.steps import Step
 
-#: Field every target document carries: the version guard and provenance.
-META_FIELD = "_sm"
+META_FIELD = events.META_FIELD  # re-exported: spec users read it from here too
 
 
 @dataclass(frozen=True)

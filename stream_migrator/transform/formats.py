@@ -31,6 +31,7 @@ from bson.json_util import CANONICAL_JSON_OPTIONS, JSONOptions
 from stream_migrator.errors import EnvelopeError
 from stream_migrator.events import (
     BSON_OPTIONS,
+    META_FIELD,
     NO_ID,
     ChangeEvent,
     Op,
@@ -38,7 +39,6 @@ from stream_migrator.events import (
     version_of,
 )
 from stream_migrator.interfaces import TargetWrite
-from stream_migrator.spec import META_FIELD
 
 #: Reads canonical and relaxed Extended JSON alike; tz-aware like our BSON codec.
 _READ_JSON = JSONOptions(tz_aware=True, tzinfo=dt.UTC)

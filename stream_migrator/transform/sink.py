@@ -21,11 +21,10 @@ from pymongo.errors import (
 )
 
 from stream_migrator.errors import FatalError, RetryableError
-from stream_migrator.events import hashable_id
+from stream_migrator.events import META_FIELD, hashable_id
 from stream_migrator.interfaces import ApplyResult, TargetWrite
 from stream_migrator.observability import get_logger
 from stream_migrator.reconcile.canonical import doc_hash
-from stream_migrator.spec import META_FIELD
 
 log = get_logger("sink")
 _DUPLICATE_KEY = 11000
