@@ -353,6 +353,16 @@ def progress_document(
 
     With ``reader`` its previous reading gives the rates; without, a reader is made
     for this one document (its positions are read twice, ``first_interval_s`` apart).
+
+    Keys: ``migration``, ``source``, ``target``, ``measured_at`` (ISO-8601 UTC);
+    ``capture`` (``phase`` not_started | snapshot | streaming | stopped; ``snapshot``
+    done, copied of estimated_total, percent, rate_per_s, eta_s; ``streaming``
+    resume_token_age_s, capture_lag_s; ``stopped`` reason); ``transform`` (lag_events,
+    lag_seconds, partitions, applied_per_s, drain_eta_s, members); ``quarantine``
+    (count, by_stage, newest); ``reconcile`` (verdict, divergence_ratio, finished_at,
+    age_s); ``rollout`` (stage, tier, percentage, halted, fences); ``can_cutover`` and
+    ``cutover_blockers``. Every section has ``available`` and ``error``; a figure that
+    could not be measured is null.
     """
     if reader is not None:
         return reader.read()
