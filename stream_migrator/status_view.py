@@ -83,13 +83,16 @@ def _transform(t: dict[str, Any]) -> list[str]:
         return down
     members = "?" if t["members"] is None else str(t["members"])
     rate = "?" if t["applied_per_s"] is None else f"{t['applied_per_s']:g} events/s"
+    drain = _seconds(t["drain_eta_s"])
+    if t["drain_eta_s"] is None and t["drain_per_s"] is not None and t["drain_per_s"] <= 0:
+        drain = "none (not draining)"
     out = [
-        f"transform   lag {t['lag_events']} events, {t['lag_seconds']:g} s  members {members}  "
-        f"applied {rate}  drain ETA {_seconds(t['drain_eta_s'])}"
+        f"transform   lag {t['lag_events']} events, {t['lag_seconds']:.1f} s  members {members}  "
+        f"applied {rate}  drain ETA {drain}"
     ]
     out += [
         f"            partition {p['partition']:<3} produced {p['produced']:<8} "
-        f"committed {p['committed']:<8} lag {p['lag_events']} events, {p['lag_seconds']:g} s"
+        f"committed {p['committed']:<8} lag {p['lag_events']} events, {p['lag_seconds']:.1f} s"
         for p in t["partitions"]
     ]
     return out

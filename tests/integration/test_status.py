@@ -147,7 +147,12 @@ def test_status_after_converged_pipeline_and_reconcile_can_cut_over(
     assert f"reconcile   READY  divergence {data['reconcile']['divergence_ratio']:g}" in (
         table.stdout
     )
-    assert f"lag {data['transform']['lag_events']} events" in table.stdout
+    t = data["transform"]
+    assert f"lag {t['lag_events']} events, {t['lag_seconds']:.1f} s  members {t['members']}" in (
+        table.stdout
+    )
+    for p in t["partitions"]:
+        assert f"partition {p['partition']:<3} produced {p['produced']:<8} " in table.stdout
     assert f"can_cutover {str(data['can_cutover']).lower()}" in table.stdout
     assert f"0 events in {s.quarantine_topic}" in table.stdout
 
