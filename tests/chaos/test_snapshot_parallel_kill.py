@@ -2,47 +2,21 @@
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import bson
 import pytest
 
 from stream_migrator.settings import load_settings
-from tests.integration.helpers import REPO, client_for, pipeline, settings_env, wait_until_match
+from tests.chaos.test_capture_kill import _kill_leftover_captures, _start_capture
+from tests.integration.helpers import client_for, pipeline, settings_env, wait_until_match
 from tests.integration.test_snapshot_parallel import mixed_ids, seed, topic_keys
 
 pytestmark = [pytest.mark.integration, pytest.mark.chaos]
-
-_started: list[subprocess.Popen[bytes]] = []
-
-
-@pytest.fixture(autouse=True)
-def _kill_leftover_captures() -> Iterator[None]:
-    """A failed assertion must not leave a capture process tailing the shared servers."""
-    yield
-    while _started:
-        proc = _started.pop()
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(30)
-
-
-def _start_capture(env: dict[str, str], log: Any) -> subprocess.Popen[bytes]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "stream_migrator", "capture"],
-        cwd=REPO,
-        env={**os.environ, **env},
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    _started.append(proc)
-    return proc
+#: Autouse: a failed assertion leaves no capture process running (started by _start_capture).
+__all__ = ["_kill_leftover_captures"]
 
 
 def _bounds(snapshot: dict[str, Any]) -> list[bytes]:
