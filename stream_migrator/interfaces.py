@@ -40,10 +40,10 @@ class CheckpointStore(Protocol):
 class Transformer(Protocol):
     """Rewrites one source document into the target shape (raises TransformError on bad input)."""
 
-    def migrate(self, doc: dict[str, Any]) -> dict[str, Any]:
+    def migrate(self, doc: dict[str, Any]) -> dict[str, Any] | None:
         """The target document for ``doc``, checked against the target schema: what may be
-        written. Never changes ``doc``; raises TransformError (FilteredOut when a filter
-        leaves the document out)."""
+        written; None when the migration leaves the document out (a filter): the target
+        must not hold it. Never changes ``doc``; raises TransformError on bad input."""
         ...
 
 

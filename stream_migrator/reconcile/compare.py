@@ -38,7 +38,6 @@ from stream_migrator.errors import TransformError
 from stream_migrator.id_order import id_before
 from stream_migrator.reconcile.canonical import FieldDiff, diff_docs, doc_hash
 from stream_migrator.spec import META_FIELD, MigrationSpec
-from stream_migrator.spec.errors import FilteredOut
 
 #: Most untransformable documents a :class:`CompareReport` names.
 MAX_NAMED = 10
@@ -61,11 +60,10 @@ class Expectation:
 def expect(spec: MigrationSpec, doc: dict[str, Any]) -> Expectation:
     """``spec.migrate(doc)`` (transform + target schema, as the worker writes it), classified."""
     try:
-        return Expectation(spec.migrate(doc))
-    except FilteredOut:
-        return Expectation(None, filtered=True)
+        target = spec.migrate(doc)
     except TransformError as exc:
         return Expectation(None, rejected=str(exc))
+    return Expectation(None, filtered=True) if target is None else Expectation(target)
 
 
 @dataclass(frozen=True, slots=True)

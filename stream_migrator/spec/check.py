@@ -20,7 +20,6 @@ from typing import Any
 from stream_migrator.errors import TransformError
 from stream_migrator.spec.avro import AvroSchema, example_values, generate
 from stream_migrator.spec.casts import type_name
-from stream_migrator.spec.errors import FilteredOut
 from stream_migrator.spec.model import META_FIELD, MigrationSpec, step_kind, step_reversible
 
 _SHOWN = 10
@@ -88,12 +87,12 @@ def _check_one(spec: MigrationSpec, doc: dict[str, Any], report: CheckReport) ->
     before = copy.deepcopy(doc)
     try:
         target = spec.transform(doc)
-    except FilteredOut:
-        report.filtered += 1
-        return
     except TransformError as exc:
         report.rejected += 1
         report._note(f"{label}: rejected (would go to quarantine): {exc}")
+        return
+    if target is None:
+        report.filtered += 1
         return
     report.transformed += 1
     if (changed := diff(before, doc)) is not None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from stream_migrator.errors import ConfigError, TransformError
+from stream_migrator.errors import ConfigError
 
 
 class SpecError(ConfigError):
@@ -17,11 +17,11 @@ class SpecError(ConfigError):
         super().__init__(head + ":\n  " + "\n  ".join(self.problems))
 
 
-class FilteredOut(TransformError):  # noqa: N818 - an outcome, not a fault
-    """The spec's ``filter`` excludes this document: not an error, it does not migrate.
+class FilteredOut(Exception):  # noqa: N818 - an outcome, not a fault
+    """A filter step excludes this document: not an error, it does not migrate.
 
-    A subclass of TransformError so that code which only knows TransformError
-    (compare, quarantine replay) still treats it as "no target document"; the
-    transform worker catches it first and deletes the target copy instead of
-    quarantining (see ``TransformWorker._prepare``).
+    Raised by a step only, to leave the step loop; ``MigrationSpec.transform`` turns
+    it into its answer None ("the target must not hold this document"), so no
+    caller of the spec handles it, and it is no TransformError: nothing that
+    quarantines on a TransformError can mistake it for a fault.
     """

@@ -71,11 +71,10 @@ class MigrationSpec:
     origin: str | None = None
     description: str = ""
 
-    def transform(self, doc: dict[str, Any]) -> dict[str, Any]:
-        """Return the target-shape copy of ``doc``.
+    def transform(self, doc: dict[str, Any]) -> dict[str, Any] | None:
+        """Return the target-shape copy of ``doc``, or None when a filter leaves it out.
 
-        Raises TransformError on bad input (naming the field and the step), and
-        FilteredOut (a TransformError) when a filter step excludes the document.
+        Raises TransformError on bad input (naming the field and the step).
         """
         out = _working_copy(doc)
         private = False
@@ -85,7 +84,7 @@ class MigrationSpec:
             try:
                 step.apply(out)
             except FilteredOut:
-                raise
+                return None
             except TransformError as exc:
                 raise _located(exc, number, step) from None
         return out
@@ -116,10 +115,14 @@ class MigrationSpec:
         if self.target_schema is not None:
             self.target_schema.validate(_working_copy(doc) if META_FIELD in doc else doc)
 
-    def migrate(self, doc: dict[str, Any]) -> dict[str, Any]:
-        """:meth:`transform`, then :meth:`validate_target`: what may be written to the target."""
+    def migrate(self, doc: dict[str, Any]) -> dict[str, Any] | None:
+        """:meth:`transform`, then :meth:`validate_target`: what may be written to the target.
+
+        None when a filter leaves the document out (the target must not hold it).
+        """
         out = self.transform(doc)
-        self.validate_target(out)
+        if out is not None:
+            self.validate_target(out)
         return out
 
     def irreversible_steps(self) -> list[tuple[int, Step]]:

@@ -6,7 +6,6 @@ from typing import Any
 
 from stream_migrator.events import ChangeEvent
 from stream_migrator.interfaces import TargetWrite, Transformer
-from stream_migrator.spec.errors import FilteredOut
 
 
 def to_target_write(
@@ -22,12 +21,9 @@ def to_target_write(
         # An update whose document was deleted before updateLookup ran: the
         # delete event follows on the same partition; nothing to write now.
         return None
-    try:
-        target = transformer.migrate(event.document)  # transform + target schema
-    except FilteredOut:
-        # Not an error: the spec's filter leaves this document out (now). The
-        # target must not hold it, so this is a version-guarded delete: an update
-        # that moves a document out of the filter removes its earlier copy, and a
-        # later change that brings it back in writes it again.
-        return TargetWrite(event.doc_id, event.cluster_time, None, tag)
+    # transform + target schema; None: the spec's filter leaves this document out (now).
+    # The target must not hold it, so that is a version-guarded delete: an update that
+    # moves a document out of the filter removes its earlier copy, and a later change
+    # that brings it back in writes it again.
+    target = transformer.migrate(event.document)
     return TargetWrite(event.doc_id, event.cluster_time, target, tag)

@@ -193,13 +193,14 @@ def test_unimportable_hook_is_a_spec_error(tmp_path: Path) -> None:
     assert "beside the spec file" in problem
 
 
-def test_filter_step_raises_filtered_out_not_quarantine(tmp_path: Path) -> None:
-    """A filtered document raises FilteredOut; a matching one migrates."""
+def test_filter_step_leaves_the_document_out_without_an_error(tmp_path: Path) -> None:
+    """A filtered document migrates to None (no target document), never a TransformError."""
     path = _write(tmp_path, "steps:\n  - filter: {match: {status: {$ne: archived}}}\n")
     spec = load_spec(path)
     assert spec.transform({"_id": 1, "status": "paid"}) == {"_id": 1, "status": "paid"}
-    with pytest.raises(FilteredOut):
-        spec.transform({"_id": 2, "status": "archived"})
+    assert spec.transform({"_id": 2, "status": "archived"}) is None
+    assert spec.migrate({"_id": 2, "status": "archived"}) is None
+    assert not issubclass(FilteredOut, TransformError)  # an outcome, not a fault
 
 
 def test_transform_error_names_step_and_field(tmp_path: Path) -> None:

@@ -16,7 +16,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from stream_migrator.errors import TransformError
-from stream_migrator.spec import MigrationSpec
+from stream_migrator.spec import FilteredOut, MigrationSpec
 from stream_migrator.spec.model import META_FIELD, step_copies_on_write
 from stream_migrator.spec.steps import (
     Cast,
@@ -153,15 +153,20 @@ def _deep_copy_reference(steps: tuple[Step, ...], doc: dict[str, Any], back: boo
     """What the spec did before copy-on-write: deep-copy, drop the meta field, run the steps."""
     out = copy.deepcopy(doc)
     out.pop(META_FIELD, None)
-    for step in reversed(steps) if back else steps:
-        (step.invert if back else step.apply)(out)
+    try:
+        for step in reversed(steps) if back else steps:
+            (step.invert if back else step.apply)(out)
+    except FilteredOut:
+        return None
     return out
 
 
 def _outcome(fn: Any, doc: dict[str, Any]) -> tuple[str, Any]:
-    """``("ok", BSON bytes)`` (type-, value- and key-order-exact) or ``("error", class, field)``."""
+    """``("ok", BSON bytes)`` (type-, value- and key-order-exact), ``("filtered", None)`` or
+    ``("error", class, field)``."""
     try:
-        return "ok", bson.encode(fn(doc))
+        out = fn(doc)
+        return ("filtered", None) if out is None else ("ok", bson.encode(out))
     except TransformError as exc:
         return "error", (type(exc), exc.field)
 
