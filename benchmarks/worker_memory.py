@@ -1,7 +1,8 @@
 """Worker memory on a big backlog (issue 11): peak RSS of one `transform` process.
 
 Pre-fills the change topic (6 partitions) with N insert events of about ``--event-bytes``
-each (v1 orders with enough items to reach that size), then starts one real
+each (v1 orders with enough items to reach that size, rewriting 2,000 documents over
+and over so the stand-in's heap holds a small target), then starts one real
 ``stream-migrator transform`` process and samples its ``/proc/<pid>/status`` (VmRSS,
 VmHWM) until it has applied every event. Prints the backlog in MB, the drain rate and
 the peak RSS. What bounds the RSS is the consumer's prefetch (librdkafka's
@@ -11,31 +12,54 @@ and the worker's two batches (the one being written and the one being prepared);
 
     .venv/bin/python benchmarks/worker_memory.py [--events 200000] [--event-bytes 1000]
 
-Starts (and stops) its own local stack unless SM_KAFKA_BOOTSTRAP / SM_MONGO_URI are
-both set. Prints figures; asserts nothing; exit 1 when the drain does not finish
-within ``--timeout``.
+Starts (and stops) its own local stack, oplog bounded to 20,000 entries, unless
+SM_KAFKA_BOOTSTRAP / SM_MONGO_URI are both set. Prints figures; asserts nothing; exit 1
+when the drain does not finish within ``--timeout``.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import random
 import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
-from drain import REPO, SM_DIR, BenchmarkError, peak_rss_mib, servers
+from drain import REPO, SM_DIR, BenchmarkError, Servers, peak_rss_mib
 
 from stream_migrator import events
 from stream_migrator.demo import scrape, v1_order
-from stream_migrator.infra import free_port
+from stream_migrator.infra import LocalStack, free_port
 from stream_migrator.kafka import AckedProducer, ensure_topic, producer_config
 from stream_migrator.mongo import connect
 
 _PARTITIONS = 6
+# The events update this many documents over and over (newer versions each time), so
+# the stand-in holds a small target and, with its oplog bounded, a small oplog: the
+# backlog is in Kafka, where it is measured, not in the stand-in's heap.
+_DOCUMENTS = 2_000
+_OPLOG_MAX_ENTRIES = 20_000
+
+
+@contextlib.contextmanager
+def _servers() -> Iterator[Servers]:
+    """SM_MONGO_URI / SM_KAFKA_BOOTSTRAP, else a fresh local stack with a bounded oplog."""
+    uri, kafka = os.environ.get("SM_MONGO_URI"), os.environ.get("SM_KAFKA_BOOTSTRAP")
+    if uri and kafka:
+        yield Servers(uri, kafka)
+        return
+    stack = LocalStack(SM_DIR / "bench-memory", oplog_max_entries=_OPLOG_MAX_ENTRIES)
+    stack.down()
+    stack.up(quiet=True)
+    try:
+        yield Servers(stack.mongo_uri(), stack.kafka_bootstrap())
+    finally:
+        stack.down()
 
 
 def _rss_mib(pid: int) -> float:
@@ -50,9 +74,10 @@ def fill(bootstrap: str, topic: str, source: str, n: int, event_bytes: int) -> i
     ensure_topic(bootstrap, topic, _PARTITIONS)
     producer = AckedProducer(producer_config(bootstrap, "bench-memory-fill"))
     rng = random.Random(11)
+    ids = [v1_order(rng, i)["_id"] for i in range(_DOCUMENTS)]
     total = 0
     for i in range(n):
-        doc = v1_order(rng, i)
+        doc = {**v1_order(rng, i), "_id": ids[i % _DOCUMENTS]}
         doc["items"] = [
             {"sku": f"SKU-{rng.randint(1, 500):04d}", "qty": rng.randint(1, 5)}
             for _ in range(max(1, event_bytes // 30))
@@ -75,7 +100,7 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=1_800.0)
     args = parser.parse_args()
     tag = uuid.uuid4().hex[:8]
-    with servers("bench-memory") as where:
+    with _servers() as where:
         env = {
             **os.environ,
             "SM_MONGO_URI": where.mongo_uri,

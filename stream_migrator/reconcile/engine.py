@@ -224,6 +224,14 @@ class Reconciler:
             max_lag_events=self._s.reconcile_max_lag_events,
             max_lag_seconds=self._s.reconcile_max_lag_seconds,
         )
+        if not report.interrupted:
+            # Kept with the run, so `status` shows the verdict this run reached (lag
+            # included) rather than one rebuilt from its suspects.
+            self._save(
+                run_id,
+                verdict={"ready": report.verdict.ready, "reasons": report.verdict.reasons},
+                divergence_ratio=report.divergence_ratio,
+            )
         log.info(
             "reconcile.done",
             run=run_id,

@@ -306,3 +306,30 @@ def test_status_of_a_capture_stopped_by_a_drop_names_the_reason(
     assert any(r.startswith("capture stopped at a 'drop' event") for r in doc["cutover_blockers"])
     assert "capture     STOPPED at a 'drop' event" in render(doc)
     client.close()
+
+
+def test_status_shows_the_verdict_the_reconcile_reached_with_its_lag_reason(
+    settings_kwargs: dict[str, Any],
+) -> None:
+    """Equal data but no pipeline (lag unknown): NOT READY for that reason, as reconcile said.
+
+    A verdict rebuilt from the run's suspects alone would say READY: nothing diverges.
+    """
+    from stream_migrator.spec import get_spec
+
+    s = load_settings(**settings_kwargs)
+    client = client_for(s)
+    spec = get_spec(s.spec)
+    docs = [order(i) for i in range(50)]
+    client[s.split_ns(s.source)[0]][s.split_ns(s.source)[1]].insert_many(docs)
+    migrated = [spec.migrate(d) for d in docs]
+    client[s.split_ns(s.target)[0]][s.split_ns(s.target)[1]].insert_many(
+        [d for d in migrated if d is not None]
+    )
+    client.close()
+    _reconcile(s)
+    shown = progress_document(s, first_interval_s=0)["reconcile"]
+    assert shown["verdict"] == "NOT READY", shown
+    assert shown["verdict_source"] == "stored"
+    assert any("lag" in r for r in shown["reasons"]), shown["reasons"]
+    assert shown["divergence_ratio"] == 0.0
