@@ -15,7 +15,10 @@ class MongoCheckpointStore:
     """One document per migration in ``<metadata_db>.checkpoints``.
 
     Fields: ``start_at`` (stream position taken before the snapshot), ``snapshot``
-    (``{done, last_id, read_at}``), ``resume_token`` and ``updated_at``.
+    (``{done, last_id, read_at}`` for a one-range copy; ``{done, read_at, ranges:
+    [{lo, hi, last_id, has_last, done, copied}]}`` for a parallel one, see
+    :mod:`stream_migrator.capture.snapshot`), ``resume_token``, ``stopped`` (why the
+    stream ended, when it did) and ``updated_at``.
 
     Read and written on the primary with majority concern whatever the URI's read
     preference: a checkpoint read from a lagging secondary resumes from an older

@@ -227,6 +227,25 @@ def test_gt_continues_only_within_the_operand_type_bracket(typed_ids: Collection
     assert typed_ids.count_documents({"_id": {"$lt": MaxKey()}}) == len(_IDS_IN_BSON_ORDER) - 1
 
 
+def test_nan_id_sorts_before_every_number(
+    db: Database[Doc], client: MongoClient[Doc], request: pytest.FixtureRequest
+) -> None:
+    """NaN is the lowest number: id_order.id_cmp and the snapshot's range filters assume it."""
+    _deviation(
+        request,
+        _on_stand_in(client),
+        "NaN sorts after every number (MongoDB: before -Infinity), so a resumed range scan "
+        "on the stand-in can pass a NaN _id",
+    )
+    coll = db["nan_ids"]
+    coll.insert_many([{"_id": 1}, {"_id": float("nan")}, {"_id": float("-inf")}, {"_id": -5}])
+    served = [d["_id"] for d in coll.find().sort("_id", 1)]
+    assert served[0] != served[0]  # NaN first
+    assert served[1:] == [float("-inf"), -5, 1]
+    ours = sorted(served, key=functools.cmp_to_key(id_cmp))
+    assert ours[0] != ours[0]  # and id_order agrees
+
+
 def test_sort_orders_ids_in_bson_type_order(typed_ids: Collection[Doc]) -> None:
     """Sorting by _id follows BSON type order, as id_order.id_cmp (reconcile, snapshot) assumes."""
     served = [d["_id"] for d in typed_ids.find().sort("_id", 1)]
