@@ -1,7 +1,7 @@
 """Process settings: the one place the environment is read.
 
 Every setting is documented where it is declared; ``stream-migrator config``
-prints them and the README's reference table is checked against this model.
+prints them and the configuration reference in docs/operating.md is checked against this model.
 """
 
 from __future__ import annotations
@@ -185,7 +185,7 @@ class Settings(BaseSettings):
         "mongodb",
         description="Where the transform worker writes: mongodb (version-guarded writes to "
         "the target) or kafka-sink-topic (records for the MongoDB sink connector, "
-        "connectors/mongo-sink.json; no version guard, see README).",
+        "connectors/mongo-sink.json; no version guard, see docs/kafka-connect.md).",
     )
     sink_topic: str = Field(
         "",
@@ -359,7 +359,7 @@ def cli_flags() -> dict[str, str]:
 
 
 def reference_table() -> str:
-    """The README's settings table, generated from the model (a unit test keeps them equal)."""
+    """docs/operating.md's settings table, generated from the model (a unit test keeps them equal)."""
     flags = cli_flags()
     rows = ["| Variable | CLI flag | Default | Meaning |", "|---|---|---|---|"]
     for name, field in Settings.model_fields.items():

@@ -1,13 +1,13 @@
 """The metric catalogue: every ``sm_*`` metric the code registers, read from the registry.
 
-The README's metric table, the Grafana dashboard check and the alert-rule check
+docs/operating.md's metric table, the Grafana dashboard check and the alert-rule check
 all come from here, so none of them can name a metric the code does not export.
 Metrics are defined in several packages (``observability/metrics.py``,
 ``reconcile/metrics.py``, ``rollout/metrics.py``, ...); :func:`catalogue`
 imports every ``stream_migrator`` module first so all of them are registered,
 then walks the Prometheus registry.
 
-``python -m stream_migrator.observability.catalogue`` prints the README table.
+``python -m stream_migrator.observability.catalogue`` prints that table.
 """
 
 from __future__ import annotations
@@ -81,7 +81,7 @@ def series_names() -> frozenset[str]:
 
 
 def catalogue_table() -> str:
-    """The README's metric table (a unit test keeps README and code equal)."""
+    """docs/operating.md's metric table (a unit test keeps the page and the code equal)."""
     rows = ["| Metric | Kind | Labels | Meaning |", "|---|---|---|---|"]
     for info in catalogue():
         labels = ", ".join(f"`{label}`" for label in info.labels)

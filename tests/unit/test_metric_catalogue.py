@@ -1,4 +1,4 @@
-"""The metric catalogue: generated from the registry, complete, conventional, and in the README."""
+"""The metric catalogue: generated from the registry, complete, conventional, and in docs/operating.md."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 import stream_migrator
 from stream_migrator.observability.catalogue import catalogue, catalogue_table, series_names
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+PAGE = Path(__file__).resolve().parents[2] / "docs" / "operating.md"
 
 
 def test_catalogue_imports_every_module() -> None:
@@ -67,14 +67,14 @@ def test_series_names_expand_histograms_and_counters() -> None:
     assert "sm_events_applied" not in names
 
 
-def test_readme_metric_table_matches_code() -> None:
-    """README's metric catalogue is exactly the table generated from the registry."""
-    readme = README.read_text()
+def test_docs_metric_table_matches_code() -> None:
+    """docs/operating.md's metric catalogue is exactly the table generated from the registry."""
+    readme = PAGE.read_text()
     start_marker, end_marker = "<!-- metrics:start -->", "<!-- metrics:end -->"
-    assert start_marker in readme, "README lacks the <!-- metrics:start --> block"
+    assert start_marker in readme, "docs/operating.md lacks the <!-- metrics:start --> block"
     start = readme.index(start_marker) + len(start_marker)
     end = readme.index(end_marker)
     assert readme[start:end].strip() == catalogue_table(), (
-        "README metric table is stale: regenerate it with "
+        "docs/operating.md metric table is stale: regenerate it with "
         "python -m stream_migrator.observability.catalogue"
     )

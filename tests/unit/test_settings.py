@@ -50,13 +50,13 @@ def test_masked_hides_password() -> None:
     assert "app:***@" in s.masked()["mongo_uri"]
 
 
-def test_readme_settings_table_matches_model() -> None:
-    """README's settings reference is exactly the table generated from the Settings model."""
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+def test_docs_settings_table_matches_model() -> None:
+    """docs/operating.md's settings reference is exactly the table generated from the model."""
+    readme = (Path(__file__).resolve().parents[2] / "docs" / "operating.md").read_text()
     start = readme.index("<!-- settings:start -->") + len("<!-- settings:start -->")
     end = readme.index("<!-- settings:end -->")
     assert readme[start:end].strip() == reference_table(), (
-        "README settings table is stale: regenerate it with "
+        "docs/operating.md settings table is stale: regenerate it with "
         "python -c 'from stream_migrator.settings import reference_table; print(reference_table())'"
     )
 
