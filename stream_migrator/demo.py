@@ -25,6 +25,7 @@ from stream_migrator.infra import DEFAULT_STATE_DIR, LocalStack, free_port
 from stream_migrator.mongo import connect
 from stream_migrator.reconcile import CompareReport, full_compare
 from stream_migrator.redact import redact_uri
+from stream_migrator.settings import load_settings
 from stream_migrator.spec import get_spec
 
 _CITIES = ["Springfield", "Shelbyville", "Ogdenville", "North Haverbrook", "Capital City"]
@@ -191,11 +192,15 @@ def _safe_scrape(port: int) -> dict[str, float]:
 
 def run_demo(options: DemoOptions) -> DemoReport:
     """Run the whole demo and print its report; the stack is stopped unless asked to keep it."""
-    external = os.environ.get("SM_MONGO_URI") and os.environ.get("SM_KAFKA_BOOTSTRAP")
+    settings = load_settings()
+    # Existing servers only when both are given (SM_MONGO_URI or SM_MONGO_URI_FILE, and
+    # SM_KAFKA_BOOTSTRAP): a default is the local stack's job.
+    given = {"mongo_uri", "kafka_bootstrap"} <= settings.model_fields_set
+    external = given and settings.mongo_uri.get_secret_value() and settings.kafka_bootstrap
     stack = LocalStack(DEFAULT_STATE_DIR)
     started_stack = False
     if external:
-        mongo_uri, bootstrap = os.environ["SM_MONGO_URI"], os.environ["SM_KAFKA_BOOTSTRAP"]
+        mongo_uri, bootstrap = settings.mongo_uri.get_secret_value(), settings.kafka_bootstrap
         print(f"using existing servers: kafka {bootstrap}, mongo {redact_uri(mongo_uri)}")
     else:
         had = {r["name"] for r in stack.status() if r["answering"]}
@@ -386,18 +391,13 @@ def run_rollout_demo(
     import tempfile
     from pathlib import Path
 
+    from stream_migrator.app import reverse_stream
     from stream_migrator.rollout import audit
     from stream_migrator.rollout.controller import Controller, _label
     from stream_migrator.rollout.gate import compare_gate
     from stream_migrator.rollout.plan import load_plan
-    from stream_migrator.rollout.reverse import (
-        reverse_stream_problem,
-        run_reverse_capture,
-        run_reverse_transform,
-        start_position,
-    )
+    from stream_migrator.rollout.reverse import reverse_stream_problem, start_position
     from stream_migrator.runtime import StopFlag
-    from stream_migrator.settings import load_settings
 
     max_lag = 200
     s = load_settings(
@@ -427,10 +427,7 @@ def run_rollout_demo(
         try:
             c.ensure_states()
             start_position(s)  # the reverse stream starts before any write on new
-            for fn in (run_reverse_capture, run_reverse_transform):
-                t = threading.Thread(target=fn, args=(s, stop), daemon=True, name=fn.__name__)
-                t.start()
-                threads.append(t)
+            threads, _ended = reverse_stream(s, stop)
             if not _wait_for_reverse_stream(s):
                 return False
             for _ in range(4):  # shadow, verify, canary internal, canary 10%

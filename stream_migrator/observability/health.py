@@ -9,16 +9,23 @@ halted or stalled.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import make_wsgi_app
 
 from stream_migrator.observability import metrics as m
+from stream_migrator.observability.logging import get_logger
+
+log = get_logger("health")
+
+#: What every process's server answers, as its start-up log line says.
+PATHS = ("/metrics", "/healthz", "/readyz")
 
 
 class _QuietHandler(WSGIRequestHandler):
@@ -111,3 +118,15 @@ class HealthServer:
     def __exit__(self, *exc: object) -> None:
         self._server.shutdown()
         self._server.server_close()
+
+
+@contextlib.contextmanager
+def serve_health(state: HealthState, host: str, port: int) -> Iterator[HealthServer]:
+    """A process's health server for the ``with`` block, its port logged (``http.listening``).
+
+    Why one helper: the log line is how an operator (and a test) finds a server
+    started on ``port=0``; every long-running process must say it the same way.
+    """
+    with HealthServer(state, host, port) as server:
+        log.info("http.listening", port=server.port, paths=list(PATHS))
+        yield server

@@ -10,7 +10,8 @@ import structlog
 
 from stream_migrator.kafka import AckedProducer, producer_config
 from stream_migrator.mongo import connect
-from stream_migrator.observability import HealthServer, HealthState, get_logger
+from stream_migrator.observability import HealthState, get_logger
+from stream_migrator.observability.health import serve_health
 from stream_migrator.reconcile import metrics as rm
 from stream_migrator.reconcile.engine import ProgressFn, Reconciler
 from stream_migrator.reconcile.lag import LagProbe, LagReport
@@ -114,10 +115,7 @@ def run_watch(settings: ReconcileSettings, stop: StopFlag, *, sample: float | No
         "reconcile", stale_after_s=max(120.0, 3 * settings.reconcile_recheck_timeout_s)
     )
     with contextlib.ExitStack() as stack:
-        server = stack.enter_context(
-            HealthServer(health, settings.metrics_host, settings.metrics_port)
-        )
-        log.info("http.listening", port=server.port, paths=["/metrics", "/healthz"])
+        stack.enter_context(serve_health(health, settings.metrics_host, settings.metrics_port))
         probe = LagProbe(
             settings.kafka_bootstrap,
             settings.consumer_group,

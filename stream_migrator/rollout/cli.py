@@ -4,17 +4,13 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import threading
 from typing import Any
 
-import structlog
 from bson import json_util
 
-from stream_migrator.observability import get_logger
 from stream_migrator.rollout.plan import Plan, load_plan, parse_plan, render, validate
 from stream_migrator.settings import Settings
 
-log = get_logger("rollout")
 _ACTIONS = ("status", "advance", "halt", "resume", "rollback", "complete", "run", "reverse")
 
 
@@ -84,14 +80,14 @@ def _pick(plan: Plan, name: str | None) -> str:
 
 
 def _cmd_rollout(args: argparse.Namespace, base: Settings) -> int:
+    from stream_migrator.app import run_reverse, run_rollout, stop_on_signals
     from stream_migrator.mongo import connect
-    from stream_migrator.observability import HealthServer, HealthState, configure_logging
+    from stream_migrator.observability import configure_logging
     from stream_migrator.rollout.audit import operator_identity
     from stream_migrator.rollout.controller import Controller, migration_settings
     from stream_migrator.rollout.gate import DEFAULT_GATE
     from stream_migrator.rollout.reverse import drain_and_verify, reverse_stream_problem
     from stream_migrator.rollout.settings import RolloutSettings
-    from stream_migrator.runtime import StopFlag
 
     settings = RolloutSettings(**{**base.model_dump(), "mongo_uri": base.mongo_uri})
     configure_logging(settings.log_level)
@@ -110,23 +106,14 @@ def _cmd_rollout(args: argparse.Namespace, base: Settings) -> int:
     )
     try:
         if args.action == "run":
-            stop = StopFlag()
-            stop.install_signal_handlers()
-            structlog.contextvars.bind_contextvars(process="rollout")
-            log.info("rollout.start", plan=args.plan_file, settings=settings.masked())
-            # A tick may wait for a rollback: two drains and the routers' acknowledgement
-            # (up to their lease); liveness must outlast that wait.
-            stale_after = max(30.0, 3 * plan.evaluation_interval_s, 2 * timeout + 60.0)
-            health = HealthState("rollout", stale_after_s=stale_after)
-            with HealthServer(health, settings.metrics_host, settings.metrics_port) as server:
-                paths = ["/metrics", "/healthz", "/readyz"]
-                log.info("http.listening", port=server.port, paths=paths)
-                controller.run(stop, health)
+            run_rollout(settings, controller, stop_on_signals(), plan_file=args.plan_file)
             return 0
         controller.ensure_states()
         name = _pick(plan, args.name)
         if args.action == "reverse":
-            return _run_reverse(migration_settings(settings, plan.migration(name)))
+            return run_reverse(
+                migration_settings(settings, plan.migration(name)), stop_on_signals()
+            )
         reason = args.reason
         if args.action == "advance":
             state = controller.advance(name, reason=reason)
@@ -160,47 +147,6 @@ def _status(controller: Any, s: Settings) -> None:
         problem = reverse_stream_problem(s)
         reverse = f"not ready: {problem}" if problem else "ready"
     _print_state(state, reverse=reverse, routers=routers)
-
-
-def _run_reverse(s: Settings) -> int:
-    """Reverse capture and reverse worker in one process until SIGTERM; 1 if a stage ended."""
-    from stream_migrator.rollout.reverse import run_reverse_capture, run_reverse_transform
-    from stream_migrator.runtime import StopFlag
-
-    stop = StopFlag()
-    stop.install_signal_handlers()
-    # One process, one /metrics + /healthz port: the worker serves SM_METRICS_PORT (its
-    # registry holds the capture's metrics too); the capture's own server gets a free
-    # loopback port, else two servers on one fixed port (9400 in the manifests) would
-    # kill the capture at start with "Address already in use".
-    capture_settings = s.model_copy(update={"metrics_port": 0, "metrics_host": "127.0.0.1"})
-    ended: list[str] = []
-
-    def stage(fn: Any, settings: Settings) -> None:
-        try:
-            fn(settings, stop)
-        except Exception:
-            log.exception("reverse.stage_failed", stage=fn.__name__)
-        finally:
-            ended.append(fn.__name__)
-
-    threads = [
-        threading.Thread(target=stage, args=(fn, st), name=fn.__name__, daemon=True)
-        for fn, st in ((run_reverse_capture, capture_settings), (run_reverse_transform, s))
-    ]
-    for t in threads:
-        t.start()
-    while not stop.wait(1.0):
-        if ended:
-            stop.set(f"a reverse stage ended: {', '.join(ended)}")
-    # Only a signal is a clean stop; a stage that ended on its own is a failure to report.
-    failed = not (stop.reason or "").startswith("SIG")
-    for t in threads:
-        t.join(60)
-    stuck = [t.name for t in threads if t.is_alive()]
-    report = log.error if failed or stuck else log.info
-    report("reverse.stopped", reason=stop.reason, failed=failed, not_stopped=stuck)
-    return 1 if failed or stuck else 0
 
 
 def _print_state(s: Any, *, reverse: str | None = None, routers: str | None = None) -> None:

@@ -29,46 +29,30 @@ field (the version guard needs it). Readers of the old collection should ignore
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import structlog
 from confluent_kafka import Consumer
 from pymongo import ReadPreference
 from pymongo.collection import Collection
 from pymongo.errors import PyMongoError
 
 from stream_migrator import events
-from stream_migrator.app import run_capture
 from stream_migrator.capture import MongoCheckpointStore
 from stream_migrator.errors import RetryableError
 from stream_migrator.interfaces import ApplyResult, TargetWrite
-from stream_migrator.kafka import (
-    AckedProducer,
-    consumer_config,
-    ensure_topic,
-    group_lag,
-    group_members,
-    producer_config,
-)
+from stream_migrator.kafka import consumer_config, group_lag, group_members
 from stream_migrator.mongo import cluster_time_now, connect
-from stream_migrator.observability import HealthServer, HealthState, get_logger
+from stream_migrator.observability import get_logger
 from stream_migrator.reconcile import full_compare
-from stream_migrator.runtime import StopFlag
 from stream_migrator.settings import Settings
 from stream_migrator.spec import META_FIELD, MigrationSpec, get_spec
 from stream_migrator.spec.model import step_copies_on_write
-from stream_migrator.transform import MongoSink, TransformWorker
-from stream_migrator.transform.quarantine import Quarantine
-from stream_migrator.transform.sink import (
-    TOMBSTONE_SUFFIX,
-    GuardMode,
-    detect_guard_mode,
-)
+from stream_migrator.transform import MongoSink
+from stream_migrator.transform.sink import GuardMode
 
 log = get_logger("reverse")
 REVERSE_SUFFIX = "-reverse"
@@ -237,57 +221,6 @@ def reverse_stream_problem(settings: Settings) -> str | None:
     if members == 0:
         return f"consumer group {rev.consumer_group!r} has no member (no reverse worker running)"
     return None
-
-
-def run_reverse_capture(settings: Settings, stop: StopFlag) -> Any:
-    """Capture of the new collection into ``sm.<m>-reverse.changes`` (forward settings in)."""
-    start_position(settings)
-    return run_capture(reverse_settings(settings), stop)
-
-
-def run_reverse_transform(settings: Settings, stop: StopFlag) -> TransformWorker:
-    """Reverse worker: inverse transform, skip-equal, version-guarded writes to old."""
-    rev = reverse_settings(settings)
-    structlog.contextvars.bind_contextvars(migration=rev.migration, process="reverse-transform")
-    log.info("reverse.start", settings=rev.masked())
-    spec = inverted(get_spec(settings.spec, settings.hook_policy))
-    health = HealthState("reverse-transform")
-    with contextlib.ExitStack() as stack:
-        server = stack.enter_context(HealthServer(health, rev.metrics_host, rev.metrics_port))
-        log.info("http.listening", port=server.port, paths=["/metrics", "/healthz"])
-        ensure_topic(
-            rev.kafka_bootstrap, rev.changes_topic, rev.partitions, security=rev.kafka_client
-        )
-        ensure_topic(rev.kafka_bootstrap, rev.quarantine_topic, 1, security=rev.kafka_client)
-        client = connect(rev.mongo_uri.get_secret_value(), app="reverse-transform")
-        stack.callback(client.close)
-        db, coll = rev.split_ns(rev.target)
-        guard = detect_guard_mode(client) if rev.write_guard == "auto" else rev.write_guard
-        new_db, new_coll = settings.split_ns(settings.target)
-        forward_tombstones = client[new_db][f"{new_coll}.{TOMBSTONE_SUFFIX}"]
-        producer = AckedProducer(
-            producer_config(rev.kafka_bootstrap, "sm-reverse-quarantine", rev.kafka_client)
-        )
-        stack.callback(producer.close)
-        consumer = Consumer(
-            consumer_config(rev.kafka_bootstrap, rev.consumer_group, "sm-reverse", rev.kafka_client)
-        )
-        worker = TransformWorker(
-            rev.migration,
-            rev.changes_topic,
-            consumer,
-            spec,
-            ReverseSink(client[db][coll], guard, forward_tombstones),
-            Quarantine(producer, rev.quarantine_topic),
-            stop,
-            batch_size=rev.batch_size,
-            batch_timeout_s=rev.batch_timeout_s,
-            health=health,
-            is_echo=is_forward_echo,
-        )
-        health.beat("ok")
-        worker.run()
-        return worker
 
 
 def drain_and_verify(settings: Settings, *, timeout_s: float = 60.0) -> tuple[bool, dict[str, Any]]:

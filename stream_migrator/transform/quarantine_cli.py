@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -37,25 +36,24 @@ def register(sub: Any, add_settings_flags: Any, settings_of: Any) -> None:
 
 
 def _run(args: argparse.Namespace, settings: Settings) -> int:
+    from stream_migrator.app import transform_decoder
+
+    # Quarantined values are in the format the worker read them (SM_INPUT_FORMAT).
+    decode = transform_decoder(settings)
     quarantined = read_quarantine(
         settings.kafka_bootstrap, settings.quarantine_topic, security=settings.kafka_client
     )
     if args.action == "list":
         return _list(settings, quarantined)
     if args.action == "show":
-        return _show(quarantined, _position(args.position), _decoder(settings))
+        return _show(quarantined, _position(args.position), decode)
     return _replay(
-        settings, quarantined, {_position(p) for p in args.positions}, args.progress_interval
+        settings,
+        quarantined,
+        {_position(p) for p in args.positions},
+        decode,
+        args.progress_interval,
     )
-
-
-def _decoder(settings: Settings) -> Callable[[bytes | None], events.ChangeEvent]:
-    """Decode quarantined values in the format the worker read them (SM_INPUT_FORMAT)."""
-    if settings.input_format == "mongo-connector":
-        from stream_migrator.transform.formats import decode_connector_event
-
-        return functools.partial(decode_connector_event, ns=settings.source)
-    return events.decode
 
 
 def _position(text: str) -> str:
@@ -110,11 +108,12 @@ def _replay(
     settings: Settings,
     quarantined: list[QuarantinedEvent],
     wanted: set[str],
+    decode: Callable[[bytes | None], events.ChangeEvent],
     progress_interval: float | None = None,
 ) -> int:
+    from stream_migrator.app import target_sink
     from stream_migrator.mongo import connect
     from stream_migrator.spec import get_spec
-    from stream_migrator.transform.sink import MongoSink, detect_guard_mode
 
     chosen = [e for e in quarantined if not wanted or e.position in wanted]
     missing = wanted - {e.position for e in chosen}
@@ -124,11 +123,7 @@ def _replay(
     spec = get_spec(settings.spec, settings.hook_policy)
     client = connect(settings.mongo_uri.get_secret_value(), app="quarantine-replay")
     try:
-        db, coll = settings.split_ns(settings.target)
-        guard = (
-            detect_guard_mode(client) if settings.write_guard == "auto" else settings.write_guard
-        )
-        sink = MongoSink(client[db][coll], guard)
+        sink = target_sink(settings, client)  # the forward worker's, so replay writes as it does
         counts = {"applied": 0, "stale": 0, "failing": 0, "cannot": 0}
         # Progress goes to log lines when stderr is no terminal.
         with (
@@ -141,7 +136,7 @@ def _replay(
             ) as progress,
         ):
             for e in chosen:
-                outcome = _replay_one(e, spec, sink, _decoder(settings))
+                outcome = _replay_one(e, spec, sink, decode)
                 key = "failing" if outcome.startswith("still failing") else outcome.split()[0]
                 counts[key] += 1
                 progress.write(f"{e.position:10} {e.doc_id()!s:26} {outcome}")

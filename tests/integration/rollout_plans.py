@@ -7,11 +7,8 @@ from typing import Any
 
 from bson import ObjectId
 
-from stream_migrator.rollout.reverse import (
-    run_reverse_capture,
-    run_reverse_transform,
-    start_position,
-)
+from stream_migrator.app import run_reverse_capture, run_reverse_transform
+from stream_migrator.rollout.reverse import start_position
 from stream_migrator.settings import Settings
 from tests.integration.helpers import StageThread
 

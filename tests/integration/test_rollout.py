@@ -13,7 +13,12 @@ from confluent_kafka import Consumer
 from prometheus_client import REGISTRY
 
 from stream_migrator import events
-from stream_migrator.app import run_capture, run_transform
+from stream_migrator.app import (
+    run_capture,
+    run_reverse_capture,
+    run_reverse_transform,
+    run_transform,
+)
 from stream_migrator.kafka import consumer_config, group_lag
 from stream_migrator.rollout import audit
 from stream_migrator.rollout.controller import Controller
@@ -23,8 +28,6 @@ from stream_migrator.rollout.plan import load_plan
 from stream_migrator.rollout.reverse import (
     drain_and_verify,
     reverse_settings,
-    run_reverse_capture,
-    run_reverse_transform,
     start_position,
 )
 from stream_migrator.rollout.stages import Stage
