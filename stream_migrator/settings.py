@@ -359,7 +359,7 @@ def cli_flags() -> dict[str, str]:
 
 
 def reference_table() -> str:
-    """docs/operating.md's settings table, generated from the model (a unit test keeps them equal)."""
+    """docs/operating.md's settings table, generated from the model (a test keeps them equal)."""
     flags = cli_flags()
     rows = ["| Variable | CLI flag | Default | Meaning |", "|---|---|---|---|"]
     for name, field in Settings.model_fields.items():

@@ -1,4 +1,4 @@
-"""The metric catalogue: generated from the registry, complete, conventional, and in docs/operating.md."""
+"""The metric catalogue: generated from the registry, complete, conventional, documented."""
 
 from __future__ import annotations
 
