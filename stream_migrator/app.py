@@ -40,7 +40,7 @@ from stream_migrator.kafka import (
 from stream_migrator.mongo import connect
 from stream_migrator.observability import HealthState, get_logger
 from stream_migrator.observability.health import serve_health
-from stream_migrator.rollout.controller import Controller
+from stream_migrator.rollout.controller import Controller, migration_settings
 from stream_migrator.rollout.reverse import (
     ReverseSink,
     inverted,
@@ -52,6 +52,7 @@ from stream_migrator.rollout.settings import RolloutSettings
 from stream_migrator.runtime import StopFlag
 from stream_migrator.settings import Settings
 from stream_migrator.spec import get_spec
+from stream_migrator.status import ProgressPage
 from stream_migrator.transform import MongoSink, TransformWorker
 from stream_migrator.transform.formats import decode_connector_event
 from stream_migrator.transform.kafka_sink import KafkaTopicSink, default_sink_topic
@@ -267,8 +268,14 @@ def run_rollout(
         30.0, 3 * controller.plan.evaluation_interval_s, 2 * settings.drain_timeout_s + 60.0
     )
     health = HealthState("rollout", stale_after_s=stale_after)
-    with serve_health(health, settings.metrics_host, settings.metrics_port):
-        controller.run(stop, health)
+    progress = ProgressPage([migration_settings(settings, m) for m in controller.plan.migrations])
+    try:
+        with serve_health(
+            health, settings.metrics_host, settings.metrics_port, {"/progress": progress}
+        ):
+            controller.run(stop, health)
+    finally:
+        progress.close()
 
 
 def _run_worker(

@@ -349,9 +349,7 @@ def topic_retention(
             break
         except KafkaException as exc:
             err = exc.args[0] if exc.args else exc
-            unknown = (
-                isinstance(err, KafkaError) and err.code() == KafkaError.UNKNOWN_TOPIC_OR_PART
-            )
+            unknown = isinstance(err, KafkaError) and err.code() == KafkaError.UNKNOWN_TOPIC_OR_PART
             if unknown and time.monotonic() < deadline:
                 time.sleep(0.2)
                 continue

@@ -13,7 +13,8 @@ import contextlib
 import json
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from socketserver import ThreadingMixIn
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
@@ -26,6 +27,16 @@ log = get_logger("health")
 
 #: What every process's server answers, as its start-up log line says.
 PATHS = ("/metrics", "/healthz", "/readyz")
+
+#: A further page of one process's server (``/progress``, the rollout console):
+#: the WSGI environ -> (HTTP status line, content type, body).
+Route = Callable[[dict[str, Any]], tuple[str, str, bytes]]
+
+
+class _ThreadingServer(ThreadingMixIn, WSGIServer):
+    """One thread per request: a slow page must not hold up a probe or a scrape."""
+
+    daemon_threads = True
 
 
 class _QuietHandler(WSGIRequestHandler):
@@ -88,11 +99,28 @@ class HealthState:
 class HealthServer:
     """Serves metrics and health on a background thread; ``port=0`` picks a free port."""
 
-    def __init__(self, state: HealthState, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(
+        self,
+        state: HealthState,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        routes: Mapping[str, Route] | None = None,
+    ) -> None:
         metrics_app = make_wsgi_app()
+        pages = dict(routes or {})
 
         def app(environ: dict[str, Any], start: Callable[..., Any]) -> Iterable[bytes]:
             path = environ.get("PATH_INFO")
+            page = pages.get(path or "")
+            if page is not None:
+                try:
+                    status, content_type, content = page(environ)
+                except Exception as exc:  # noqa: BLE001 - a page's failure is its answer
+                    log.warning("http.page_failed", path=path, error=str(exc))
+                    status, content_type = "500 Internal Server Error", "application/json"
+                    content = json.dumps({"error": f"{type(exc).__name__}: {exc}"}).encode()
+                start(status, [("Content-Type", content_type)])
+                return [content]
             if path in {"/healthz", "/readyz"}:
                 healthy, body = state.snapshot() if path == "/healthz" else state.readiness()
                 payload = json.dumps(body, default=str).encode()
@@ -102,7 +130,9 @@ class HealthServer:
             result: Iterable[bytes] = metrics_app(environ, start)
             return result
 
-        self._server: WSGIServer = make_server(host, port, app, handler_class=_QuietHandler)
+        self._server: WSGIServer = make_server(
+            host, port, app, server_class=_ThreadingServer, handler_class=_QuietHandler
+        )
         self._thread = threading.Thread(
             target=self._server.serve_forever, name="health-http", daemon=True
         )
@@ -121,12 +151,14 @@ class HealthServer:
 
 
 @contextlib.contextmanager
-def serve_health(state: HealthState, host: str, port: int) -> Iterator[HealthServer]:
+def serve_health(
+    state: HealthState, host: str, port: int, routes: Mapping[str, Route] | None = None
+) -> Iterator[HealthServer]:
     """A process's health server for the ``with`` block, its port logged (``http.listening``).
 
     Why one helper: the log line is how an operator (and a test) finds a server
     started on ``port=0``; every long-running process must say it the same way.
     """
-    with HealthServer(state, host, port) as server:
-        log.info("http.listening", port=server.port, paths=list(PATHS))
+    with HealthServer(state, host, port, routes) as server:
+        log.info("http.listening", port=server.port, paths=[*PATHS, *(routes or {})])
         yield server

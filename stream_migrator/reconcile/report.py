@@ -266,9 +266,7 @@ def coverage_lines(coverage: dict[str, float], *, all_fields: bool = False) -> l
     if hidden:
         below = [share for share in hidden if share < 1]
         what = (
-            f"{len(below)} below 100%, lowest {min(below) * 100:.2f}%"
-            if below
-            else "all 100.00%"
+            f"{len(below)} below 100%, lowest {min(below) * 100:.2f}%" if below else "all 100.00%"
         )
         lines.append(f"  ... {len(hidden)} more fields ({what})")
     if hidden or folded:

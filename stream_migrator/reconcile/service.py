@@ -115,7 +115,15 @@ def run_watch(settings: ReconcileSettings, stop: StopFlag, *, sample: float | No
         "reconcile", stale_after_s=max(120.0, 3 * settings.reconcile_recheck_timeout_s)
     )
     with contextlib.ExitStack() as stack:
-        stack.enter_context(serve_health(health, settings.metrics_host, settings.metrics_port))
+        # Here, not at the top: status reads this package (engine, lag, report).
+        from stream_migrator.status import ProgressPage  # noqa: PLC0415
+
+        progress = stack.enter_context(contextlib.closing(ProgressPage(settings)))
+        stack.enter_context(
+            serve_health(
+                health, settings.metrics_host, settings.metrics_port, {"/progress": progress}
+            )
+        )
         probe = LagProbe(
             settings.kafka_bootstrap,
             settings.consumer_group,

@@ -22,6 +22,7 @@ from stream_migrator.errors import RetryableError
 
 AUDIT_COLLECTION = "audit"
 
+
 class _Sequence:
     """A wall-clock nanosecond stamp, strictly increasing within this process.
 

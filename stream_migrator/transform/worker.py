@@ -159,8 +159,10 @@ class TransformWorker:
                 if inflight is not None:
                     done, inflight = inflight, None
                     self._finish(done)
-                if prepared is None and self._uncommitted and (
-                    time.monotonic() - self._last_commit_try >= _COMMIT_RETRY_S
+                if (
+                    prepared is None
+                    and self._uncommitted
+                    and (time.monotonic() - self._last_commit_try >= _COMMIT_RETRY_S)
                 ):
                     self._flush_commits()
                 self._maybe_report_lag()  # right after a commit: the figures are current

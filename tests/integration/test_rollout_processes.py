@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 import subprocess
 from collections.abc import Iterator
@@ -17,7 +18,7 @@ from stream_migrator.rollout.state import StateStore
 from stream_migrator.router import stamp
 from stream_migrator.settings import Settings, load_settings
 from stream_migrator.spec import get_spec
-from tests.integration.helpers import client_for, pipeline, settings_env, wait_until_match
+from tests.integration.helpers import cli, client_for, pipeline, settings_env, wait_until_match
 from tests.integration.processes import Proc, health, http_get, metric, wait_for
 from tests.integration.proxy import TcpProxy
 from tests.integration.rollout_plans import order, plan_file
@@ -81,6 +82,19 @@ def test_rollout_run_serves_health_and_metrics_and_stops_on_sigterm(
         client.close()
     assert str(state.stage) == "verify"
     assert state.updated_by == "ctl"
+    # /progress: the status document of each planned migration, as `status --json` prints it.
+    code, body = http_get(port, "/progress")
+    assert code == 200, body
+    served = json.loads(body)[m]
+    shown = json.loads(cli("status", "--json", env=settings_env(s)).stdout)
+    assert served["migration"] == shown["migration"] == m
+    assert served["rollout"]["stage"] == shown["rollout"]["stage"] == "verify"
+    assert served["capture"]["phase"] == shown["capture"]["phase"] == "streaming"
+    assert served["transform"]["lag_events"] == shown["transform"]["lag_events"] == 0
+    assert served["can_cutover"] == shown["can_cutover"]
+    assert [b for b in served["cutover_blockers"] if "reconcile" not in b] == [
+        b for b in shown["cutover_blockers"] if "reconcile" not in b
+    ]
 
     assert run.terminate() == 0, run.text()[-4000:]
     assert http_get(port, "/healthz")[0] == 0  # the HTTP server is closed with the process
