@@ -116,7 +116,7 @@ def run_watch(settings: ReconcileSettings, stop: StopFlag, *, sample: float | No
     )
     with contextlib.ExitStack() as stack:
         # Here, not at the top: status reads this package (engine, lag, report).
-        from stream_migrator.status import ProgressPage  # noqa: PLC0415
+        from stream_migrator.status import ProgressPage
 
         progress = stack.enter_context(contextlib.closing(ProgressPage(settings)))
         stack.enter_context(
