@@ -6,6 +6,9 @@ rollback returns readers to old without losing one. It is the same pipeline run
 backwards: capture tails the NEW collection under the migration name
 ``<m>-reverse`` (its own topics, group and checkpoint), and a transform worker
 applies ``spec.inverse`` to the OLD collection through the version-guarded sink.
+Both run as :mod:`stream_migrator.app` builds them (``run_reverse_capture``,
+``run_reverse_transform``: the forward worker's builder); this module holds what
+makes them the reverse one: settings, inverse spec, sink, echo test, drain.
 
 Only writes made on the new path travel back. Every document the forward sink
 writes carries ``_sm.v`` = the old-side cluster time of its change; an
