@@ -58,12 +58,13 @@ clean: ## remove the venv and all local state (.sm)
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 K8S_VERSION ?= 1.30.0
 
-ops-tools: $(STAMP) ## promtool + prometheus, docker-compose, stunnel (Debian); kubernetes-validate (PyPI)
+ops-tools: $(STAMP) ## promtool + prometheus, docker-compose, stunnel, chromium (Debian); kubernetes-validate (PyPI)
 	@command -v promtool >/dev/null && command -v prometheus >/dev/null \
-		&& command -v docker-compose >/dev/null && command -v stunnel4 >/dev/null || { \
+		&& command -v docker-compose >/dev/null && command -v stunnel4 >/dev/null \
+		&& command -v chromium >/dev/null || { \
 		$(SUDO) apt-get update -qq && \
 		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-			--no-install-recommends prometheus docker-compose stunnel4 >/dev/null; }
+			--no-install-recommends prometheus docker-compose stunnel4 chromium >/dev/null; }
 	$(BIN)/pip install --quiet 'kubernetes-validate>=1.30' 'pyyaml>=6'
 
 deploy-check: ops-tools ## check deploy/: alert rules + their tests, compose file, k8s manifests

@@ -39,7 +39,8 @@ from stream_migrator.kafka import (
 )
 from stream_migrator.mongo import connect
 from stream_migrator.observability import HealthState, get_logger
-from stream_migrator.observability.health import serve_health
+from stream_migrator.observability.health import Route, serve_health
+from stream_migrator.rollout.console import console_routes
 from stream_migrator.rollout.controller import Controller, migration_settings
 from stream_migrator.rollout.reverse import (
     ReverseSink,
@@ -269,10 +270,10 @@ def run_rollout(
     )
     health = HealthState("rollout", stale_after_s=stale_after)
     progress = ProgressPage([migration_settings(settings, m) for m in controller.plan.migrations])
+    # The console (/, /console.json) is read-only: stage changes stay in the audited CLI.
+    pages: dict[str, Route] = {"/progress": progress, **console_routes(controller, progress)}
     try:
-        with serve_health(
-            health, settings.metrics_host, settings.metrics_port, {"/progress": progress}
-        ):
+        with serve_health(health, settings.metrics_host, settings.metrics_port, pages):
             controller.run(stop, health)
     finally:
         progress.close()

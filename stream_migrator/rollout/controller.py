@@ -11,7 +11,9 @@ import dataclasses
 import datetime as dt
 import os
 import signal
+import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -77,6 +79,29 @@ class Evaluation:
         return out
 
 
+class MeasurementHistory:
+    """The last ``size`` fence measurements of each migration (the console's sparklines).
+
+    Kept in memory only, so a restarted controller starts with an empty history:
+    the audit trail stays the record, this is only for drawing the recent trend.
+    """
+
+    def __init__(self, size: int = 120) -> None:
+        self._size = size
+        self._lock = threading.Lock()  # the console reads from the HTTP server's threads
+        self._by_migration: dict[str, deque[tuple[float, dict[str, Any]]]] = {}
+
+    def record(self, migration: str, measured: Measurements, at: float | None = None) -> None:
+        with self._lock:
+            ring = self._by_migration.setdefault(migration, deque(maxlen=self._size))
+            ring.append((time.time() if at is None else at, dict(vars(measured))))
+
+    def of(self, migration: str) -> list[tuple[float, dict[str, Any]]]:
+        """(epoch seconds, measured fields) of each kept evaluation, oldest first."""
+        with self._lock:
+            return list(self._by_migration.get(migration, ()))
+
+
 def migration_settings(base: Settings, m: MigrationPlan) -> Settings:
     """The pipeline settings of one planned migration (servers from ``base``)."""
     return base.model_copy(
@@ -117,6 +142,7 @@ class Controller:
         self.leases = LeaseStore(client, settings.metadata_db)
         self._lease_watch = LeaseWatch()
         self._breaches_in_row: dict[str, int] = {}
+        self.history = MeasurementHistory()
 
     # -- state ------------------------------------------------------------------
     def ensure_states(self) -> list[str]:
@@ -166,6 +192,7 @@ class Controller:
             )
         finally:
             consumer.close()
+        self.history.record(name, measured)
         for field_name, value in vars(measured).items():
             if value is not None:
                 rm.FENCE_VALUE.labels(name, field_name).set(value)
