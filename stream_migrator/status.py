@@ -35,9 +35,9 @@ from pymongo.errors import PyMongoError
 from stream_migrator.capture.checkpoint import MongoCheckpointStore
 from stream_migrator.kafka import group_members
 from stream_migrator.mongo import connect
-from stream_migrator.reconcile.engine import RUNS, SUSPECTS, UNTRANSFORMABLE
 from stream_migrator.reconcile.lag import LagProbe, LagReport
 from stream_migrator.reconcile.report import KINDS, ReconcileReport
+from stream_migrator.reconcile.runs import RUNS, SUSPECTS, UNTRANSFORMABLE
 from stream_migrator.reconcile.settings import ReconcileSettings, load_reconcile_settings
 from stream_migrator.rollout.audit import AUDIT_COLLECTION
 from stream_migrator.rollout.stages import Stage

@@ -34,12 +34,12 @@ import random
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from pymongo import MongoClient, ReplaceOne
+from pymongo import MongoClient
 from pymongo.collection import Collection
 from pymongo.errors import OperationFailure
 
@@ -67,6 +67,7 @@ from stream_migrator.reconcile.compare import (
 )
 from stream_migrator.reconcile.lag import LagProbe, LagReport, latest_change_versions
 from stream_migrator.reconcile.report import ReconcileReport, decide, wilson_interval
+from stream_migrator.reconcile.runs import UNTRANSFORMABLE, RunStore
 from stream_migrator.reconcile.settings import ReconcileSettings
 from stream_migrator.runtime import StopFlag
 from stream_migrator.spec import META_FIELD, MigrationSpec, get_spec
@@ -74,9 +75,6 @@ from stream_migrator.spec import META_FIELD, MigrationSpec, get_spec
 log = get_logger("reconcile")
 
 _UNTRANSFORMABLE = b"\x00untransformable"  # hash marker of a document in quarantine
-UNTRANSFORMABLE = "untransformable"  # suspect kind of a source document the spec rejects
-RUNS = "reconcile_runs"
-SUSPECTS = "reconcile_suspects"
 ProgressFn = Callable[[int, int], None]
 
 
@@ -161,10 +159,7 @@ class Reconciler:
         tdb, tcoll = settings.split_ns(settings.target)
         self.source: Collection[dict[str, Any]] = client[sdb][scoll]
         self.target: Collection[dict[str, Any]] = client[tdb][tcoll]
-        meta = client[settings.metadata_db]
-        self._runs = meta[RUNS]
-        self._suspects = meta[SUSPECTS]
-        self._run_key = f"{settings.migration}/reconcile"
+        self._store = RunStore(client, settings.metadata_db, settings.migration)
         #: Most (id, hash, hash) entries one bucket ever held: the memory bound, for tests.
         self.max_bucket_entries = 0
         self._bucket_size = settings.reconcile_bucket_size
@@ -174,7 +169,7 @@ class Reconciler:
         """Compare, recheck, classify; resumes an unfinished full run unless ``restart``."""
         started = time.monotonic()
         self._check_source_matches_capture()
-        state = self._runs.find_one({"_id": self._run_key})
+        state = self._store.current()
         resumable = (
             state is not None
             and state.get("state") in {"scanning", "rechecking"}
@@ -191,7 +186,6 @@ class Reconciler:
         else:
             run_id = uuid.uuid4().hex[:12]
             state = {
-                "_id": self._run_key,
                 "run": run_id,
                 "mode": "sample" if sample else "full",
                 "sample": sample,
@@ -199,9 +193,7 @@ class Reconciler:
                 "started_at": dt.datetime.now(dt.UTC),
                 "segments": [] if sample else self._plan_segments(),
             }
-            self._runs.replace_one({"_id": self._run_key}, state, upsert=True)
-            # Suspects of earlier runs of this migration are history now.
-            self._suspects.delete_many({"migration": self._s.migration, "run": {"$ne": run_id}})
+            self._store.begin(state)
             log.info("reconcile.start", run=run_id, mode=state["mode"], sample=sample)
         report.run_id = run_id
         report.mode = state["mode"]
@@ -245,7 +237,7 @@ class Reconciler:
 
     def divergent_ids(self, run_id: str, kinds: set[str]) -> Iterator[tuple[str, Any, Any]]:
         """``(kind, _id, target version)`` of every final divergence of ``kinds`` in a run."""
-        for doc in self._suspects.find({"run": run_id, "state": "final"}):
+        for doc in self._store.final(run_id):
             if doc["kind"] in kinds:
                 yield doc["kind"], doc["doc_id"], doc.get("t_v")
 
@@ -398,7 +390,7 @@ class Reconciler:
 
     def _finish_bucket(self, run_id: str, n: int, bucket: list[_Entry], scan: _Scan) -> None:
         scan.buckets += 1
-        self._add_untransformable(
+        self._store.add_untransformable(
             run_id, [(e.doc_id, e.rejected) for e in bucket if e.rejected is not None]
         )
         # Both sides' hashes of every id are at hand: compared entry by entry (what
@@ -407,7 +399,7 @@ class Reconciler:
         suspects = [e.doc_id for e in bucket if e.expected not in (_UNTRANSFORMABLE, e.actual)]
         if suspects:
             scan.drilled += 1
-            self._add_suspects(run_id, suspects)
+            self._store.add_pending(run_id, suspects)
         self._save(
             run_id,
             **{
@@ -448,8 +440,8 @@ class Reconciler:
                     scan.filtered += 1
                 if classify(expected, t_doc) is not None:
                     suspects.append(s_doc["_id"])
-            self._add_suspects(run_id, suspects)
-            self._add_untransformable(run_id, rejected)
+            self._store.add_pending(run_id, suspects)
+            self._store.add_untransformable(run_id, rejected)
         for start in range(0, len(tgt_ids), size):
             if self._progress is not None:
                 self._progress(len(src_ids) + start, total)
@@ -469,7 +461,7 @@ class Reconciler:
             events.hashable_id(s["_id"])
             for s in self.source.find({"_id": {"$in": ids}}, {"_id": 1})
         }
-        self._add_suspects(run_id, [i for i in ids if events.hashable_id(i) not in present])
+        self._store.add_pending(run_id, [i for i in ids if events.hashable_id(i) not in present])
 
     # -- rechecks ---------------------------------------------------------------
     def _recheck(self, run_id: str) -> tuple[int, int]:
@@ -480,14 +472,14 @@ class Reconciler:
         deadline = time.monotonic() + self._s.reconcile_recheck_timeout_s
         resolved = unresolved = 0
         while not self._stop.is_set():
-            if self._suspects.count_documents({"run": run_id, "state": "pending"}) == 0:
+            if self._store.pending_count(run_id) == 0:
                 break
             round_start = events.version_of(cluster_time_now(self._client))
             caught_up = self._wait_lag_zero(deadline)
             if caught_up:
                 self._stop.wait(self._s.reconcile_settle_s)
             timed_out = time.monotonic() >= deadline
-            pending = list(self._pending_batches(run_id))
+            pending = list(self._store.pending_ids(run_id, self._bucket_size))
             still = 0
             for ids in pending:
                 r, s, u = self._recheck_batch(run_id, ids, round_start, caught_up, timed_out)
@@ -498,16 +490,6 @@ class Reconciler:
                 break
             log.info("reconcile.recheck_round", pending=still, caught_up=caught_up)
         return resolved, unresolved
-
-    def _pending_batches(self, run_id: str) -> Iterator[list[Any]]:
-        batch: list[Any] = []
-        for doc in self._suspects.find({"run": run_id, "state": "pending"}, {"doc_id": 1}):
-            batch.append(doc["doc_id"])
-            if len(batch) >= self._bucket_size:
-                yield batch
-                batch = []
-        if batch:
-            yield batch
 
     def _wait_lag_zero(self, deadline: float) -> bool:
         while time.monotonic() < deadline and not self._stop.is_set():
@@ -532,14 +514,14 @@ class Reconciler:
         differing = [i for i in ids if outcomes[events.hashable_id(i)] is not None]
         versions = latest_change_versions(self._client, self._s.source, differing) or {}
         resolved = pending = unresolved = 0
-        ops: list[Any] = []
+        final: list[tuple[Any, dict[str, Any]]] = []
         done: list[Any] = []
         for doc_id in ids:
             key = events.hashable_id(doc_id)
             outcome = outcomes[key]
             if outcome is None:
                 resolved += 1
-                done.append({"r": run_id, "d": doc_id})
+                done.append(doc_id)
                 continue
             kind = outcome.kind
             diffs = [{**d.to_json(), "describe": d.describe()} for d in outcome.diffs]
@@ -554,13 +536,10 @@ class Reconciler:
                 unresolved += 1
             if kind in {"type", "value"} and _newer(s_v, t_v):
                 kind = "stale"
-            ops.append(
-                ReplaceOne(
-                    {"_id": {"r": run_id, "d": doc_id}},
+            final.append(
+                (
+                    doc_id,
                     {
-                        "run": run_id,
-                        "migration": self._s.migration,
-                        "doc_id": doc_id,
                         "state": "final",
                         "kind": kind,
                         "t_v": t_v,
@@ -571,10 +550,7 @@ class Reconciler:
                     },
                 )
             )
-        if done:
-            self._suspects.delete_many({"_id": {"$in": done}})
-        if ops:
-            self._suspects.bulk_write(ops, ordered=False)
+        self._store.settle(run_id, done, final)
         return resolved, pending, unresolved
 
     def _classify(
@@ -588,45 +564,15 @@ class Reconciler:
         return expect(self._spec, doc)
 
     # -- state ------------------------------------------------------------------
-    def _add_suspects(self, run_id: str, ids: list[Any]) -> None:
-        self._put_suspects(run_id, [(doc_id, {"state": "pending"}) for doc_id in ids])
-
-    def _add_untransformable(self, run_id: str, rejected: Sequence[tuple[Any, str | None]]) -> None:
-        """Record source documents the spec rejects as final suspects, with the reason."""
-        self._put_suspects(
-            run_id,
-            [
-                (doc_id, {"state": "final", "kind": UNTRANSFORMABLE, "reason": reason, "diffs": []})
-                for doc_id, reason in rejected
-            ],
-        )
-
-    def _put_suspects(self, run_id: str, rows: list[tuple[Any, dict[str, Any]]]) -> None:
-        """Upsert one suspect record per ``(doc_id, fields)`` of this run."""
-        if not rows:
-            return
-        ops = [
-            ReplaceOne(
-                {"_id": {"r": run_id, "d": doc_id}},
-                {"run": run_id, "migration": self._s.migration, "doc_id": doc_id, **fields},
-                upsert=True,
-            )
-            for doc_id, fields in rows
-        ]
-        self._suspects.bulk_write(ops, ordered=False)
-
     def _save(self, run_id: str, **fields: Any) -> None:
-        fields["updated_at"] = dt.datetime.now(dt.UTC)
-        self._runs.update_one({"_id": self._run_key, "run": run_id}, {"$set": fields})
+        self._store.save(run_id, **fields)
 
     def _fill(self, report: ReconcileReport, run_id: str, scan: _Scan) -> None:
         report.source_count = scan.source_count
         report.target_count = scan.target_count
         # Counted from the stored records: those the scan met and those a recheck met
         # (a suspect whose source turned untransformable during the compare).
-        report.untransformable = self._suspects.count_documents(
-            {"run": run_id, "state": "final", "kind": UNTRANSFORMABLE}
-        )
+        report.untransformable = self._store.untransformable_count(run_id)
         report.buckets = scan.buckets
         report.buckets_drilled = scan.drilled
         report.max_bucket_entries = self.max_bucket_entries
@@ -642,7 +588,7 @@ class Reconciler:
         }
         differing: Counter[str] = Counter()
         limit = self._s.reconcile_sample_ids
-        for doc in self._suspects.find({"run": run_id, "state": "final"}):
+        for doc in self._store.final(run_id):
             kind = doc["kind"]
             if kind == UNTRANSFORMABLE:
                 rejected = report.samples.setdefault(kind, [])
