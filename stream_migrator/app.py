@@ -40,6 +40,9 @@ from stream_migrator.kafka import (
 from stream_migrator.mongo import connect
 from stream_migrator.observability import HealthState, get_logger
 from stream_migrator.observability.health import Route, serve_health
+from stream_migrator.reconcile.lag import LagProbe
+from stream_migrator.reconcile.service import watch_loop
+from stream_migrator.reconcile.settings import ReconcileSettings
 from stream_migrator.rollout.console import console_routes
 from stream_migrator.rollout.controller import Controller, migration_settings
 from stream_migrator.rollout.reverse import (
@@ -277,6 +280,30 @@ def run_rollout(
             controller.run(stop, health)
     finally:
         progress.close()
+
+
+def run_watch(settings: ReconcileSettings, stop: StopFlag, *, sample: float | None = None) -> None:
+    """``reconcile --watch``: re-measure until ``stop``, serving /metrics, health, /progress."""
+    structlog.contextvars.bind_contextvars(migration=settings.migration, process="reconcile")
+    log.info("reconcile.watch.start", settings=settings.masked(), sample=sample)
+    health = HealthState(
+        "reconcile", stale_after_s=max(120.0, 3 * settings.reconcile_recheck_timeout_s)
+    )
+    with contextlib.ExitStack() as stack:
+        progress = stack.enter_context(contextlib.closing(ProgressPage(settings)))
+        routes = {"/progress": progress}
+        stack.enter_context(
+            serve_health(health, settings.metrics_host, settings.metrics_port, routes)
+        )
+        probe = LagProbe(
+            settings.kafka_bootstrap,
+            settings.consumer_group,
+            settings.changes_topic,
+            settings.kafka_client,
+        )
+        stack.callback(probe.close)
+        watch_loop(settings, stop, health, probe, sample=sample)
+    log.info("reconcile.watch.stopped", reason=stop.reason)
 
 
 def _run_worker(

@@ -2,7 +2,7 @@
 
 from stream_migrator.reconcile.compare import CompareReport, full_compare
 from stream_migrator.reconcile.report import ReconcileReport, Verdict
-from stream_migrator.reconcile.service import gate, run_reconcile, run_watch
+from stream_migrator.reconcile.service import gate, run_reconcile
 from stream_migrator.reconcile.settings import ReconcileSettings, load_reconcile_settings
 
 __all__ = [
@@ -14,5 +14,4 @@ __all__ = [
     "gate",
     "load_reconcile_settings",
     "run_reconcile",
-    "run_watch",
 ]

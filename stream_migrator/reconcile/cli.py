@@ -89,8 +89,9 @@ def parse_sample(text: str | None) -> float | None:
 
 
 def _run(args: argparse.Namespace, base: Any) -> int:
+    from stream_migrator.app import run_watch
     from stream_migrator.observability import configure_logging
-    from stream_migrator.reconcile.service import run_reconcile, run_watch
+    from stream_migrator.reconcile.service import run_reconcile
     from stream_migrator.runtime import StopFlag
 
     if args.delete_orphans and not args.repair:

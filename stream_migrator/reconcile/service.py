@@ -11,7 +11,6 @@ import structlog
 from stream_migrator.kafka import AckedProducer, producer_config
 from stream_migrator.mongo import connect
 from stream_migrator.observability import HealthState, get_logger
-from stream_migrator.observability.health import serve_health
 from stream_migrator.reconcile import metrics as rm
 from stream_migrator.reconcile.engine import ProgressFn, Reconciler
 from stream_migrator.reconcile.lag import LagProbe, LagReport
@@ -104,57 +103,43 @@ def export_lag(migration: str, lag: LagReport) -> None:
         rm.CAPTURE_LAG_SECONDS.labels(migration).set(capture)
 
 
-def run_watch(settings: ReconcileSettings, stop: StopFlag, *, sample: float | None = None) -> None:
+def watch_loop(
+    settings: ReconcileSettings,
+    stop: StopFlag,
+    health: HealthState,
+    probe: LagProbe,
+    *,
+    sample: float | None = None,
+) -> None:
     """Re-measure every ``reconcile_interval_s`` and export metrics until ``stop``.
 
-    Between compares, lag is refreshed every few seconds (cheap: offsets only).
+    Between compares, lag is refreshed every few seconds (cheap: offsets only). The
+    process around it (health server, ``/progress``, the probe) is built by
+    :func:`stream_migrator.app.run_watch`.
     """
-    structlog.contextvars.bind_contextvars(migration=settings.migration, process="reconcile")
-    log.info("reconcile.watch.start", settings=settings.masked(), sample=sample)
-    health = HealthState(
-        "reconcile", stale_after_s=max(120.0, 3 * settings.reconcile_recheck_timeout_s)
-    )
-    with contextlib.ExitStack() as stack:
-        # Here, not at the top: status reads this package (engine, lag, report).
-        from stream_migrator.status import ProgressPage
 
-        progress = stack.enter_context(contextlib.closing(ProgressPage(settings)))
-        stack.enter_context(
-            serve_health(
-                health, settings.metrics_host, settings.metrics_port, {"/progress": progress}
-            )
+    def beat(done: int, total: int) -> None:
+        health.beat("ok", scanned=done, estimated_total=total)
+
+    while not stop.is_set():
+        report = run_reconcile(settings, sample=sample, restart=True, stop=stop, progress=beat)
+        health.beat(
+            "ok",
+            ready=report.verdict.ready,
+            divergent=report.divergent,
+            lag_events=report.lag.events,
         )
-        probe = LagProbe(
-            settings.kafka_bootstrap,
-            settings.consumer_group,
-            settings.changes_topic,
-            settings.kafka_client,
+        log.info(
+            "reconcile.measured",
+            ready=report.verdict.ready,
+            reasons=report.verdict.reasons,
+            divergence_ratio=report.divergence_ratio,
         )
-        stack.callback(probe.close)
-
-        def beat(done: int, total: int) -> None:
-            health.beat("ok", scanned=done, estimated_total=total)
-
-        while not stop.is_set():
-            report = run_reconcile(settings, sample=sample, restart=True, stop=stop, progress=beat)
-            health.beat(
-                "ok",
-                ready=report.verdict.ready,
-                divergent=report.divergent,
-                lag_events=report.lag.events,
-            )
-            log.info(
-                "reconcile.measured",
-                ready=report.verdict.ready,
-                reasons=report.verdict.reasons,
-                divergence_ratio=report.divergence_ratio,
-            )
-            waited = 0.0
-            while waited < settings.reconcile_interval_s and not stop.is_set():
-                step = min(5.0, settings.reconcile_interval_s - waited)
-                stop.wait(step)
-                waited += step
-                export_lag(settings.migration, probe.measure(None, None))
-                health.beat("ok")
-        health.beat("draining")
-        log.info("reconcile.watch.stopped", reason=stop.reason)
+        waited = 0.0
+        while waited < settings.reconcile_interval_s and not stop.is_set():
+            step = min(5.0, settings.reconcile_interval_s - waited)
+            stop.wait(step)
+            waited += step
+            export_lag(settings.migration, probe.measure(None, None))
+            health.beat("ok")
+    health.beat("draining")

@@ -18,13 +18,13 @@ import pytest
 from bson import ObjectId, Timestamp
 from bson.int64 import Int64
 
-from stream_migrator.app import run_capture, run_transform
+from stream_migrator.app import run_capture, run_transform, run_watch
 from stream_migrator.demo import v1_order
 from stream_migrator.events import version_of
 from stream_migrator.reconcile import ReconcileSettings, gate, load_reconcile_settings
 from stream_migrator.reconcile.engine import sample_ids
 from stream_migrator.reconcile.lag import LagProbe
-from stream_migrator.reconcile.service import run_reconcile, run_watch
+from stream_migrator.reconcile.service import run_reconcile
 from stream_migrator.runtime import StopFlag
 from stream_migrator.spec import get_spec
 from tests.integration.helpers import (
@@ -408,3 +408,9 @@ def test_reconcile_watch_exports_metrics_and_health(
     )
     assert f'sm_divergent_documents{{kind="missing",migration="{s.migration}"}} 0.0' in metrics
     assert "sm_reconcile_ready{" in metrics
+    # /progress: the status document of this migration (status --json's), measured here.
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/progress", timeout=30) as r:
+        progress = json.loads(r.read())
+    assert progress["migration"] == s.migration
+    assert progress["reconcile"]["available"] is True
+    assert progress["reconcile"]["divergence_ratio"] == 0.0
