@@ -89,6 +89,14 @@ class _Fields(HTMLParser):
                 self._text.setdefault(name, []).append(data)
 
 
+def _settled(port: int, migration: str) -> bool:
+    code, body = http_get(port, "/progress")
+    if code != 200:
+        return False
+    doc = json.loads(body)[migration]
+    return bool(doc["quarantine"].get("count") == 1 and doc["transform"].get("lag_events") == 0)
+
+
 def _render(url: str) -> str:
     assert CHROMIUM, "chromium is not installed (`make ops-tools` installs it)"
     done = subprocess.run(
@@ -139,6 +147,9 @@ def test_console_in_chromium_shows_what_status_json_reports(
         lambda: bool(read_quarantine(s.kafka_bootstrap, s.quarantine_topic)),
         proc=run,
     )
+    # The worker commits the bad order's offset after quarantining it: wait until the
+    # served status document has settled (nothing changes after), then compare.
+    wait_for("the status document to settle", lambda: _settled(port, m), proc=run)
     code, page = http_get(port, "/")
     assert code == 200, page
     assert 'data-state="loading"' in page  # the script renders; the served page is the shell
