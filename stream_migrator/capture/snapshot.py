@@ -189,6 +189,7 @@ def _split_vector(coll: Collection[Any], parallelism: int) -> list[Any]:
 
 
 _Item = tuple[int, bytes | None] | BaseException | None
+_PROGRESS_EVERY = 200  # documents between two progress reports (a bar redraws at most 10/s)
 
 
 class ParallelSnapshot:
@@ -209,8 +210,11 @@ class ParallelSnapshot:
         parallelism: int,
         throttle: SnapshotThrottle | None = None,
         chunk: int = 5_000,
+        progress: Callable[[int], None] | None = None,
     ) -> None:
         self._source = source
+        # progress(copied): documents copied so far, those of earlier runs included.
+        self._progress = progress
         self._emit = emit
         self._commit = commit
         self._stop = stop
@@ -218,6 +222,7 @@ class ParallelSnapshot:
         self._throttle = throttle
         self._chunk = chunk
         self._copied = 0
+        self._before = 0
         self._since_commit = 0
 
     def run(self, snapshot: Mapping[str, Any], read_at: int) -> bool:
@@ -265,6 +270,7 @@ class ParallelSnapshot:
         for t in threads:
             t.start()
         self._copied = self._since_commit = 0
+        self._before = sum(r.copied for r in ranges)  # by earlier runs of this snapshot
         running = readers
         try:
             while running:
@@ -294,6 +300,8 @@ class ParallelSnapshot:
             current.copied += 1
             self._copied += 1
             self._since_commit += 1
+            if self._progress is not None and self._copied % _PROGRESS_EVERY == 0:
+                self._progress(self._before + self._copied)
             if self._since_commit >= self._chunk:
                 # Only documents already handed to the producer are recorded: the
                 # commit's barrier covers every range up to its last_id.
@@ -309,6 +317,8 @@ class ParallelSnapshot:
                     return False
         if docs:
             current.last_id, current.has_last = docs[-1]["_id"], True
+            if self._progress is not None:
+                self._progress(self._before + self._copied)
         return True
 
     def _read(

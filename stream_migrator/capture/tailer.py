@@ -26,6 +26,7 @@ from stream_migrator.kafka import AckedProducer
 from stream_migrator.mongo import majority_read_time, on_primary
 from stream_migrator.observability import HealthState, get_logger
 from stream_migrator.observability import metrics as m
+from stream_migrator.progress import Progress
 from stream_migrator.runtime import StopFlag
 from stream_migrator.settings import Settings
 
@@ -172,16 +173,22 @@ class Capture:
         # applies and one at or before it (already in the copy) is rejected. One for
         # every range: their readers all start after it.
         read_at = events.version_of(majority_read_time(source))
-        copy = ParallelSnapshot(
-            source,
-            self._emit_snapshot,
-            lambda snapshot: self._commit(snapshot=snapshot),
-            self._stop,
-            parallelism=self._s.snapshot_parallelism,
-            throttle=self._throttle,
-            chunk=_SNAPSHOT_CHUNK,
-        )
-        return copy.run(state.get("snapshot", {}), read_at)
+        # A bar on a terminal, else `progress` log lines with rate and ETA (the count
+        # is the collection's metadata: an estimate).
+        with Progress(
+            "snapshot", source.estimated_document_count(), estimated=True, unit="docs"
+        ) as progress:
+            copy = ParallelSnapshot(
+                source,
+                self._emit_snapshot,
+                lambda snapshot: self._commit(snapshot=snapshot),
+                self._stop,
+                parallelism=self._s.snapshot_parallelism,
+                throttle=self._throttle,
+                chunk=_SNAPSHOT_CHUNK,
+                progress=progress.update,
+            )
+            return copy.run(state.get("snapshot", {}), read_at)
 
     def _emit_snapshot(self, doc: RawBSONDocument, read_at: int) -> None:
         # Raw: the document's bytes go into its envelope as the server sent them,

@@ -13,11 +13,13 @@ import fcntl
 import json
 import os
 import re
+import signal
 import struct
 import subprocess
 import sys
 import termios
 import time
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -58,8 +60,17 @@ def _seed_both_sides(s: ReconcileSettings, n: int) -> None:
     client.close()
 
 
-def _run_in_terminal(args: list[str], env: dict[str, str], timeout: float = 120) -> str:
-    """Run the CLI with stdin, stdout and stderr on a 120x30 pseudo-terminal; all it showed."""
+def _run_in_terminal(
+    args: list[str],
+    env: dict[str, str],
+    timeout: float = 120,
+    *,
+    until: Callable[[str], bool] | None = None,
+) -> str:
+    """Run the CLI with stdin, stdout and stderr on a 120x30 pseudo-terminal; all it showed.
+
+    ``until``: for a long-running process, SIGTERM it once what it showed satisfies this.
+    """
     master, slave = os.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 30, 120, 0, 0))
     proc = subprocess.Popen(
@@ -86,6 +97,10 @@ def _run_in_terminal(args: list[str], env: dict[str, str], timeout: float = 120)
             if not chunk:
                 break
             chunks.append(chunk)
+            shown = b"".join(chunks).decode(errors="replace")
+            if until is not None and proc.poll() is None and until(shown):
+                proc.send_signal(signal.SIGTERM)
+                until = None
         proc.wait(timeout=30)
     finally:
         if proc.poll() is None:
@@ -200,3 +215,29 @@ def test_spec_check_sample_on_a_terminal_draws_an_advancing_bar(
     assert percents == sorted(percents), percents
     assert "40/40" in shown  # an exact total: no ~
     assert "RESULT OK" in shown
+
+
+def test_capture_snapshot_on_a_terminal_draws_an_advancing_bar(
+    settings_kwargs: dict[str, Any],
+) -> None:
+    """capture's snapshot under a pseudo-terminal: a bar over the estimated count, rising."""
+    import random
+
+    s = _settings(settings_kwargs)
+    rng = random.Random(3)
+    client = client_for(s)
+    db, coll = s.split_ns(s.source)
+    client[db][coll].insert_many([v1_order(rng, i) for i in range(1500)])
+    client.close()
+    env = {**settings_env(s), "SM_MAX_DOCS_PER_SECOND": "600", "SM_METRICS_PORT": "0"}
+
+    def finished(shown: str) -> bool:
+        return "100%|" in shown or "snapshot.done" in shown
+
+    shown = _run_in_terminal(["capture"], env, until=finished)
+    percents = [int(p) for p in _PERCENT.findall(shown)]
+    assert len(set(percents)) >= 2, shown
+    assert percents == sorted(percents), percents
+    assert any(0 < p < 100 for p in percents), percents
+    assert "snapshot: " in shown, shown
+    assert "/~1500" in shown or "/~1.5k" in shown, shown  # the total is an estimate
