@@ -23,6 +23,7 @@ from pymongo.collection import Collection
 from stream_migrator.errors import InfraError
 from stream_migrator.infra import DEFAULT_STATE_DIR, LocalStack, free_port
 from stream_migrator.mongo import connect
+from stream_migrator.progress import Progress
 from stream_migrator.reconcile import CompareReport, full_compare
 from stream_migrator.redact import redact_uri
 from stream_migrator.settings import load_settings
@@ -295,6 +296,22 @@ def _wait_caught_up(
     started: float,
 ) -> tuple[dict[str, float], dict[str, float], CompareReport, float]:
     """Print progress each second; return metrics once lag is 0 and the full compare matches."""
+    with Progress("backlog applied", options.docs - options.bad_docs, unit="docs") as progress:
+        return _wait_until_caught_up(
+            options, procs, ports, writer, source, target, started, progress
+        )
+
+
+def _wait_until_caught_up(
+    options: DemoOptions,
+    procs: dict[str, subprocess.Popen[bytes]],
+    ports: dict[str, int],
+    writer: LiveWriter,
+    source: Collection[dict[str, Any]],
+    target: Collection[dict[str, Any]],
+    started: float,
+    progress: Progress,
+) -> tuple[dict[str, float], dict[str, float], CompareReport, float]:
     spec = get_spec("orders.v1_to_v2")
     stable_since: float | None = None
     last_captured = -1.0
@@ -318,10 +335,10 @@ def _wait_caught_up(
             backlog_s = elapsed
         live = "writing" if writer.is_alive() else "done"
         lag_text = "-" if math.isnan(lag) else f"{lag:.0f}"  # "-": not measured yet
-        print(
+        progress.update(min(int(applied), progress.total or int(applied)))
+        progress.write(
             f"[{elapsed:6.1f}s] captured {captured:>8.0f}  applied {applied:>8.0f}  "
-            f"lag {lag_text:>6}  live writes {writer.writes:>6} ({live})",
-            flush=True,
+            f"lag {lag_text:>6}  live writes {writer.writes:>6} ({live})"
         )
         if elapsed > options.timeout_s:
             raise InfraError(f"the demo did not catch up within {options.timeout_s:.0f} s")
@@ -334,7 +351,7 @@ def _wait_caught_up(
         compare = full_compare(source, target, spec)
         if compare.mismatches == 0:
             return cap, tra, compare, backlog_s or elapsed
-        print(f"full compare found {compare.mismatches} mismatches; waiting ...", flush=True)
+        progress.write(f"full compare found {compare.mismatches} mismatches; waiting ...")
         stable_since = None
 
 

@@ -8,6 +8,7 @@ import subprocess
 from pathlib import Path
 
 from stream_migrator.errors import InfraError
+from stream_migrator.progress import Progress
 
 DEPLOY_LOCAL = Path(__file__).resolve().parents[2] / "deploy" / "local"
 POM = DEPLOY_LOCAL / "pom.xml"
@@ -70,22 +71,47 @@ def resolve_jars(
     shutil.rmtree(tmp, ignore_errors=True)
     cmd = [
         mvn,
-        "-B",
-        "-q",
+        "-B",  # batch mode: one "Downloaded from ..." line per file, no transfer bars
         "-f",
         str(pom),
         "dependency:copy-dependencies",
         f"-DoutputDirectory={tmp}",
         "-DincludeScope=runtime",
     ]
-    out = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    if out.returncode != 0:
+    code, output = _run_counting_downloads(cmd, what, quiet=quiet)
+    if code != 0:
         shutil.rmtree(tmp, ignore_errors=True)
-        raise InfraError(_explain_mvn_failure(out.stdout + out.stderr))
+        raise InfraError(_explain_mvn_failure(output))
     shutil.rmtree(jar_dir, ignore_errors=True)
     tmp.rename(jar_dir)
     marker.write_text(digest + "\n")
     return jar_dir
+
+
+def _run_counting_downloads(cmd: list[str], what: str, *, quiet: bool) -> tuple[int, str]:
+    """Run Maven; each file it downloads advances a progress bar (log lines off a terminal).
+
+    Returns its exit code and everything it printed (for the error message). The
+    number of files is not known beforehand (it depends on what ``~/.m2`` holds), so
+    the bar counts files without a total.
+    """
+    lines: list[str] = []
+    with Progress(f"downloading {what} jars", unit="files", json=quiet) as progress:
+        proc = subprocess.Popen(
+            cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
+        )
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.append(line)
+            if downloaded_file(line):
+                progress.advance()
+        code = proc.wait()
+    return code, "".join(lines)
+
+
+def downloaded_file(line: str) -> bool:
+    """True for the line Maven prints in batch mode once a file is downloaded."""
+    return line.lstrip().startswith(("Downloaded from ", "[INFO] Downloaded from "))
 
 
 def _explain_mvn_failure(output: str) -> str:

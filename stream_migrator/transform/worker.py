@@ -171,20 +171,25 @@ class TransformWorker:
                     inflight = self._start_write(writer, prepared)
                 self._health.beat("ok", applied=self.applied, lag=self.lag)
         finally:
-            # Drain: the batch in flight is written and committed (or, on stop while
-            # the target fails, deliberately not), then the writer thread ends.
-            if inflight is not None:
-                self._finish(inflight)
-            writer.shutdown(wait=True)
-            # Every batch was committed (or, on failure, deliberately not) before
-            # control returned to the loop, except offsets deferred while Kafka had no
-            # coordinator: one last try; if it fails too, the next owner replays them.
-            if self._uncommitted:
-                with contextlib.suppress(KafkaException):
-                    self._flush_commits()
-                self._uncommitted.clear()  # not again in the revoke that close() runs
-            self._consumer.close()
-            log.info("transform.stopped", reason=self._stop.reason, applied=self.applied)
+            try:
+                # Drain: the batch in flight is written and committed (or, on stop
+                # while the target fails, deliberately not).
+                if inflight is not None:
+                    self._finish(inflight)
+            finally:
+                self._close(writer)
+
+    def _close(self, writer: ThreadPoolExecutor) -> None:
+        writer.shutdown(wait=True)
+        # Every batch was committed (or, on failure, deliberately not) before control
+        # returned to the loop, except offsets deferred while Kafka had no coordinator:
+        # one last try; if it fails too, the next owner replays them.
+        if self._uncommitted:
+            with contextlib.suppress(KafkaException):
+                self._flush_commits()
+            self._uncommitted.clear()  # not again in the revoke that close() runs
+        self._consumer.close()
+        log.info("transform.stopped", reason=self._stop.reason, applied=self.applied)
 
     # -- batch ------------------------------------------------------------------
     def _next_batch(self, *, wait: bool = True) -> list[Message]:
