@@ -16,7 +16,7 @@ from stream_migrator import events
 from stream_migrator.kafka import AckedProducer
 from stream_migrator.mongo import cluster_time_now
 from stream_migrator.observability import get_logger
-from stream_migrator.reconcile.engine import Reconciler
+from stream_migrator.reconcile.engine import ProgressFn, Reconciler
 from stream_migrator.reconcile.report import KINDS, ReconcileReport, decide
 from stream_migrator.reconcile.settings import ReconcileSettings
 
@@ -31,8 +31,14 @@ def repair(
     report: ReconcileReport,
     *,
     delete_orphans: bool = False,
+    progress: ProgressFn | None = None,
 ) -> dict[str, Any]:
-    """Re-emit the run's divergent ids, wait for the workers, recheck; updates ``report``."""
+    """Re-emit the run's divergent ids, wait for the workers, recheck; updates ``report``.
+
+    ``progress(done, total)``: divergent ids handled (re-emitted, or skipped because
+    the source changed since the compare) of all to repair, after each acknowledged
+    chunk.
+    """
     kinds = _REEMIT | ({"orphan"} if delete_orphans else set())
     todo = list(reconciler.divergent_ids(report.run_id, kinds))
     reemitted = deleted = 0
@@ -61,6 +67,8 @@ def repair(
                 continue  # the source changed since the compare; the recheck will tell
             producer.produce(settings.changes_topic, event.key, events.encode(event))
         producer.barrier()
+        if progress is not None:
+            progress(start + len(chunk), len(todo))
     log.info("repair.emitted", reemitted=reemitted, orphans_deleted=deleted)
     remaining = reconciler.converge(
         [doc_id for _, doc_id, _ in todo], settings.reconcile_recheck_timeout_s

@@ -50,8 +50,12 @@ def run_reconcile(
     delete_orphans: bool = False,
     stop: StopFlag | None = None,
     progress: ProgressFn | None = None,
+    repair_progress: ProgressFn | None = None,
 ) -> ReconcileReport:
-    """One compare (resuming an interrupted full one unless ``restart``), then optional repair."""
+    """One compare (resuming an interrupted full one unless ``restart``), then optional repair.
+
+    ``progress`` follows the compare's scan, ``repair_progress`` the re-emission.
+    """
     structlog.contextvars.bind_contextvars(migration=settings.migration, process="reconcile")
     with _reconciler(settings, stop, progress) as reconciler:
         report = reconciler.run(sample=sample, restart=restart)
@@ -64,7 +68,14 @@ def run_reconcile(
                 )
             )
             try:
-                run_repair(settings, reconciler, producer, report, delete_orphans=delete_orphans)
+                run_repair(
+                    settings,
+                    reconciler,
+                    producer,
+                    report,
+                    delete_orphans=delete_orphans,
+                    progress=repair_progress,
+                )
             finally:
                 producer.close()
     export(report)

@@ -234,7 +234,9 @@ def test_reconcile_repair_converges_to_zero(settings_kwargs: dict[str, Any]) -> 
         orphan = ObjectId()
         tgt.insert_one({"_id": orphan, "customer": {"name": "ghost"}, "_sm": {"v": Int64(1)}})
 
-        kept = run_reconcile(s, repair=True)
+        steps: list[tuple[int, int]] = []
+        kept = run_reconcile(s, repair=True, repair_progress=lambda d, t: steps.append((d, t)))
+        assert steps == [(3, 3)]  # one acknowledged chunk (bucket size 50) of the 3 to repair
         assert kept.repair is not None
         assert kept.repair["reemitted"] == 3
         assert kept.repair["orphans_deleted"] == 0

@@ -275,17 +275,17 @@ def build_parser() -> argparse.ArgumentParser:
     _add_settings_flags(p)
     p.set_defaults(func=_cmd_config)
 
-    from stream_migrator.transform.quarantine_cli import register as register_quarantine
+    from stream_migrator.cli.quarantine import register as register_quarantine
 
     register_quarantine(sub, _add_settings_flags, _settings)
 
-    from stream_migrator.spec.cli import register as register_spec
+    from stream_migrator.cli.spec import register as register_spec
 
     register_spec(sub)
-    from stream_migrator.reconcile.cli import register as register_reconcile
+    from stream_migrator.cli.reconcile import register as register_reconcile
 
     register_reconcile(sub, _add_settings_flags, _settings)
-    from stream_migrator.rollout.cli import register as register_rollout
+    from stream_migrator.cli.rollout import register as register_rollout
 
     register_rollout(sub, _add_settings_flags, _settings)
 

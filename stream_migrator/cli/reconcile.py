@@ -112,21 +112,41 @@ def _run(args: argparse.Namespace, base: Any) -> int:
         return 0
     # Full compares count both sides against their estimated_document_count; a sample
     # knows exactly how many ids it drew.
+    repairing: list[Progress] = []  # opened when the repair starts, after the compare's
+
+    def repair_progress(done: int, total: int) -> None:
+        if not repairing:
+            progress.close()  # the compare is finished: its bar stays at its end
+            repairing.append(
+                Progress(
+                    f"repair {settings.migration}",
+                    total,
+                    json=args.json,
+                    interval_s=args.progress_interval,
+                )
+            )
+        repairing[0].update(done, total)
+
     with Progress(
         f"reconcile {settings.migration}",
         estimated=sample is None,
         json=args.json,
         interval_s=args.progress_interval,
     ) as progress:
-        report = run_reconcile(
-            settings,
-            sample=sample,
-            restart=args.restart,
-            repair=args.repair,
-            delete_orphans=args.delete_orphans,
-            stop=stop,
-            progress=progress,
-        )
+        try:
+            report = run_reconcile(
+                settings,
+                sample=sample,
+                restart=args.restart,
+                repair=args.repair,
+                delete_orphans=args.delete_orphans,
+                stop=stop,
+                progress=progress,
+                repair_progress=repair_progress,
+            )
+        finally:
+            for bar in repairing:
+                bar.close()
     if args.json:
         from bson import json_util
 
