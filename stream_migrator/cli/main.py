@@ -107,6 +107,13 @@ def _cmd_status(args: argparse.Namespace) -> int:
     from stream_migrator.status import DEFAULT_MAX_RECONCILE_AGE_S, StatusReader
     from stream_migrator.status_view import render
 
+    if args.migration_name:
+        if args.migration and args.migration != args.migration_name:
+            raise ConfigError(
+                f"status {args.migration_name} --migration {args.migration}: "
+                "name the migration once"
+            )
+        args.migration = args.migration_name
     settings = _settings(args)
     if args.watch is not None and args.watch <= 0:
         raise ConfigError(f"--watch {args.watch:g}: the refresh interval must be above 0 seconds")
@@ -252,6 +259,12 @@ def build_parser() -> argparse.ArgumentParser:
         "status",
         help="where the migration stands: capture, lag, quarantine, reconcile, rollout and "
         "whether it can cut over (read only)",
+    )
+    p.add_argument(
+        "migration_name",
+        metavar="MIGRATION",
+        nargs="?",
+        help="migration name (default: SM_MIGRATION)",
     )
     _add_settings_flags(p)
     p.add_argument(

@@ -333,3 +333,15 @@ def test_status_shows_the_verdict_the_reconcile_reached_with_its_lag_reason(
     assert shown["verdict_source"] == "stored"
     assert any("lag" in r for r in shown["reasons"]), shown["reasons"]
     assert shown["divergence_ratio"] == 0.0
+
+
+def test_status_takes_the_migration_as_its_argument(settings_kwargs: dict[str, Any]) -> None:
+    """`status NAME --json` shows NAME whatever SM_MIGRATION says; naming two differently is 2."""
+    s = load_settings(**settings_kwargs)
+    env = {**settings_env(s), "SM_MIGRATION": "some-other-migration"}
+    shown = cli("status", s.migration, "--json", env=env)
+    assert shown.returncode == 0, shown.stderr
+    assert json.loads(shown.stdout)["migration"] == s.migration
+    both = cli("status", s.migration, "--migration", "x", env=env)
+    assert both.returncode == 2
+    assert "name the migration once" in both.stderr
