@@ -259,7 +259,11 @@ def _run(options: DemoOptions, mongo_uri: str, bootstrap: str) -> DemoReport:
             flush=True,
         )
         writer.start()
-        final = _wait_caught_up(options, procs, ports, writer, source, target, started)
+        backlog = options.docs - options.bad_docs
+        with Progress("backlog applied", backlog, unit="docs") as progress:
+            final = _wait_caught_up(
+                options, procs, ports, writer, source, target, started, progress
+            )
         elapsed = time.monotonic() - started
         if options.rollout and not run_rollout_demo(
             mongo_uri, bootstrap, migration, procs["transform"]
@@ -294,24 +298,9 @@ def _wait_caught_up(
     source: Collection[dict[str, Any]],
     target: Collection[dict[str, Any]],
     started: float,
-) -> tuple[dict[str, float], dict[str, float], CompareReport, float]:
-    """Print progress each second; return metrics once lag is 0 and the full compare matches."""
-    with Progress("backlog applied", options.docs - options.bad_docs, unit="docs") as progress:
-        return _wait_until_caught_up(
-            options, procs, ports, writer, source, target, started, progress
-        )
-
-
-def _wait_until_caught_up(
-    options: DemoOptions,
-    procs: dict[str, subprocess.Popen[bytes]],
-    ports: dict[str, int],
-    writer: LiveWriter,
-    source: Collection[dict[str, Any]],
-    target: Collection[dict[str, Any]],
-    started: float,
     progress: Progress,
 ) -> tuple[dict[str, float], dict[str, float], CompareReport, float]:
+    """Report progress each second; return metrics once lag is 0 and the full compare matches."""
     spec = get_spec("orders.v1_to_v2")
     stable_since: float | None = None
     last_captured = -1.0
