@@ -74,12 +74,15 @@ def peak_rss_mib(pid: int) -> float:
 
 
 @contextlib.contextmanager
-def servers(name: str, *, own: bool | None = None) -> Iterator[Servers]:
+def servers(
+    name: str, *, own: bool | None = None, oplog_max_entries: int | None = None
+) -> Iterator[Servers]:
     """The round's servers: SM_MONGO_URI / SM_KAFKA_BOOTSTRAP, else a fresh local stack.
 
     A fresh stack per round because mongo-java-server keeps its oplog in memory and a
     JVM that served one phase is warmer (and fuller) than the next phase's would be.
-    ``own=True`` starts one even when the variables are set.
+    ``own=True`` starts one even when the variables are set; ``oplog_max_entries``
+    bounds the stand-in's oplog of a stack started here.
     """
     env_uri, env_kafka = os.environ.get("SM_MONGO_URI"), os.environ.get("SM_KAFKA_BOOTSTRAP")
     if own is None:
@@ -89,7 +92,7 @@ def servers(name: str, *, own: bool | None = None) -> Iterator[Servers]:
             raise BenchmarkError("set both SM_MONGO_URI and SM_KAFKA_BOOTSTRAP, or neither")
         yield Servers(env_uri, env_kafka)
         return
-    stack = LocalStack(SM_DIR / name)
+    stack = LocalStack(SM_DIR / name, oplog_max_entries=oplog_max_entries)
     stack.down()
     stack.up(quiet=True)
     try:

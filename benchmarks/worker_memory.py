@@ -20,21 +20,19 @@ when the drain does not finish within ``--timeout``.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import random
 import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
-from drain import REPO, SM_DIR, BenchmarkError, Servers, peak_rss_mib
+from drain import REPO, SM_DIR, BenchmarkError, peak_rss_mib, servers
 
 from stream_migrator import events
 from stream_migrator.demo import scrape, v1_order
-from stream_migrator.infra import LocalStack, free_port
+from stream_migrator.infra import free_port
 from stream_migrator.kafka import AckedProducer, ensure_topic, producer_config
 from stream_migrator.mongo import connect
 
@@ -44,22 +42,6 @@ _PARTITIONS = 6
 # backlog is in Kafka, where it is measured, not in the stand-in's heap.
 _DOCUMENTS = 2_000
 _OPLOG_MAX_ENTRIES = 20_000
-
-
-@contextlib.contextmanager
-def _servers() -> Iterator[Servers]:
-    """SM_MONGO_URI / SM_KAFKA_BOOTSTRAP, else a fresh local stack with a bounded oplog."""
-    uri, kafka = os.environ.get("SM_MONGO_URI"), os.environ.get("SM_KAFKA_BOOTSTRAP")
-    if uri and kafka:
-        yield Servers(uri, kafka)
-        return
-    stack = LocalStack(SM_DIR / "bench-memory", oplog_max_entries=_OPLOG_MAX_ENTRIES)
-    stack.down()
-    stack.up(quiet=True)
-    try:
-        yield Servers(stack.mongo_uri(), stack.kafka_bootstrap())
-    finally:
-        stack.down()
 
 
 def _rss_mib(pid: int) -> float:
@@ -100,7 +82,7 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=1_800.0)
     args = parser.parse_args()
     tag = uuid.uuid4().hex[:8]
-    with _servers() as where:
+    with servers("bench-memory", oplog_max_entries=_OPLOG_MAX_ENTRIES) as where:
         env = {
             **os.environ,
             "SM_MONGO_URI": where.mongo_uri,
