@@ -77,10 +77,10 @@ def consumer_config(
         "partition.assignment.strategy": "cooperative-sticky",
         # What bounds the prefetch: librdkafka stops fetching while its queue holds more
         # than queued.max.messages.kbytes, and a fetch response adds up to
-        # fetch.max.bytes; the worker holds one batch (batch_size events) beyond that.
-        # Not yet a proven bound (issue 11): a plain consumer with these settings on a
-        # 200 MB backlog of 1 KB events (6 partitions, librdkafka 2.16) reached about
-        # 300 MB RSS; smaller values of the fetch sizes brought it to 126-190 MB.
+        # fetch.max.bytes; the worker holds two batches (the one being written, the one
+        # being prepared) beyond that. One worker draining a 209 MB backlog peaked at
+        # 148 MiB RSS with these values, 165 MiB with 32 MiB / 16 MiB
+        # (benchmarks/worker_memory.py --events 150000).
         "fetch.max.bytes": 4 * 1024 * 1024,
         "queued.max.messages.kbytes": 8 * 1024,
         # Refetch 100 ms (not 1 s) after the queue fell below that bound, so a fast
