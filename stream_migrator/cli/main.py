@@ -45,9 +45,8 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 def _cmd_capture(args: argparse.Namespace) -> int:
-    from stream_migrator.app import apply_capture_action, run_capture
+    from stream_migrator.app import apply_capture_action, run_capture, stop_on_signals
     from stream_migrator.observability import configure_logging
-    from stream_migrator.runtime import StopFlag
 
     settings = _settings(args)
     configure_logging(settings.log_level)
@@ -57,22 +56,17 @@ def _cmd_capture(args: argparse.Namespace) -> int:
         start_at=args.start_at,
         resnapshot=args.resnapshot,
     )
-    stop = StopFlag()
-    stop.install_signal_handlers()
-    run_capture(settings, stop)
+    run_capture(settings, stop_on_signals())
     return 0
 
 
 def _cmd_transform(args: argparse.Namespace) -> int:
-    from stream_migrator.app import run_transform
+    from stream_migrator.app import run_transform, stop_on_signals
     from stream_migrator.observability import configure_logging
-    from stream_migrator.runtime import StopFlag
 
     settings = _settings(args)
     configure_logging(settings.log_level)
-    stop = StopFlag()
-    stop.install_signal_handlers()
-    run_transform(settings, stop)
+    run_transform(settings, stop_on_signals())
     return 0
 
 

@@ -89,10 +89,9 @@ def parse_sample(text: str | None) -> float | None:
 
 
 def _run(args: argparse.Namespace, base: Any) -> int:
-    from stream_migrator.app import run_watch
+    from stream_migrator.app import run_watch, stop_on_signals
     from stream_migrator.observability import configure_logging
     from stream_migrator.reconcile.service import run_reconcile
-    from stream_migrator.runtime import StopFlag
 
     if args.delete_orphans and not args.repair:
         raise ConfigError("--delete-orphans only acts with --repair")
@@ -105,8 +104,7 @@ def _run(args: argparse.Namespace, base: Any) -> int:
     )
     sample = parse_sample(args.sample)
     configure_logging(settings.log_level)
-    stop = StopFlag()
-    stop.install_signal_handlers()
+    stop = stop_on_signals()
     if args.watch:
         run_watch(settings, stop, sample=sample)
         return 0

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pytest
 from bson import ObjectId
 
 from stream_migrator.app import run_reverse_capture, run_reverse_transform
 from stream_migrator.rollout.reverse import start_position
-from stream_migrator.settings import Settings
-from tests.integration.helpers import StageThread
+from stream_migrator.settings import Settings, load_settings
+from tests.integration.helpers import StageThread, client_for, pipeline, wait_until_match
 
 PLAN = """
 [plan]
@@ -89,3 +91,16 @@ def start_reverse_stream(s: Settings) -> list[StageThread]:
 def stop_all(threads: list[StageThread]) -> None:
     for t in threads:
         t.stop()
+
+
+@pytest.fixture
+def forward_migrated(settings_kwargs: dict[str, Any]) -> Iterator[Settings]:
+    """40 orders migrated by a forward pipeline that keeps running (threads)."""
+    s = load_settings(**settings_kwargs)
+    client = client_for(s)
+    db, coll = s.split_ns(s.source)
+    client[db][coll].insert_many([order(i) for i in range(40)])
+    with pipeline(s) as stages:
+        wait_until_match(s, stages=stages)
+        yield s
+    client.close()

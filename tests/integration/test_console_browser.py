@@ -7,37 +7,22 @@ import shutil
 import subprocess
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from html.parser import HTMLParser
 from pathlib import Path
-from typing import Any
 
 import pytest
 from bson import ObjectId
 
 from stream_migrator.infra import free_port
-from stream_migrator.settings import Settings, load_settings
+from stream_migrator.settings import Settings
 from stream_migrator.transform.quarantine import read_quarantine
-from tests.integration.helpers import cli, client_for, pipeline, settings_env, wait_until_match
+from tests.integration.helpers import cli, client_for, settings_env
 from tests.integration.processes import Proc, health, http_get, metric, wait_for
-from tests.integration.rollout_plans import order, plan_file
+from tests.integration.rollout_plans import plan_file
 
 pytestmark = pytest.mark.integration
 
 CHROMIUM = shutil.which("chromium")
-
-
-@pytest.fixture
-def migrated(settings_kwargs: dict[str, Any]) -> Iterator[Settings]:
-    """40 orders migrated by a forward pipeline that keeps running (threads)."""
-    s = load_settings(**settings_kwargs)
-    client = client_for(s)
-    db, coll = s.split_ns(s.source)
-    client[db][coll].insert_many([order(i) for i in range(40)])
-    with pipeline(s) as stages:
-        wait_until_match(s, stages=stages)
-        yield s
-    client.close()
 
 
 class _Fields(HTMLParser):
@@ -119,10 +104,10 @@ def _render(url: str) -> str:
 
 
 def test_console_in_chromium_shows_what_status_json_reports(
-    migrated: Settings, tmp_path: Path, procs: list[Proc]
+    forward_migrated: Settings, tmp_path: Path, procs: list[Proc]
 ) -> None:
     """Chromium renders `/`: stage, lag, quarantine count and can_cutover equal `status --json`."""
-    s = migrated
+    s = forward_migrated
     m = s.migration
     port = free_port()
     plan = plan_file(tmp_path, s, advance_every=0.5)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import socket
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +17,7 @@ from stream_migrator.rollout.state import StateStore
 from stream_migrator.router import stamp
 from stream_migrator.settings import Settings, load_settings
 from stream_migrator.spec import get_spec
-from tests.integration.helpers import cli, client_for, pipeline, settings_env, wait_until_match
+from tests.integration.helpers import cli, client_for, settings_env
 from tests.integration.processes import Proc, health, http_get, metric, wait_for
 from tests.integration.proxy import TcpProxy
 from tests.integration.rollout_plans import order, plan_file
@@ -26,24 +25,11 @@ from tests.integration.rollout_plans import order, plan_file
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture
-def migrated(settings_kwargs: dict[str, Any]) -> Iterator[Settings]:
-    """40 orders migrated by a forward pipeline that keeps running (threads)."""
-    s = load_settings(**settings_kwargs)
-    client = client_for(s)
-    db, coll = s.split_ns(s.source)
-    client[db][coll].insert_many([order(i) for i in range(40)])
-    with pipeline(s) as stages:
-        wait_until_match(s, stages=stages)
-        yield s
-    client.close()
-
-
 def test_rollout_run_serves_health_and_metrics_and_stops_on_sigterm(
-    migrated: Settings, tmp_path: Path, procs: list[Proc]
+    forward_migrated: Settings, tmp_path: Path, procs: list[Proc]
 ) -> None:
     """`rollout run` answers /healthz, exports its stage and fences, exits 0 on SIGTERM."""
-    s = migrated
+    s = forward_migrated
     port = free_port()
     plan = plan_file(tmp_path, s, advance_every=0.5)
     env = {**settings_env(s), "SM_METRICS_PORT": str(port), "SM_OPERATOR": "ctl"}
