@@ -158,7 +158,11 @@ class TransformWorker:
                 prepared = self._prepare_batch(batch) if batch else None
                 if inflight is not None:
                     done, inflight = inflight, None
-                    self._finish(done)
+                    if not self._finish(done):
+                        # Abandoned on stop (target or Kafka still failing): the batch
+                        # read behind it must not be written nor committed, or its
+                        # offsets would pass the abandoned one's, which were never written.
+                        break
                 if (
                     prepared is None
                     and self._uncommitted
@@ -224,31 +228,35 @@ class TransformWorker:
         self._m_apply_seconds.observe(time.monotonic() - attempt)
         return result
 
-    def _finish(self, inflight: _InFlight) -> None:
-        """Wait for the batch's write (retrying it under backpressure), then commit it."""
+    def _finish(self, inflight: _InFlight) -> bool:
+        """Wait for the batch's write (retrying it under backpressure), then commit it.
+
+        False when the batch was abandoned on stop: neither committed nor to be passed.
+        """
         prepared = inflight.prepared
         try:
             result: ApplyResult | None = inflight.future.result()
         except RetryableError as exc:
             result = self._apply_with_backpressure(prepared.writes, exc)
-        self._settle(prepared, result)
+        return self._settle(prepared, result)
 
     def _process(self, batch: list[Message]) -> None:
         """Prepare, write and commit one batch without overlap (tests and tools)."""
         prepared = self._prepare_batch(batch)
         self._settle(prepared, self._apply_with_backpressure(prepared.writes))
 
-    def _settle(self, prepared: _Prepared, result: ApplyResult | None) -> None:
+    def _settle(self, prepared: _Prepared, result: ApplyResult | None) -> bool:
+        """Quarantine the failed writes and commit the batch; False if abandoned on stop."""
         batch, writes = prepared.batch, prepared.writes
         if result is None:
-            return  # stopping while the target was failing: commit nothing
+            return False  # stopping while the target was failing: commit nothing
         for write, reason in result.failed:
             self._quarantine_msg(write.tag, "write", reason)
         # The commit order: target writes acknowledged (above) -> quarantine
         # producer flushed -> offsets committed synchronously. An offset is stored
         # only after its effect is durable, so a crash anywhere replays, never skips.
         if not self._flush_quarantine():
-            return  # stopping while Kafka was unreachable: commit nothing
+            return False  # stopping while Kafka was unreachable: commit nothing
         self._commit(batch)
         now_ms = time.time() * 1000
         observe_all(
@@ -264,6 +272,7 @@ class TransformWorker:
             m.EVENTS_APPLIED.labels(self._migration, "echo").inc(result.echoes)
         self._m_batch_events.observe(len(batch))
         self._m_batch_seconds.observe(time.monotonic() - prepared.started)
+        return True
 
     def _prepare(self, msg: Message) -> TargetWrite | None:
         try:

@@ -119,3 +119,36 @@ def test_failed_write_in_flight_is_retried_before_anything_later_is_written() ->
     assert writes == [0, 0, 2, 4]  # the retry of batch 0 comes before batch 1's write
     assert commits == [2, 4, 8]
     assert log.index(("commit", 2)) < log.index(("write", 2))
+
+
+class _DownUntilStoppedSink(_SlowFirstSink):
+    """The target is down when the first write runs; the worker is stopped meanwhile."""
+
+    def apply(self, writes: Sequence[TargetWrite]) -> ApplyResult:
+        if self.calls == 0:
+            self.calls += 1
+            self.log.append(("write", min(w.tag.offset() for w in writes)))
+            self.overlapped = self.consumer.second_batch_read.wait(_HOLD_S)
+            self.consumer.stop.set("SIGTERM during a target outage")
+            raise RetryableError("target down", retry_after=0.001)
+        return super().apply(writes)
+
+
+def test_stop_during_an_outage_writes_and_commits_nothing_after_the_abandoned_batch() -> None:
+    """A batch abandoned on stop is never skipped over: the batch read behind it is not written."""
+    log: list[tuple[str, int]] = []
+    consumer = _ScriptedConsumer([[_Msg(0, 0), _Msg(0, 1)], [_Msg(0, 2), _Msg(0, 3)]], log)
+    sink = _DownUntilStoppedSink(consumer, log, fail_first=False)
+    worker = TransformWorker(
+        "m",
+        _TOPIC,
+        consumer,  # type: ignore[arg-type]
+        get_spec("orders.v1_to_v2"),
+        sink,
+        _Quarantine(),  # type: ignore[arg-type]
+        consumer.stop,
+    )
+    worker.run()
+    assert sink.overlapped is True  # batch 1 was read while batch 0's write failed
+    assert consumer.commits == []  # offsets 0-1 were never written: nothing may pass them
+    assert [offset for what, offset in log if what == "write"] == [0]
