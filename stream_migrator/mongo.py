@@ -161,8 +161,19 @@ def on_primary(coll: Collection[dict[str, Any]]) -> Collection[dict[str, Any]]:
     return coll.with_options(
         read_preference=ReadPreference.PRIMARY,
         read_concern=ReadConcern("majority"),
-        write_concern=WriteConcern("majority"),
+        write_concern=majority_writes(coll),
     )
+
+
+def majority_writes(coll: Collection[dict[str, Any]]) -> WriteConcern:
+    """``w: majority``, keeping the URI's ``wtimeoutMS`` (and journaling) if it set them.
+
+    For every write whose acknowledgement lets something move on (a Kafka offset
+    committed, a checkpoint advanced): one the primary alone acknowledged (``w=1``)
+    can be rolled back on failover without any error.
+    """
+    asked = coll.write_concern.document
+    return WriteConcern("majority", wtimeout=asked.get("wtimeout"), j=asked.get("j"))
 
 
 def majority_read_time(coll: Collection[dict[str, Any]], *, after_past: bool = False) -> Timestamp:

@@ -23,6 +23,7 @@ from pymongo.errors import (
 from stream_migrator.errors import FatalError, RetryableError
 from stream_migrator.events import META_FIELD, hashable_id
 from stream_migrator.interfaces import ApplyResult, TargetWrite
+from stream_migrator.mongo import majority_writes
 from stream_migrator.observability import get_logger
 from stream_migrator.reconcile.canonical import doc_hash
 
@@ -104,7 +105,12 @@ class MongoSink:
         # goes to the primary whatever the URI's read preference: a lagging secondary would
         # show an older state, and skip_equal would skip a needed write or a missed
         # tombstone let a late insert resurrect a deleted document.
-        self._coll = collection.with_options(read_preference=ReadPreference.PRIMARY)
+        # Every write waits for a majority, whatever the URI asks: a batch's offsets are
+        # committed once its writes are acknowledged, so a write a failover can roll back
+        # (w=1) would be a lost change.
+        self._coll = collection.with_options(
+            read_preference=ReadPreference.PRIMARY, write_concern=majority_writes(collection)
+        )
         # mark_echoes: each document written carries _sm.echo = the hash of its content,
         # so the stream that captures this collection can tell "exactly what this sink
         # wrote" (an echo, not carried back) from a later change by an application.
@@ -116,7 +122,9 @@ class MongoSink:
         # Tombstones live beside the target, not in it, so readers of the target
         # never see them: <target>.sm_tombstones {_id, v, at}.
         self.tombstones: Collection[dict[str, Any]] = collection.database.get_collection(
-            f"{collection.name}.{TOMBSTONE_SUFFIX}", read_preference=ReadPreference.PRIMARY
+            f"{collection.name}.{TOMBSTONE_SUFFIX}",
+            read_preference=ReadPreference.PRIMARY,
+            write_concern=majority_writes(collection),
         )
         self.guard = guard
         self._cas_index_ready = False

@@ -174,6 +174,26 @@ def test_sink_reads_that_decide_a_write_go_to_the_primary() -> None:
         client.close()
 
 
+@pytest.mark.parametrize("uri_options", ["w=1", "w=1&wTimeoutMS=2500", ""])
+def test_sink_writes_wait_for_a_majority_whatever_the_uri(uri_options: str) -> None:
+    """Target writes and tombstones are acknowledged by a majority, keeping the URI's wtimeout.
+
+    A write the primary alone acknowledged (``w=1``) can be rolled back on failover
+    without any error, after its offset was committed: a lost change.
+    """
+    client: MongoClient[dict[str, Any]] = MongoClient(
+        f"mongodb://127.0.0.1:1/?{uri_options}", connect=False
+    )
+    try:
+        sink = MongoSink(client["db"]["orders_v2"], "filter")
+        wtimeout = 2500 if "wTimeoutMS" in uri_options else None
+        for coll in (sink._coll, sink.tombstones):
+            assert coll.write_concern.document.get("w") == "majority"
+            assert coll.write_concern.document.get("wtimeout") == wtimeout
+    finally:
+        client.close()
+
+
 def test_reverse_sink_reads_forward_tombstones_from_the_primary() -> None:
     """The reverse sink tells forward deletes by tombstones read on the primary, whatever the URI.
 
