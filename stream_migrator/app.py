@@ -56,7 +56,7 @@ from stream_migrator.rollout.settings import RolloutSettings
 from stream_migrator.runtime import StopFlag
 from stream_migrator.settings import Settings
 from stream_migrator.spec import get_spec
-from stream_migrator.status import ProgressPage
+from stream_migrator.status.progress_page import ProgressPage
 from stream_migrator.transform import MongoSink, TransformWorker
 from stream_migrator.transform.formats import decode_connector_event
 from stream_migrator.transform.kafka_sink import KafkaTopicSink, default_sink_topic

@@ -38,8 +38,8 @@ from pymongo.errors import OperationFailure
 from stream_migrator import events
 from stream_migrator.capture.throttle import SnapshotThrottle
 from stream_migrator.id_order import id_cmp, is_split_point, range_id_filters
+from stream_migrator.id_sample import sample_ids
 from stream_migrator.observability import get_logger
-from stream_migrator.reconcile.engine import sample_ids
 from stream_migrator.runtime import StopFlag
 
 log = get_logger("capture")

@@ -98,7 +98,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 
 def _cmd_status(args: argparse.Namespace) -> int:
     """One read-only view of the migration; ``--watch`` refreshes it until Ctrl-C (exit 0)."""
-    from stream_migrator.status import DEFAULT_MAX_RECONCILE_AGE_S, StatusReader
+    from stream_migrator.status.reader import DEFAULT_MAX_RECONCILE_AGE_S, StatusReader
     from stream_migrator.status_view import render
 
     if args.migration_name:

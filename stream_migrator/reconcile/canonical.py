@@ -20,9 +20,9 @@ from bson import Binary, Code, DBRef, MaxKey, MinKey, ObjectId, Regex, Timestamp
 from bson.decimal128 import Decimal128
 from bson.int64 import Int64
 
+from stream_migrator.bson_types import scalar_type
 from stream_migrator.events import META_FIELD
 
-_INT32 = (-(2**31), 2**31 - 1)
 _INDEX = re.compile(r"^\d+$")
 
 
@@ -46,14 +46,9 @@ def doc_hash(doc: Mapping[str, Any]) -> bytes:
 
 def bson_type(value: Any) -> str:
     """The BSON type name a value is stored as (what a reader of the target sees)."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "bool"
-    if isinstance(value, Int64):
-        return "long"
-    if isinstance(value, int):
-        return "int" if _INT32[0] <= value <= _INT32[1] else "long"
+    name = scalar_type(value)
+    if name is not None:
+        return name
     simple: list[tuple[type | tuple[type, ...], str]] = [
         (float, "double"),
         (str, "string"),

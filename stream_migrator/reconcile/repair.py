@@ -16,9 +16,10 @@ from stream_migrator import events
 from stream_migrator.kafka import AckedProducer
 from stream_migrator.mongo import cluster_time_now
 from stream_migrator.observability import get_logger
-from stream_migrator.reconcile.engine import ProgressFn, Reconciler
+from stream_migrator.reconcile.engine import Reconciler
 from stream_migrator.reconcile.report import KINDS, ReconcileReport, decide
 from stream_migrator.reconcile.settings import ReconcileSettings
+from stream_migrator.reconcile.sides import ProgressFn
 
 log = get_logger("reconcile.repair")
 _REEMIT = {"missing", "stale", "type", "value"}

@@ -12,11 +12,12 @@ from stream_migrator.kafka import AckedProducer, producer_config
 from stream_migrator.mongo import connect
 from stream_migrator.observability import HealthState, get_logger
 from stream_migrator.reconcile import metrics as rm
-from stream_migrator.reconcile.engine import ProgressFn, Reconciler
+from stream_migrator.reconcile.engine import Reconciler
 from stream_migrator.reconcile.lag import LagProbe, LagReport
 from stream_migrator.reconcile.repair import repair as run_repair
 from stream_migrator.reconcile.report import KINDS, ReconcileReport, Verdict
 from stream_migrator.reconcile.settings import ReconcileSettings, load_reconcile_settings
+from stream_migrator.reconcile.sides import ProgressFn
 from stream_migrator.runtime import StopFlag
 from stream_migrator.settings import Settings
 

@@ -21,6 +21,7 @@ from bson import ObjectId
 from bson.decimal128 import Decimal128, create_decimal128_context
 from bson.int64 import Int64
 
+from stream_migrator.bson_types import scalar_type
 from stream_migrator.redact import MAX_VALUE_CHARS, document_values_shown
 
 CAST_TYPES = ("bool", "date", "decimal", "double", "int", "long", "objectId", "string")
@@ -66,17 +67,9 @@ def shown(value: Any) -> str:
     return f"{text[:MAX_VALUE_CHARS]}... ({len(text)} characters)"
 
 
-def type_name(value: Any) -> str:  # noqa: PLR0911 - the BSON number types first
+def type_name(value: Any) -> str:
     """The BSON type name of a Python value, as messages and ``from:`` use it."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "bool"
-    if isinstance(value, Int64):
-        return "long"
-    if isinstance(value, int):
-        return "int" if -_INT32 <= value < _INT32 else "long"
-    name = _TYPE_NAMES.get(type(value))
+    name = scalar_type(value) or _TYPE_NAMES.get(type(value))
     if name is not None:
         return name
     for kind, name in _TYPE_NAMES.items():

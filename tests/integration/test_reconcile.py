@@ -21,8 +21,8 @@ from bson.int64 import Int64
 from stream_migrator.app import run_capture, run_transform, run_watch
 from stream_migrator.demo import v1_order
 from stream_migrator.events import version_of
+from stream_migrator.id_sample import sample_ids
 from stream_migrator.reconcile import ReconcileSettings, gate, load_reconcile_settings
-from stream_migrator.reconcile.engine import sample_ids
 from stream_migrator.reconcile.lag import LagProbe
 from stream_migrator.reconcile.service import run_reconcile
 from stream_migrator.runtime import StopFlag

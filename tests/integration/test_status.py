@@ -22,7 +22,8 @@ from stream_migrator.rollout.controller import Controller
 from stream_migrator.rollout.gate import compare_gate
 from stream_migrator.rollout.plan import load_plan
 from stream_migrator.settings import Settings, load_settings
-from stream_migrator.status import StatusReader, progress_document
+from stream_migrator.status import progress_document
+from stream_migrator.status.reader import StatusReader
 from stream_migrator.status_view import render
 from stream_migrator.transform.quarantine import read_quarantine
 from tests.integration.helpers import (

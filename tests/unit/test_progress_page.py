@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from stream_migrator import status
+from stream_migrator.status import progress_page
 
 
 class _Reader:
@@ -26,9 +26,9 @@ class _Reader:
 
 def test_progress_page_caches_and_keys_by_migration(monkeypatch: pytest.MonkeyPatch) -> None:
     """One read per interval; a list of settings gives one document keyed by migration."""
-    monkeypatch.setattr(status, "StatusReader", _Reader)
+    monkeypatch.setattr(progress_page, "StatusReader", _Reader)
     _Reader.reads = 0
-    page = status.ProgressPage(["a", "b"], min_interval_s=3600)  # type: ignore[list-item]
+    page = progress_page.ProgressPage(["a", "b"], min_interval_s=3600)  # type: ignore[list-item]
     code, kind, body = page({})
     assert (code, kind) == ("200 OK", "application/json")
     assert json.loads(body) == {
@@ -37,6 +37,6 @@ def test_progress_page_caches_and_keys_by_migration(monkeypatch: pytest.MonkeyPa
     }
     assert page({})[2] == body  # cached: no second read within the interval
     assert _Reader.reads == 2
-    single = status.ProgressPage("c", min_interval_s=0)  # type: ignore[arg-type]
+    single = progress_page.ProgressPage("c", min_interval_s=0)  # type: ignore[arg-type]
     assert json.loads(single({})[2])["migration"] == "c"
     assert json.loads(single({})[2])["read"] == 4  # interval 0: read every time

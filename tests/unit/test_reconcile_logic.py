@@ -14,9 +14,10 @@ from stream_migrator.errors import ConfigError
 from stream_migrator.id_order import after_id_filters, id_before
 from stream_migrator.kafka import PartitionPosition
 from stream_migrator.reconcile.canonical import diff_docs, doc_hash, generic_path, leaf_paths
-from stream_migrator.reconcile.engine import _newer, _segment_queries
 from stream_migrator.reconcile.lag import LagReport, PartitionLag
+from stream_migrator.reconcile.recheck import _newer
 from stream_migrator.reconcile.report import ReconcileReport, decide, wilson_interval
+from stream_migrator.reconcile.scan import _segment_queries
 
 
 def test_hash_ignores_field_order_and_metadata() -> None:
@@ -248,14 +249,3 @@ def test_segment_queries_resume_across_type_brackets_inside_bounds() -> None:
     assert _segment_queries({**middle, "has_last": True, "last_id": 150})[0] == {
         "$and": [{"_id": {"$gt": 150}}, in_range]
     }
-
-
-def test_verdict_leaves_unknown_consumer_lag_unmeasured() -> None:
-    """Unknown consumer lag is a NOT READY reason and no lag figure: a fence sees it missing."""
-    report = _report()
-    report.lag = LagReport(known=False, error="no coordinator", capture_measured=True)
-    verdict = decide(report, max_lag_events=0, max_lag_seconds=1)
-    assert not verdict.ready
-    assert verdict.lag_events is None
-    assert verdict.lag_seconds is None
-    assert any(r.startswith("consumer lag is unknown: no coordinator") for r in verdict.reasons)

@@ -6,7 +6,9 @@ import copy
 from typing import Any
 
 from stream_migrator.reconcile.settings import load_reconcile_settings
-from stream_migrator.status import _Positions, _Rates, cutover_blockers, resume_token_time
+from stream_migrator.status.capture import resume_token_time
+from stream_migrator.status.cutover import cutover_blockers
+from stream_migrator.status.rates import Positions, Rates
 from stream_migrator.status_view import render
 
 _SETTINGS = load_reconcile_settings(
@@ -100,14 +102,14 @@ def test_resume_token_time_reads_the_cluster_time_of_a_mongodb_token() -> None:
 
 def test_rates_between_two_readings() -> None:
     """Rates come from the difference of two readings; one reading alone gives none."""
-    before = _Positions(at=100.0, produced=100, committed=50, lag=50)
-    now = _Positions(at=102.0, produced=300, committed=250, lag=50)
-    rates = _Rates.between(before, now)
+    before = Positions(at=100.0, produced=100, committed=50, lag=50)
+    now = Positions(at=102.0, produced=300, committed=250, lag=50)
+    rates = Rates.between(before, now)
     assert rates.produced_per_s == 100.0
     assert rates.committed_per_s == 100.0
     assert rates.drain_per_s == 0.0
-    assert _Rates.between(None, now).produced_per_s is None
-    assert _Rates.between(now, now).produced_per_s is None
+    assert Rates.between(None, now).produced_per_s is None
+    assert Rates.between(now, now).produced_per_s is None
 
 
 def test_ready_document_can_cut_over() -> None:
