@@ -11,9 +11,9 @@ from pathlib import Path
 from stream_migrator.errors import ConfigError
 from stream_migrator.hook_policy import NO_HOOKS, HookPolicy
 from stream_migrator.spec.errors import FilteredOut, SpecError
+from stream_migrator.spec.hook_steps import read_only
 from stream_migrator.spec.loader import load_spec, parse_spec
 from stream_migrator.spec.model import META_FIELD, MigrationSpec
-from stream_migrator.spec.steps import read_only
 
 BUILTIN_DIR = Path(__file__).resolve().parent / "builtin"
 

@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from stream_migrator.errors import TransformError
-from stream_migrator.spec.avro import AvroSchema, example_values, generate
+from stream_migrator.spec.avro import AvroSchema
+from stream_migrator.spec.avro_generate import example_values, generate
 from stream_migrator.spec.casts import type_name
 from stream_migrator.spec.model import META_FIELD, MigrationSpec, step_kind, step_reversible
 

@@ -14,7 +14,7 @@ from stream_migrator.reconcile import full_compare
 from stream_migrator.reconcile.engine import Reconciler
 from stream_migrator.reconcile.lag import LagProbe
 from stream_migrator.spec import MigrationSpec
-from stream_migrator.spec.steps import Rename
+from stream_migrator.spec.reshape_steps import Rename
 from tests.integration.test_reconcile_verdicts import colls, settings_with_topic
 
 pytestmark = pytest.mark.integration

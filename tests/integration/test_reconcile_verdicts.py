@@ -25,7 +25,7 @@ from stream_migrator.reconcile.service import run_reconcile
 from stream_migrator.rollout.reverse import inverted
 from stream_migrator.runtime import StopFlag
 from stream_migrator.spec import MigrationSpec, get_spec
-from stream_migrator.spec.steps import Rename
+from stream_migrator.spec.reshape_steps import Rename
 from tests.integration.helpers import client_for
 
 pytestmark = pytest.mark.integration

@@ -1,9 +1,9 @@
 """The compiled schema check accepts exactly what the message-building walk accepts.
 
 ``AvroSchema.is_valid`` (closures compiled once per schema) answers the worker's
-question for every document; the walk in ``avro._check`` builds the messages of
-the invalid ones. These property tests feed both the same near-valid documents
-(each field either of its type or anything else) and require the same verdict.
+question for every document; the walk in ``avro_validate.find_violations`` builds
+the messages of the invalid ones. These property tests feed both the same near-valid
+documents (each field either of its type or anything else) and require the same verdict.
 """
 
 from __future__ import annotations
@@ -19,8 +19,9 @@ from bson.int64 import Int64
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stream_migrator.spec import avro, get_spec
+from stream_migrator.spec import get_spec
 from stream_migrator.spec.avro import AvroSchema
+from stream_migrator.spec.avro_validate import find_violations, resolve
 
 SPEC = get_spec("orders.v1_to_v2")
 _OID = {"type": "string", "logicalType": "objectId"}
@@ -75,7 +76,7 @@ def _near(  # noqa: PLR0911 - one branch per Avro type
     schema: Any, named: dict[str, Any], depth: int
 ) -> st.SearchStrategy[Any]:
     """Values of ``schema``'s shape, each part now and then of any other type."""
-    schema = avro._resolve(schema, named)
+    schema = resolve(schema, named)
     if depth > 3:
         return _anything
     if isinstance(schema, list):
@@ -156,9 +157,7 @@ def _field(record: dict[str, Any], name: str) -> dict[str, Any]:
 
 
 def _walk_finds_nothing(schema: AvroSchema, doc: Any) -> bool:
-    out: list[str] = []
-    avro._check(doc, schema.schema, "", schema.named, out, 1)
-    return not out
+    return not find_violations(doc, schema.schema, schema.named, 1)
 
 
 def _documents(schema: AvroSchema) -> st.SearchStrategy[Any]:

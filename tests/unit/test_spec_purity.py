@@ -17,21 +17,11 @@ from hypothesis import strategies as st
 
 from stream_migrator.errors import TransformError
 from stream_migrator.spec import FilteredOut, MigrationSpec
+from stream_migrator.spec.hook_steps import Computed, Filter, Hook, read_only
 from stream_migrator.spec.model import META_FIELD, step_copies_on_write
-from stream_migrator.spec.steps import (
-    Cast,
-    Computed,
-    Default,
-    Drop,
-    Filter,
-    Hook,
-    Merge,
-    Move,
-    Rename,
-    Split,
-    Step,
-    read_only,
-)
+from stream_migrator.spec.reshape_steps import Merge, Move, Rename, Split
+from stream_migrator.spec.steps import Step
+from stream_migrator.spec.value_steps import Cast, Default, Drop
 from tests.unit.test_spec_steps import BY_TYPE, _values
 
 # -- hand-written hooks and steps that would corrupt a shared input ----------------------

@@ -18,20 +18,11 @@ from hypothesis import strategies as st
 from stream_migrator.errors import TransformError
 from stream_migrator.spec import FilteredOut, casts
 from stream_migrator.spec.check import diff
+from stream_migrator.spec.hook_steps import Computed, Filter, Hook
 from stream_migrator.spec.query import matches
-from stream_migrator.spec.steps import (
-    BaseStep,
-    Cast,
-    Computed,
-    Default,
-    Drop,
-    Filter,
-    Hook,
-    Merge,
-    Move,
-    Rename,
-    Split,
-)
+from stream_migrator.spec.reshape_steps import Merge, Move, Rename, Split
+from stream_migrator.spec.steps import BaseStep
+from stream_migrator.spec.value_steps import Cast, Default, Drop
 
 # -- strategies ------------------------------------------------------------------
 
