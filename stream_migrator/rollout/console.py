@@ -11,7 +11,7 @@ has no form and no button, and its routes answer 405 to anything but GET/HEAD.
 ``/console.json``, per planned migration: the rollout state, the stage timeline
 and the last audit entries (the audit trail), the fences (the plan's limits, the
 last measured values and which of them breach), the recent measurements
-(:class:`~stream_migrator.rollout.controller.MeasurementHistory`) and the
+(:class:`~stream_migrator.rollout.evaluation.MeasurementHistory`) and the
 quarantine count (the status document, as ``/progress`` serves it).
 """
 

@@ -1,47 +1,35 @@
 """The rollout controller: moves migrations through the stages while fences hold.
 
 Every transition is a compare-and-set on the state document (see ``state.py``)
-followed by an audit entry. The controller never writes data; exposure is the
-router's business, the reverse stream (``reverse.py``) runs as its own process.
+followed by an audit entry (``transitions.py``). The controller never writes data;
+exposure is the router's business, the reverse stream (``reverse.py``) runs as its
+own process. Fences are checked in ``evaluation.py``, each step's exposure comes
+from ``exposure.py``, rollback runs in ``rollback.py``.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
-import os
-import signal
-import threading
 import time
-from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
-from confluent_kafka import Consumer
 from pymongo import MongoClient
 from pymongo.errors import PyMongoError
 
 from stream_migrator.errors import RetryableError
-from stream_migrator.kafka import consumer_config
 from stream_migrator.observability import HealthState, get_logger
-from stream_migrator.rollout import audit
-from stream_migrator.rollout import metrics as rm
 from stream_migrator.rollout.errors import RolloutError, VersionConflictError
-from stream_migrator.rollout.fences import Breach, Measurements, evaluate, measure, missing
-from stream_migrator.rollout.gate import Gate, VerdictLike
-from stream_migrator.rollout.leases import AckReport, LeaseStore, LeaseWatch
+from stream_migrator.rollout.evaluation import Evaluation, MeasurementHistory, evaluate_migration
+from stream_migrator.rollout.exposure import next_step, tier
+from stream_migrator.rollout.fences import Breach
+from stream_migrator.rollout.gate import Gate
+from stream_migrator.rollout.leases import LeaseStore
 from stream_migrator.rollout.plan import MigrationPlan, Plan
-from stream_migrator.rollout.stages import (
-    ORDER,
-    TERMINAL,
-    WRITES_ON_NEW,
-    Stage,
-    can_roll_back,
-    stage_index,
-    tier_stage,
-)
+from stream_migrator.rollout.rollback import Rollback
+from stream_migrator.rollout.stages import TERMINAL, Stage
 from stream_migrator.rollout.state import RolloutState, StateStore
+from stream_migrator.rollout.transitions import Transitions, export
 from stream_migrator.runtime import StopFlag
 from stream_migrator.settings import Settings
 from stream_migrator.spec import get_spec
@@ -52,54 +40,6 @@ log = get_logger("rollout")
 Drainer = Callable[[Settings], tuple[bool, dict[str, Any]]]
 #: Why the reverse stream is not ready to carry new-path writes back (None = ready).
 ReverseProbe = Callable[[Settings], str | None]
-
-
-@dataclass(frozen=True)
-class Evaluation:
-    verdict: VerdictLike
-    measured: Measurements
-    breaches: list[Breach]
-    #: Fences with a limit but no measurement, and whether they hold the stage.
-    missing: list[str] = dataclasses.field(default_factory=list)
-    hold_on_missing: bool = True
-
-    @property
-    def healthy(self) -> bool:
-        return not self.breaches
-
-    @property
-    def held(self) -> bool:
-        """A fence cannot be checked and the plan says hold (``on_missing = "hold"``)."""
-        return bool(self.missing) and self.hold_on_missing
-
-    def details(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"measured": vars(self.measured), "gate": self.verdict.reasons}
-        if self.missing:
-            out["unmeasured"] = self.missing
-        return out
-
-
-class MeasurementHistory:
-    """The last ``size`` fence measurements of each migration (the console's sparklines).
-
-    Kept in memory only, so a restarted controller starts with an empty history:
-    the audit trail stays the record, this is only for drawing the recent trend.
-    """
-
-    def __init__(self, size: int = 120) -> None:
-        self._size = size
-        self._lock = threading.Lock()  # the console reads from the HTTP server's threads
-        self._by_migration: dict[str, deque[tuple[float, dict[str, Any]]]] = {}
-
-    def record(self, migration: str, measured: Measurements, at: float | None = None) -> None:
-        with self._lock:
-            ring = self._by_migration.setdefault(migration, deque(maxlen=self._size))
-            ring.append((time.time() if at is None else at, dict(vars(measured))))
-
-    def of(self, migration: str) -> list[tuple[float, dict[str, Any]]]:
-        """(epoch seconds, measured fields) of each kept evaluation, oldest first."""
-        with self._lock:
-            return list(self._by_migration.get(migration, ()))
 
 
 def migration_settings(base: Settings, m: MigrationPlan) -> Settings:
@@ -130,17 +70,18 @@ class Controller:
         self.store = StateStore(client, settings.metadata_db)
         self.gate = gate
         self.operator = operator
-        self.drainer = drainer
         # Asked before the first step that lets applications write to new: with
         # rollback required, writes on new need a running reverse stream from the
         # first one on, or a rollback could not bring them back.
         self.reverse_probe = reverse_probe
-        # Rollback waits for every router to acknowledge the old-only state (or to let
-        # its lease expire): at most this long per attempt (None = as long as the
-        # pending routers' leases need), then it stays in rolling_back and is retried.
-        self.router_wait_s = router_wait_s
         self.leases = LeaseStore(client, settings.metadata_db)
-        self._lease_watch = LeaseWatch()
+        self._transitions = Transitions(client, settings.metadata_db, self.store, operator)
+        self._rollback = Rollback(
+            self._transitions,
+            self.leases,
+            drain=None if drainer is None else lambda name: drainer(self._settings_of(name)),
+            router_wait_s=router_wait_s,
+        )
         self._breaches_in_row: dict[str, int] = {}
         self.history = MeasurementHistory()
 
@@ -159,7 +100,9 @@ class Controller:
                 tenants_deny=m.tenants_deny,
             )
             if self.store.create(fresh, self.operator):
-                self._audit(m.name, "init", None, Stage.PLANNED, "state document created")
+                self._transitions.audit(
+                    m.name, "init", None, Stage.PLANNED, "state document created"
+                )
                 created.append(m.name)
             else:
                 # A controller killed inside a transition: its audit entry is appended now.
@@ -172,54 +115,30 @@ class Controller:
         self.settle_journal(state)
         return state
 
+    def settle_journal(self, state: RolloutState) -> None:
+        """Append the audit entry of the transition that produced ``state`` if it is missing."""
+        self._transitions.settle(state)
+
     # -- measurements -----------------------------------------------------------
     def evaluate(self, name: str) -> Evaluation:
         """Ask the gate, read the pipeline's measurements, check every fence."""
         m = self.plan.migration(name)
-        s = migration_settings(self.settings, m)
-        verdict = self.gate(s)
-        consumer = Consumer(
-            consumer_config(s.kafka_bootstrap, s.consumer_group, "sm-rollout", s.kafka_client)
-        )
-        try:
-            measured = measure(
-                verdict,
-                consumer=consumer,
-                changes_topic=s.changes_topic,
-                quarantine_topic=s.quarantine_topic,
-                migration=name,
-                metrics_urls=m.metrics_urls,
-            )
-        finally:
-            consumer.close()
-        self.history.record(name, measured)
-        for field_name, value in vars(measured).items():
-            if value is not None:
-                rm.FENCE_VALUE.labels(name, field_name).set(value)
-        breaches = evaluate(m.fences, measured)
-        for b in breaches:
-            rm.FENCE_BREACHES.labels(name, b.fence).inc()
-        unmeasured = missing(m.fences, measured)
-        return Evaluation(verdict, measured, breaches, unmeasured, m.fences.on_missing == "hold")
+        return evaluate_migration(m, migration_settings(self.settings, m), self.gate, self.history)
 
     def _hold(self, name: str, state: RolloutState, ev: Evaluation) -> RolloutState:
         """Record (once per distinct cause) that fences without a measurement hold the stage."""
-        reason = (
-            f"held: fence(s) {', '.join(ev.missing)} have no measurement (on_missing = "
-            '"hold"); make them measurable (metrics_urls reachable, topics present) or set '
-            '[migration.fences] on_missing = "skip"'
-        )
+        reason = ev.hold_reason
         if state.hold_reason == reason:
             return state
         details = {**ev.details(), "missing": ev.missing}
-        after = self._transition(state, "fence_hold", reason, details, hold_reason=reason)
+        after = self._transitions.swap(state, "fence_hold", reason, details, hold_reason=reason)
         log.warning("rollout.held", migration=name, missing=ev.missing)
         return after
 
-    def _unhold(self, name: str, state: RolloutState) -> RolloutState:
+    def _unhold(self, state: RolloutState) -> RolloutState:
         if state.hold_reason is None:
             return state
-        return self._transition(
+        return self._transitions.swap(
             state, "fence_hold_cleared", "every fence is measured", hold_reason=None
         )
 
@@ -259,45 +178,22 @@ class Controller:
                     f"{name} not advanced: the reconciler gate is not READY "
                     f"({'; '.join(ev.verdict.reasons)})"
                 )
+        return self._step_forward(m, before, reason, details)
+
+    def _step_forward(
+        self, m: MigrationPlan, before: RolloutState, reason: str, details: dict[str, Any]
+    ) -> RolloutState:
         self._check_reverse_stream(m, before)
-        changes = self._next_step(m, before)
-        after = self._transition(before, "advance", reason, details, **changes, hold_reason=None)
-        rm.TRANSITIONS.labels(name, "advance").inc()
-        self._export(after)
-        log.info("rollout.advanced", migration=name, to=_label(after))
-        return after
-
-    def _next_step(self, m: MigrationPlan, s: RolloutState) -> dict[str, Any]:
-        now = dt.datetime.now(dt.UTC)
-        if s.stage in {Stage.PLANNED, Stage.SHADOW}:
-            return {"stage": ORDER[stage_index(s.stage) + 1], "step_entered_at": now}
-        if s.stage == Stage.VERIFY:
-            return {**self._tier(m, 0), "last_safe_tier": -1, "step_entered_at": now}
-        # canary / ramp: next tier, or cutover after the last one
-        if s.tier + 1 < len(m.tiers):
-            return {**self._tier(m, s.tier + 1), "last_safe_tier": s.tier, "step_entered_at": now}
-        return {
-            "stage": Stage.CUTOVER,
-            "last_safe_tier": s.tier,
-            "percentage": 100.0,
-            "cutover_at": now,
-            "step_entered_at": now,
-        }
-
-    def _tier(self, m: MigrationPlan, index: int) -> dict[str, Any]:
-        """Exposure of tier ``index`` (-1 = none): its percentage and every tenant so far."""
-        if index < 0:
-            return {"tier": -1, "percentage": 0.0, "tenants_allow": ()}
-        tier = m.tiers[index]
-        tenants: list[str] = []
-        for t in m.tiers[: index + 1]:
-            tenants.extend(x for x in t.tenants if x not in tenants)
-        return {
-            "tier": index,
-            "stage": tier_stage(tier.percent, self.plan.ramp_from_percent),
-            "percentage": tier.percent,
-            "tenants_allow": tuple(tenants),
-        }
+        return self._transitions.step(
+            before,
+            "advance",
+            reason,
+            details,
+            counted_as="advance",
+            event="rollout.advanced",
+            **next_step(m, before, self.plan.ramp_from_percent),
+            hold_reason=None,
+        )
 
     def _check_reverse_stream(self, m: MigrationPlan, s: RolloutState) -> None:
         """Refuse the step into canary while writes on new could not be carried back."""
@@ -337,20 +233,25 @@ class Controller:
         changes: dict[str, Any] = {"halted": True, "halt_reason": reason}
         if revert and before.stage in {Stage.CANARY, Stage.RAMP, Stage.CUTOVER}:
             target = before.last_safe_tier
-            changes.update(self._tier(m, target))
+            changes.update(tier(m, target, self.plan.ramp_from_percent))
             changes["last_safe_tier"] = max(-1, target - 1)
             if target < 0:
                 changes["stage"] = Stage.CANARY
-        action = "fence_breach" if breaches else "halt"
         details = {
             "breaches": [vars(b) for b in breaches or []],
             "exposure_before": before.percentage,
         }
-        after = self._transition(before, action, reason, details, **changes)
-        rm.TRANSITIONS.labels(name, "halt").inc()
-        self._export(after)
-        log.warning("rollout.halted", migration=name, reason=reason, to=_label(after))
-        return after
+        return self._transitions.step(
+            before,
+            "fence_breach" if breaches else "halt",
+            reason,
+            details,
+            counted_as="halt",
+            event="rollout.halted",
+            warn=True,
+            logged={"reason": reason},
+            **changes,
+        )
 
     def resume(self, name: str, reason: str = "") -> RolloutState:
         """Clear the halt; exposure stays where the halt left it."""
@@ -359,150 +260,21 @@ class Controller:
             raise RolloutError(f"{name} is not halted")
         if before.stage == Stage.ROLLING_BACK:
             raise RolloutError(f"{name} is rolling back; finish it with `rollout rollback` again")
-        after = self._transition(before, "resume", reason, halted=False, halt_reason=None)
-        rm.TRANSITIONS.labels(name, "resume").inc()
-        self._export(after)
-        return after
+        return self._transitions.step(
+            before, "resume", reason, counted_as="resume", halted=False, halt_reason=None
+        )
 
     def rollback(self, name: str, reason: str, *, audit_blocked: bool = True) -> RolloutState:
         """Halt, drain and verify, route all to old, wait for every router, verify again.
 
-        The steps, each one a state the command can be re-run from:
-
-        1. ``rolling_back`` with exposure frozen: readers stay where they are until
-           the old side is proven current (drain both streams, reverse compare).
-        2. ``rolling_back 0%``: every key routes to old (audit ``rollback_route_old``).
-           Routers that have not refreshed yet still send writes to new; the reverse
-           stream (still running) carries them back.
-        3. Wait until every router has acknowledged that state in its lease, or its
-           lease expired (it then refuses writes to new by itself).
-        4. Drain and verify once more - now nothing can still write to new - and
-           only then ``rolled_back``.
-
-        If a step cannot finish the migration stays in ``rolling_back`` (halted) and
-        the command can simply be re-run; a running controller retries it every
-        evaluation (``audit_blocked=False``: one ``rollback_blocked`` entry per
-        attempt, not one per retry).
+        Each step is a state the command can be re-run from (see
+        :mod:`stream_migrator.rollout.rollback`); ``audit_blocked=False`` (a running
+        controller's retries) writes no ``rollback_blocked`` entry.
         """
-        before = self.store.get(name)
-        if not can_roll_back(before.stage):
-            raise RolloutError(f"{name} is {before.stage}; rollback is legal only before complete")
-        state = before
-        if before.stage != Stage.ROLLING_BACK:
-            state = self._transition(
-                before,
-                "rollback_start",
-                reason,
-                stage=Stage.ROLLING_BACK,
-                halted=True,
-                halt_reason=f"rollback: {reason}",
-                hold_reason=None,
-                extra={**before.extra, "rolled_back_from": str(before.stage)},
-            )
-        came_from = Stage(state.extra.get("rolled_back_from", Stage.PLANNED))
-        details: dict[str, Any] = {"from_stage": str(came_from)}
-        if came_from in WRITES_ON_NEW:
-            if self.drainer is None:
-                raise RolloutError(
-                    f"{name} was at {came_from}: writes may be on the new collection, so the "
-                    "reverse stream must be drained and verified first, and no drainer is set"
-                )
-            s = migration_settings(self.settings, self.plan.migration(name))
-            if "old_only_version" not in state.extra:
-                ok, drained = self.drainer(s)
-                if not ok:
-                    self._blocked(name, state, reason, {**details, **drained}, audit_blocked)
-                    raise RolloutError(
-                        f"{name} stays in rolling_back: the old side is not verified yet "
-                        f"({drained}); is the reverse stream running? re-run `rollout "
-                        "rollback` when it has drained"
-                    )
-                state = self._route_old(name, state, reason, drained)
-            version = int(state.extra["old_only_version"])
-            acks = self._await_routers(name, version)
-            details.update(acks.summary())
-            if acks.pending:
-                self._blocked(name, state, reason, details, audit_blocked)
-                raise RolloutError(
-                    f"{name} stays in rolling_back: router(s) "
-                    f"{', '.join(lease.describe() for lease in acks.pending)} have not "
-                    f"acknowledged the old-only state (version {version}) and their leases "
-                    "have not expired; they may still write to new. Re-run `rollout rollback` "
-                    f"(it waits up to their lease); see {self.leases.coll.full_name}"
-                )
-            # Now nothing routes writes to new: a last drain and compare catches every
-            # write that a router made there before it acknowledged.
-            ok, drained = self.drainer(s)
-            details.update(drained)
-            if not ok:
-                self._blocked(name, state, reason, details, audit_blocked)
-                raise RolloutError(
-                    f"{name} stays in rolling_back (routing old): the final verification "
-                    f"after every router acknowledged failed ({drained}); is the reverse "
-                    "stream running? re-run `rollout rollback` when it has drained"
-                )
-        after = self._transition(
-            state,
-            "rollback",
-            reason,
-            details,
-            stage=Stage.ROLLED_BACK,
-            tier=-1,
-            last_safe_tier=-1,
-            percentage=0.0,
-            tenants_allow=(),
-            halt_reason=f"rolled back: {reason}",
-        )
-        if came_from in WRITES_ON_NEW:
-            self.leases.forget(acks.expired)  # crashed routers: the next rollback need not wait
-        rm.TRANSITIONS.labels(name, "rollback").inc()
-        self._export(after)
-        log.warning("rollout.rolled_back", migration=name, reason=reason)
-        return after
+        return self._rollback.run(name, reason, audit_blocked=audit_blocked)
 
-    def _route_old(
-        self, name: str, state: RolloutState, reason: str, drained: dict[str, Any]
-    ) -> RolloutState:
-        """Still rolling back, every key on old; remember the version routers must acknowledge."""
-        after = self._transition(
-            state,
-            "rollback_route_old",
-            reason,
-            drained,
-            tier=-1,
-            last_safe_tier=-1,
-            percentage=0.0,
-            tenants_allow=(),
-            extra={**state.extra, "old_only_version": state.version + 1},
-        )
-        rm.TRANSITIONS.labels(name, "rollback_route_old").inc()
-        self._export(after)
-        log.warning("rollout.routing_old", migration=name, version=after.version)
-        return after
-
-    def _await_routers(self, name: str, version: int) -> AckReport:
-        """Poll the router leases until none is pending, or the wait is over."""
-        started = time.monotonic()
-        while True:
-            report = self._lease_watch.classify(self.leases.of(name), version)
-            if not report.pending:
-                return report
-            needed = max(self._lease_watch.expiry_after(lease) for lease in report.pending)
-            wait = needed if self.router_wait_s is None else min(needed, self.router_wait_s)
-            if time.monotonic() - started >= wait:
-                return report
-            time.sleep(0.2)
-
-    def _blocked(
-        self,
-        name: str,
-        state: RolloutState,
-        reason: str,
-        details: dict[str, Any],
-        audit_blocked: bool,
-    ) -> None:
-        if audit_blocked:
-            self._audit(name, "rollback_blocked", _label(state), _label(state), reason, details)
+    def _settings_of(self, name: str) -> Settings:
+        return migration_settings(self.settings, self.plan.migration(name))
 
     def complete(self, name: str, reason: str = "") -> RolloutState:
         """Cutover -> complete, only after the retention window since cutover."""
@@ -520,17 +292,15 @@ class Controller:
                 f"{ends.isoformat(timespec='seconds')} (retention_s={self.plan.retention_s:g} "
                 "after cutover); run complete again then"
             )
-        after = self._transition(
+        return self._transitions.step(
             before,
             "complete",
             reason,
             {"old_collection": before.old_ns, "note": "stop the reverse stream; drop old by hand"},
+            counted_as="complete",
             stage=Stage.COMPLETE,
             halted=False,
         )
-        rm.TRANSITIONS.labels(name, "complete").inc()
-        self._export(after)
-        return after
 
     # -- the loop ---------------------------------------------------------------
     def tick(self) -> None:
@@ -545,7 +315,7 @@ class Controller:
 
     def _tick_one(self, m: MigrationPlan) -> None:
         state = self.store.get(m.name)
-        self._export(state)
+        export(state)
         if state.stage == Stage.ROLLING_BACK:
             # A rollback blocked on the drain (streams behind, reverse compare not yet
             # clean) is retried every evaluation until it completes: one that started
@@ -573,7 +343,7 @@ class Controller:
         if ev.held:
             self._hold(m.name, state, ev)
         else:
-            self._advance_if_due(m, self._unhold(m.name, state), ev)
+            self._advance_if_due(m, self._unhold(state), ev)
 
     def _advance_if_due(self, m: MigrationPlan, state: RolloutState, ev: Evaluation) -> None:
         if state.halted or state.stage == Stage.CUTOVER or not self._due(state):
@@ -583,17 +353,7 @@ class Controller:
             return
         # Re-evaluating inside advance() would double the compare cost; this
         # evaluation is seconds old and the CAS still refuses a concurrent change.
-        self._advance_evaluated(m, state, ev)
-
-    def _advance_evaluated(self, m: MigrationPlan, state: RolloutState, ev: Evaluation) -> None:
-        self._check_reverse_stream(m, state)
-        changes = self._next_step(m, state)
-        after = self._transition(
-            state, "advance", "schedule", ev.details(), **changes, hold_reason=None
-        )
-        rm.TRANSITIONS.labels(m.name, "advance").inc()
-        self._export(after)
-        log.info("rollout.advanced", migration=m.name, to=_label(after))
+        self._step_forward(m, state, "schedule", ev.details())
 
     def _due(self, state: RolloutState) -> bool:
         if self.plan.advance_every_s <= 0 or state.step_entered_at is None:
@@ -618,110 +378,3 @@ class Controller:
                     health.beat("backpressure", error=str(exc))
             stop.wait(max(0.0, self.plan.evaluation_interval_s - (time.monotonic() - started)))
         log.info("rollout.stopped", reason=stop.reason)
-
-    # -- helpers ----------------------------------------------------------------
-    def _transition(
-        self,
-        before: RolloutState,
-        action: str,
-        reason: str,
-        details: dict[str, Any] | None = None,
-        **changes: Any,
-    ) -> RolloutState:
-        """Compare-and-set the state, then append the transition to the audit trail.
-
-        Why the journal: the state write and the audit append are two writes, and a
-        controller killed between them would leave a transition nobody audited. The
-        entry therefore travels inside the state's own compare-and-set (``journal``)
-        and is appended under the id ``<migration>@<version>``; whoever next reads
-        the state (:meth:`settle_journal`) appends it if it is missing, and the id
-        makes a second append the same entry.
-        """
-        now = dt.datetime.now(dt.UTC)
-        preview = dataclasses.replace(before, **changes)
-        journal = {
-            "action": action,
-            "from": _label(before),
-            "to": _label(preview),
-            "reason": reason,
-            "details": details or {},
-            "operator": self.operator,
-            "at": now.replace(microsecond=now.microsecond // 1000 * 1000),
-            "seq": audit.next_seq(),
-        }
-        after = self.store.swap(before, self.operator, **changes, journal=journal)
-        _failpoint("rollout.after_swap")
-        self.settle_journal(after)
-        return after
-
-    def settle_journal(self, state: RolloutState) -> None:
-        """Append the audit entry of the transition that produced ``state`` if it is missing."""
-        j = state.journal
-        if not j:
-            return
-        audit.record(
-            self.client,
-            self.settings.metadata_db,
-            migration=state.migration,
-            action=j["action"],
-            operator=j["operator"],
-            from_state=j["from"],
-            to_state=j["to"],
-            reason=j["reason"],
-            details=j["details"],
-            entry_id=f"{state.migration}@{state.version}",
-            at=j["at"],
-            seq=j.get("seq"),
-        )
-
-    def _audit(
-        self,
-        name: str,
-        action: str,
-        from_state: str | None,
-        to_state: str | None,
-        reason: str,
-        details: dict[str, Any] | None = None,
-    ) -> None:
-        audit.record(
-            self.client,
-            self.settings.metadata_db,
-            migration=name,
-            action=action,
-            operator=self.operator,
-            from_state=from_state,
-            to_state=to_state,
-            reason=reason,
-            details=details,
-        )
-
-    def _export(self, s: RolloutState) -> None:
-        rm.HALTED.labels(s.migration).set(1 if s.halted else 0)
-        rm.STAGE.labels(s.migration).set(stage_index(s.stage))
-        rm.EXPOSURE.labels(s.migration).set(
-            100.0 if s.read_path == "new" else (s.percentage if s.read_path == "split" else 0.0)
-        )
-
-
-def _failpoint(name: str) -> None:
-    """Die here with SIGKILL when ``SM_FAILPOINT`` names this point (chaos tests only).
-
-    How the tests put a kill -9 exactly between two writes that no timing can hit
-    reliably; unset (always, in production) it costs one environment lookup.
-    """
-    if os.environ.get("SM_FAILPOINT") == name:
-        os.kill(os.getpid(), signal.SIGKILL)
-
-
-def _label(s: RolloutState) -> str:
-    """``canary 5% (tier 1)``: stage plus exposure, as the audit trail shows it."""
-    text = str(s.stage)
-    if s.stage in {Stage.CANARY, Stage.RAMP, Stage.CUTOVER, Stage.ROLLING_BACK}:
-        text += f" {s.percentage:g}%"
-        if s.tenants_allow:
-            text += f" +{len(s.tenants_allow)} tenants"
-        if s.tier >= 0:
-            text += f" (tier {s.tier})"
-    if s.halted:
-        text += " [halted]"
-    return text

@@ -9,14 +9,9 @@ Application code::
     orders = db.client[target.db][target.collection]
     cache.get(router.cache_key("order", order_id))  # never shares old and new shapes
 
-Routing is sticky: a key's bucket is a hash of (migration, BSON of the key), so it
-does not change between requests or processes, and a key exposed at 5% is still
-exposed at 25% (the threshold only grows as the rollout advances). Denied tenants
-always get old, allowed tenants get new from their tier on.
-
-Cache keys keep the ``_id``'s BSON type: a string id reads as itself (``order:v2:k``),
-any other id as ``~`` + its canonical Extended JSON (``order:v2:~{"$oid":"65a..."}``),
-so ``1`` and ``'1'``, or an ObjectId and its hex string, never share an entry.
+The routing rule and cache ids are in :mod:`stream_migrator.rollout.routing`,
+write stamps in :mod:`stream_migrator.rollout.stamps`; this module keeps the
+state they are applied to current and the router's lease alive.
 
 State comes from the rollout state document, cached locally. A background thread
 follows the metadata collection's change stream and also re-reads the document
@@ -40,162 +35,28 @@ Why refuse and not write to old: an old-path write reaches new only while the
 forward pipeline runs and only if it is newer than the key's stamp on new; after
 cutover it could sit in old unseen and be overwritten by the reverse stream. A
 refused write is never lost: the application sees the error and retries.
-
-Stamps (``stamp``, ``stamp_update``, ``version_now``) are never behind a cluster
-time this process has seen in a router's replies, and strictly increase within
-the process. Across processes they order by wall clock (nanoseconds); what is
-left is clock skew between application hosts for writes of one key within it.
 """
 
 from __future__ import annotations
 
-import hashlib
 import threading
 import time
 import uuid
-from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
-from bson import json_util
-from bson.int64 import Int64
-from bson.json_util import CANONICAL_JSON_OPTIONS
-from bson.timestamp import Timestamp
 from pymongo import MongoClient
 from pymongo.errors import PyMongoError
 
-from stream_migrator import events
 from stream_migrator.errors import ConfigError
-from stream_migrator.events import META_FIELD
 from stream_migrator.mongo import cluster_time_now
 from stream_migrator.observability import get_logger
 from stream_migrator.rollout.errors import NoRolloutStateError, RouterLeaseExpiredError
 from stream_migrator.rollout.leases import LeaseStore
-from stream_migrator.rollout.stages import Stage
+from stream_migrator.rollout.routing import Target, canonical_id, side_for
+from stream_migrator.rollout.stamps import observe_cluster_time, observe_reply
 from stream_migrator.rollout.state import STATE_COLLECTION, RolloutState
 
 log = get_logger("router")
-Side = Literal["old", "new"]
-BUCKETS = 10_000
-
-
-@dataclass(frozen=True)
-class Target:
-    """The collection one request should use."""
-
-    side: Side
-    namespace: str
-    schema: str
-
-    @property
-    def db(self) -> str:
-        return self.namespace.partition(".")[0]
-
-    @property
-    def collection(self) -> str:
-        return self.namespace.partition(".")[2]
-
-
-def bucket(migration: str, key: Any) -> int:
-    """0..9999, stable for a key across processes (salted by migration)."""
-    digest = hashlib.blake2b(
-        migration.encode() + b"\0" + events.key_bytes(key), digest_size=8
-    ).digest()
-    return int.from_bytes(digest, "big") % BUCKETS
-
-
-def side_for(state: RolloutState, key: Any, tenant: str | None = None) -> Side:
-    """Old or new for one key under ``state`` (pure; reads and writes use the same rule)."""
-    path = state.read_path
-    if path != "split":
-        return path
-    if tenant is not None and tenant in state.tenants_deny:
-        return "old"
-    if tenant is not None and tenant in state.tenants_allow:
-        return "new"
-    return (
-        "new" if bucket(state.migration, key) < round(state.percentage * BUCKETS / 100) else "old"
-    )
-
-
-def canonical_id(doc_id: Any) -> str:
-    """A string naming ``doc_id`` with its BSON type (injective; strings stay readable).
-
-    A string is itself (a leading ``~`` doubled); anything else is ``~`` + canonical
-    Extended JSON, which starts with ``{``, ``[``, ``t``, ``f`` or ``n``, never ``~``.
-    Numbers of different BSON types stay apart (``1`` vs ``Int64(1)``), as in the
-    Kafka key and the routing bucket: pass an ``_id`` in the type it is stored in.
-    """
-    if isinstance(doc_id, str):
-        return "~" + doc_id if doc_id.startswith("~") else doc_id
-    return "~" + json_util.dumps(doc_id, json_options=CANONICAL_JSON_OPTIONS, separators=(",", ":"))
-
-
-class _StampClock:
-    """Application versions: strictly increasing, never behind a cluster time seen."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._last = 0
-        self._floor = 0  # the newest cluster time seen in a reply, as a version
-
-    def observe(self, ts: Timestamp) -> None:
-        with self._lock:
-            self._floor = max(self._floor, events.version_of(ts))
-
-    def next(self) -> int:
-        ns = time.time_ns()
-        candidate = events.app_version(ns // 1_000_000_000, ns % 1_000_000_000)
-        with self._lock:
-            version = max(candidate, _app_after(self._last), _app_after(self._floor))
-            self._last = version
-        return version
-
-
-def _app_after(version: int) -> int:
-    """The smallest application version later than ``version``."""
-    seconds, increment = version >> 32, version & 0xFFFFFFFF
-    if not events.is_app_version(version):
-        return events.app_version(seconds, 0)
-    if increment < 0xFFFFFFFF:
-        return version + 1
-    return events.app_version(seconds + 1, 0)
-
-
-_CLOCK = _StampClock()
-
-
-def observe_cluster_time(ts: Timestamp) -> None:
-    """Lift later stamps above ``ts`` (routers call it with their replies' cluster times)."""
-    _CLOCK.observe(ts)
-
-
-def _observe_reply(reply: dict[str, Any]) -> None:
-    for ts in (reply.get("$clusterTime", {}).get("clusterTime"), reply.get("operationTime")):
-        if isinstance(ts, Timestamp):
-            _CLOCK.observe(ts)
-
-
-def version_now() -> int:
-    """A version for an application write: later than any change of this second.
-
-    Stamp every write made on the new path with it (``stamp``, ``stamp_update``): a
-    forward event still in flight from before the key moved is then refused as
-    stale instead of overwriting the application's newer write, and the reverse
-    stream knows the write as the application's (it carries only those back).
-    Stamping old-path writes too lets the guard order them after a new-path write
-    of the same key that the reverse stream delivers late (after a halt).
-    """
-    return _CLOCK.next()
-
-
-def stamp_update(update: dict[str, Any]) -> dict[str, Any]:
-    """An update-operator document with ``_sm.v = version_now()`` added to its ``$set``."""
-    return {**update, "$set": {**update.get("$set", {}), f"{META_FIELD}.v": Int64(version_now())}}
-
-
-def stamp(document: dict[str, Any]) -> dict[str, Any]:
-    """``document`` with ``_sm.v = version_now()`` (for writes on the new path)."""
-    return {**document, META_FIELD: {"v": Int64(version_now())}}
 
 
 class Router:
@@ -382,7 +243,7 @@ class Router:
                 codec_options=self._coll.codec_options,
                 read_preference=self._coll.read_preference,
             )
-            _observe_reply(reply)
+            observe_reply(reply)
             batch = reply["cursor"]["firstBatch"]
             state = RolloutState.from_doc(batch[0]) if batch else None
         except PyMongoError as exc:
@@ -468,19 +329,3 @@ class Router:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-__all__ = [
-    "NoRolloutStateError",
-    "Router",
-    "RouterLeaseExpiredError",
-    "Stage",
-    "Target",
-    "bucket",
-    "canonical_id",
-    "observe_cluster_time",
-    "side_for",
-    "stamp",
-    "stamp_update",
-    "version_now",
-]

@@ -53,7 +53,7 @@ class RolloutState:
     extra: dict[str, Any] = field(default_factory=dict)
     #: The audit entry of the transition that produced this version, written in the
     #: same compare-and-set as the state: a controller killed before it appended the
-    #: entry leaves it here, and the next one appends it (see Controller._transition).
+    #: entry leaves it here, and the next one appends it (see Transitions.swap).
     journal: dict[str, Any] | None = None
 
     @property

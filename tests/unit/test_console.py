@@ -9,7 +9,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from stream_migrator.rollout.console import AUDIT_ROWS, ConsoleData, ConsolePage, fence_rows
-from stream_migrator.rollout.controller import MeasurementHistory
+from stream_migrator.rollout.evaluation import MeasurementHistory
 from stream_migrator.rollout.fences import Measurements
 from stream_migrator.rollout.plan import Fences, MigrationPlan
 
