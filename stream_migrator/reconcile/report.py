@@ -23,8 +23,8 @@ class Verdict:
     ready: bool
     reasons: list[str] = field(default_factory=list)
     divergence_ratio: float = 0.0
-    lag_events: int = 0
-    lag_seconds: float = 0.0
+    lag_events: int | None = 0  # None: consumer lag unknown (a fence counts it missing)
+    lag_seconds: float | None = 0.0
 
 
 @dataclass
@@ -174,8 +174,8 @@ def decide(report: ReconcileReport, *, max_lag_events: int, max_lag_seconds: flo
         ready=not reasons,
         reasons=reasons,
         divergence_ratio=report.divergence_ratio,
-        lag_events=lag.events,
-        lag_seconds=lag.seconds,
+        lag_events=lag.events if lag.known else None,
+        lag_seconds=lag.seconds if lag.known else None,
     )
 
 

@@ -76,16 +76,20 @@ def measure(
     """Lag and divergence from the gate's verdict, error rate from Kafka, p99 from /metrics."""
     captured = topic_size(consumer, changes_topic)
     quarantined = topic_size(consumer, quarantine_topic)
-    error_rate = None
-    if captured is not None:
-        error_rate = (quarantined or 0) / captured if captured else 0.0
     return Measurements(
         lag_events=verdict.lag_events,
         lag_seconds=verdict.lag_seconds,
-        error_rate=error_rate,
+        error_rate=error_rate(captured, quarantined),
         divergence_ratio=verdict.divergence_ratio,
         p99_apply_seconds=p99_from_metrics(metrics_urls, migration) if metrics_urls else None,
     )
+
+
+def error_rate(captured: int | None, quarantined: int | None) -> float | None:
+    """Quarantined per captured event; None (unmeasured: the fence holds) if either is unknown."""
+    if captured is None or quarantined is None:
+        return None
+    return quarantined / captured if captured else 0.0
 
 
 def topic_size(consumer: Consumer, topic: str, timeout: float = 5.0) -> int | None:

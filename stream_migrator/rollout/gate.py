@@ -33,10 +33,10 @@ class VerdictLike(Protocol):
     def divergence_ratio(self) -> float: ...
 
     @property
-    def lag_events(self) -> int: ...
+    def lag_events(self) -> int | None: ...  # None: unknown (a fence counts it missing)
 
     @property
-    def lag_seconds(self) -> float: ...
+    def lag_seconds(self) -> float | None: ...
 
 
 class Gate(Protocol):
@@ -50,8 +50,8 @@ class GateVerdict:
     ready: bool
     reasons: list[str] = field(default_factory=list)
     divergence_ratio: float = 0.0
-    lag_events: int = 0
-    lag_seconds: float = 0.0
+    lag_events: int | None = 0  # None: unknown
+    lag_seconds: float | None = 0.0
 
 
 def compare_gate(
@@ -113,8 +113,8 @@ def compare_gate(
         ready=not reasons,
         reasons=reasons,
         divergence_ratio=report.mismatches / max(1, report.source_count),
-        lag_events=lag.events if lag.known else 0,
-        lag_seconds=lag.seconds if lag.known else 0.0,
+        lag_events=lag.events if lag.known else None,
+        lag_seconds=lag.seconds if lag.known else None,
     )
 
 

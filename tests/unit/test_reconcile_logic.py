@@ -249,3 +249,14 @@ def test_segment_queries_resume_across_type_brackets_inside_bounds() -> None:
     assert _segment_queries({**middle, "has_last": True, "last_id": 150})[0] == {
         "$and": [{"_id": {"$gt": 150}}, in_range]
     }
+
+
+def test_verdict_leaves_unknown_consumer_lag_unmeasured() -> None:
+    """Unknown consumer lag is a NOT READY reason and no lag figure: a fence sees it missing."""
+    report = _report()
+    report.lag = LagReport(known=False, error="no coordinator", capture_measured=True)
+    verdict = decide(report, max_lag_events=0, max_lag_seconds=1)
+    assert not verdict.ready
+    assert verdict.lag_events is None
+    assert verdict.lag_seconds is None
+    assert any(r.startswith("consumer lag is unknown: no coordinator") for r in verdict.reasons)

@@ -15,7 +15,7 @@ from bson.timestamp import Timestamp
 from stream_migrator import events
 from stream_migrator.errors import ConfigError
 from stream_migrator.rollout.errors import PlanError
-from stream_migrator.rollout.fences import Measurements, _quantile, evaluate, missing
+from stream_migrator.rollout.fences import Measurements, _quantile, error_rate, evaluate, missing
 from stream_migrator.rollout.leases import Lease, LeaseWatch
 from stream_migrator.rollout.plan import Fences, load_plan, parse_plan, render, run_order, validate
 from stream_migrator.rollout.reverse import is_forward_echo
@@ -375,3 +375,18 @@ def test_inverted_spec_copies_on_write_and_leaves_its_input_alone() -> None:
     assert new_doc == before
     assert old_doc == spec.inverse(new_doc)
     assert old_doc["items"] is new_doc["items"]  # shared, not copied
+
+
+@pytest.mark.parametrize(
+    ("captured", "quarantined", "rate"),
+    [(None, 3, None), (100, None, None), (0, 0, 0.0), (200, 5, 0.025)],
+)
+def test_error_rate_is_unmeasured_when_either_topic_is_unreadable(
+    captured: int | None, quarantined: int | None, rate: float | None
+) -> None:
+    """An unreadable quarantine topic is no error rate of 0: the fence counts it missing."""
+    assert error_rate(captured, quarantined) == rate
+    fences = Fences(max_error_rate=0.01)
+    assert missing(fences, Measurements(error_rate=error_rate(captured, quarantined))) == (
+        ["error_rate"] if rate is None else []
+    )
