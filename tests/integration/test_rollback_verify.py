@@ -45,6 +45,7 @@ def _verified(s: Settings, timeout: float = 90) -> tuple[bool, dict[str, Any]]:
             return ok, details
 
 
+@pytest.mark.usefixtures("write_guard")  # both guard modes
 def test_rollback_verify_blocks_on_new_write_the_inverse_rejects(
     reversing: tuple[Settings, Any, Any],
 ) -> None:

@@ -96,6 +96,7 @@ def test_rollout_run_serves_health_and_metrics_and_stops_on_sigterm(
     assert [e["to"] for e in events if e["event"] == "rollout.advanced"] == ["shadow", "verify"]
 
 
+@pytest.mark.usefixtures("write_guard")  # both guard modes
 def test_rollout_reverse_carries_new_path_writes_to_old_and_stops_on_sigterm(
     settings_kwargs: dict[str, Any], tmp_path: Path, procs: list[Proc]
 ) -> None:

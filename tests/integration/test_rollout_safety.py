@@ -154,6 +154,7 @@ def test_fence_without_measurement_holds_the_stage_and_says_why(
     assert last["details"]["unmeasured"] == ["p99_apply_seconds"]
 
 
+@pytest.mark.usefixtures("write_guard")  # both guard modes
 def test_rollback_stays_rolling_back_until_a_stale_router_acknowledges(
     migrated: tuple[Settings, Any], tmp_path: Path
 ) -> None:
@@ -196,6 +197,7 @@ def test_rollback_stays_rolling_back_until_a_stale_router_acknowledges(
     assert LeaseStore(client_for(s), s.metadata_db).of(s.migration) == []  # released on close
 
 
+@pytest.mark.usefixtures("write_guard")  # both guard modes
 def test_write_on_new_by_a_router_before_it_acknowledges_is_carried_back_and_verified(
     migrated: tuple[Settings, Any], tmp_path: Path
 ) -> None:
@@ -253,6 +255,7 @@ def test_write_on_new_by_a_router_before_it_acknowledges_is_carried_back_and_ver
         client.close()
 
 
+@pytest.mark.usefixtures("write_guard")  # both guard modes
 def test_rollback_proceeds_once_an_unreachable_routers_lease_expires(
     migrated: tuple[Settings, Any], tmp_path: Path
 ) -> None:
