@@ -32,10 +32,12 @@ from pathlib import Path
 
 from pymongo.errors import PyMongoError
 
-from stream_migrator.demo import LiveWriter, scrape, seed
+from stream_migrator.demo.data import LiveWriter, seed
+from stream_migrator.demo.report import scrape
 from stream_migrator.errors import InfraError
 from stream_migrator.infra import DEFAULT_STATE_DIR, LocalStack, free_port
-from stream_migrator.kafka import ensure_topic, topic_retention
+from stream_migrator.kafka import ensure_topic
+from stream_migrator.kafka_retention import topic_retention
 from stream_migrator.mongo import connect
 from stream_migrator.reconcile import full_compare
 from stream_migrator.settings import load_settings

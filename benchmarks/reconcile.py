@@ -36,7 +36,7 @@ from bson.int64 import Int64
 from bson.raw_bson import RawBSONDocument
 from pymongo.collection import Collection
 
-from stream_migrator.demo import seed
+from stream_migrator.demo.data import seed
 from stream_migrator.events import version_of
 from stream_migrator.mongo import connect
 from stream_migrator.reconcile import full_compare, load_reconcile_settings, run_reconcile

@@ -90,7 +90,7 @@ from drain import (
 from pymongo.collection import Collection
 
 from stream_migrator import events
-from stream_migrator.demo import seed, v1_order
+from stream_migrator.demo.data import seed, v1_order
 from stream_migrator.errors import InfraError
 from stream_migrator.infra.connect import ConnectWorker, render_connector
 from stream_migrator.kafka import ensure_topic

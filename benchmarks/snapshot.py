@@ -32,7 +32,7 @@ from confluent_kafka import Consumer, TopicPartition
 from drain import BenchmarkError, Pipeline, Servers, servers
 from pymongo import InsertOne
 
-from stream_migrator.demo import v1_order
+from stream_migrator.demo.data import v1_order
 
 
 @dataclass(frozen=True)

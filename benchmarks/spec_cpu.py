@@ -23,7 +23,7 @@ from typing import Any
 
 import bson
 
-from stream_migrator.demo import v1_order
+from stream_migrator.demo.data import v1_order
 from stream_migrator.events import BSON_OPTIONS
 from stream_migrator.rollout.reverse import inverted
 from stream_migrator.spec import get_spec

@@ -31,7 +31,8 @@ from pathlib import Path
 from drain import REPO, SM_DIR, BenchmarkError, peak_rss_mib, servers
 
 from stream_migrator import events
-from stream_migrator.demo import scrape, v1_order
+from stream_migrator.demo.data import v1_order
+from stream_migrator.demo.report import scrape
 from stream_migrator.infra import free_port
 from stream_migrator.kafka import AckedProducer, ensure_topic, producer_config
 from stream_migrator.mongo import connect

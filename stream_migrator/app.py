@@ -24,19 +24,17 @@ from pymongo import MongoClient
 
 from stream_migrator import events
 from stream_migrator.capture import Capture, MongoCheckpointStore
-from stream_migrator.capture.positions import apply_action
 from stream_migrator.capture.split_events import supports_split_events
 from stream_migrator.capture.throttle import SnapshotThrottle
 from stream_migrator.interfaces import DocumentSink, Transformer
 from stream_migrator.kafka import (
     AckedProducer,
-    check_tombstone_retention,
     consumer_config,
     ensure_topic,
     group_lag,
     producer_config,
-    topic_retention,
 )
+from stream_migrator.kafka_retention import check_tombstone_retention, topic_retention
 from stream_migrator.mongo import connect
 from stream_migrator.observability import HealthState, get_logger
 from stream_migrator.observability.health import Route, serve_health
@@ -139,32 +137,6 @@ def run_capture(settings: Settings, stop: StopFlag) -> Capture:
         capture.run()
         health.beat("draining")
         return capture
-
-
-def apply_capture_action(
-    settings: Settings,
-    *,
-    resume_after: str | None = None,
-    start_at: str | None = None,
-    resnapshot: bool = False,
-) -> str | None:
-    """Apply an operator's --resume-after / --start-at / --resnapshot before capture starts."""
-    client = connect(settings.mongo_uri.get_secret_value(), app="capture-action")
-    try:
-        store = MongoCheckpointStore(client, settings.metadata_db, settings.migration)
-        what = apply_action(
-            store,
-            client[settings.metadata_db]["capture_actions"],
-            settings.migration,
-            resume_after=resume_after,
-            start_at=start_at,
-            resnapshot=resnapshot,
-        )
-    finally:
-        client.close()
-    if what:
-        log.warning("capture.operator_action", action=what)
-    return what
 
 
 def run_transform(settings: Settings, stop: StopFlag) -> TransformWorker:

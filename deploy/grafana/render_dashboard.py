@@ -35,7 +35,7 @@ mpl.use("Agg")
 import matplotlib.pyplot as plt
 from pymongo import MongoClient
 
-from stream_migrator.demo import LiveWriter, seed
+from stream_migrator.demo.data import LiveWriter, seed
 from stream_migrator.infra import LocalStack
 from stream_migrator.observability.local_prometheus import (
     RULES,

@@ -18,6 +18,11 @@ from pymongo.collection import Collection
 from stream_migrator import events
 from stream_migrator.capture.checkpoint import MongoCheckpointStore
 from stream_migrator.errors import ConfigError
+from stream_migrator.mongo import connect
+from stream_migrator.observability import get_logger
+from stream_migrator.settings import Settings
+
+log = get_logger("capture")
 
 
 def parse_token(text: str) -> dict[str, Any]:
@@ -93,4 +98,30 @@ def apply_action(
             "replaced_checkpoint": previous,
         }
     )
+    return what
+
+
+def apply_capture_action(
+    settings: Settings,
+    *,
+    resume_after: str | None = None,
+    start_at: str | None = None,
+    resnapshot: bool = False,
+) -> str | None:
+    """Apply an operator's --resume-after / --start-at / --resnapshot before capture starts."""
+    client = connect(settings.mongo_uri.get_secret_value(), app="capture-action")
+    try:
+        store = MongoCheckpointStore(client, settings.metadata_db, settings.migration)
+        what = apply_action(
+            store,
+            client[settings.metadata_db]["capture_actions"],
+            settings.migration,
+            resume_after=resume_after,
+            start_at=start_at,
+            resnapshot=resnapshot,
+        )
+    finally:
+        client.close()
+    if what:
+        log.warning("capture.operator_action", action=what)
     return what

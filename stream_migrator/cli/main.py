@@ -45,7 +45,8 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 def _cmd_capture(args: argparse.Namespace) -> int:
-    from stream_migrator.app import apply_capture_action, run_capture, stop_on_signals
+    from stream_migrator.app import run_capture, stop_on_signals
+    from stream_migrator.capture.positions import apply_capture_action
     from stream_migrator.observability import configure_logging
 
     settings = _settings(args)
@@ -199,7 +200,7 @@ def _cmd_infra(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from stream_migrator.demo import DemoOptions, run_demo
+    from stream_migrator.demo.run import DemoOptions, run_demo
 
     options = DemoOptions(
         docs=args.docs,

@@ -27,7 +27,8 @@ from typing import Any
 
 from stream_migrator.errors import InfraError
 from stream_migrator.infra.jars import DEPLOY_LOCAL, java_binary, resolve_jars
-from stream_migrator.infra.stack import DEFAULT_CACHE_DIR, REPO_ROOT, free_port
+from stream_migrator.infra.probes import free_port
+from stream_migrator.infra.stack import DEFAULT_CACHE_DIR, REPO_ROOT
 
 CONNECT_DIR = DEPLOY_LOCAL / "connect"
 CONNECT_POM = CONNECT_DIR / "pom.xml"

@@ -11,7 +11,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import string
 import subprocess
 import time
@@ -22,6 +21,7 @@ from typing import Any
 
 from stream_migrator.errors import InfraError
 from stream_migrator.infra.jars import DEPLOY_LOCAL, java_binary, resolve_jars
+from stream_migrator.infra.probes import free_port, pid_alive, port_answers, protocol_ready
 
 _STATE_FILE = "stack.json"
 REPO_ROOT = DEPLOY_LOCAL.parents[1]
@@ -69,28 +69,6 @@ class ServerInfo:
     @property
     def address(self) -> str:
         return f"{self.host}:{self.port}"
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port that is free on ``host`` right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A zombie child still answers kill(0); reap it if it is ours.
-    with contextlib.suppress(ChildProcessError):
-        done, _ = os.waitpid(pid, os.WNOHANG)
-        if done == pid:
-            return False
-    return True
 
 
 class LocalStack:
@@ -151,7 +129,7 @@ class LocalStack:
 
     def _require(self, name: str) -> ServerInfo:
         info = self.servers().get(name)
-        if info is None or not _alive(info.pid):
+        if info is None or not pid_alive(info.pid):
             raise InfraError(
                 f"the local {name} server is not running (state in {self.state_dir}); "
                 "start it with `stream-migrator infra up`"
@@ -162,14 +140,14 @@ class LocalStack:
         """One row per server: name, address, pid, running, log."""
         rows = []
         for name, info in self.servers().items():
-            running = _alive(info.pid)
+            running = pid_alive(info.pid)
             rows.append(
                 {
                     "name": name,
                     "address": info.address,
                     "pid": info.pid,
                     "running": running,
-                    "answering": running and _answers(info.host, info.port),
+                    "answering": running and port_answers(info.host, info.port),
                     "log": info.log,
                 }
             )
@@ -189,7 +167,7 @@ class LocalStack:
             raise InfraError(
                 f"unknown local server(s) {sorted(unknown)}: choose kafka and/or mongo"
             )
-        servers = {n: s for n, s in self.servers().items() if _alive(s.pid)}
+        servers = {n: s for n, s in self.servers().items() if pid_alive(s.pid)}
         if only <= servers.keys():
             return servers
         java = java_binary()
@@ -215,13 +193,13 @@ class LocalStack:
         """Stop every recorded server (SIGTERM, then SIGKILL after ``timeout``)."""
         stopped = []
         for name, info in self.servers().items():
-            if _alive(info.pid):
+            if pid_alive(info.pid):
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(info.pid, signal.SIGTERM)
                 deadline = time.monotonic() + timeout
-                while _alive(info.pid) and time.monotonic() < deadline:
+                while pid_alive(info.pid) and time.monotonic() < deadline:
                     time.sleep(0.1)
-                if _alive(info.pid):
+                if pid_alive(info.pid):
                     with contextlib.suppress(ProcessLookupError):
                         os.killpg(info.pid, signal.SIGKILL)
                 stopped.append(name)
@@ -347,13 +325,13 @@ class LocalStack:
         if not quiet:
             print(f"waiting for {info.name} on {info.address} ...", flush=True)
         while time.monotonic() < deadline:
-            if not _alive(info.pid):
+            if not pid_alive(info.pid):
                 tail = Path(info.log).read_text(errors="replace")[-1500:]
                 raise InfraError(
                     f"the local {info.name} server exited during start; "
                     f"last log lines ({info.log}):\n{tail}"
                 )
-            if _answers(info.host, info.port) and _protocol_ready(info):
+            if port_answers(info.host, info.port) and protocol_ready(info.name, info.address):
                 return
             time.sleep(0.25)
         raise InfraError(
@@ -380,37 +358,3 @@ def _cluster_id() -> str:
     import base64
 
     return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
-
-
-def _answers(host: str, port: int) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=0.5):
-            return True
-    except OSError:
-        return False
-
-
-def _protocol_ready(info: ServerInfo) -> bool:
-    """A TCP accept is not enough: ask each server something real."""
-    if info.name == "mongo":
-        from pymongo import MongoClient
-        from pymongo.errors import PyMongoError
-
-        client: MongoClient[dict[str, Any]] = MongoClient(
-            f"mongodb://{info.address}/?directConnection=true", serverSelectionTimeoutMS=1000
-        )
-        try:
-            client.admin.command("ping")
-            return True
-        except PyMongoError:
-            return False
-        finally:
-            client.close()
-    from confluent_kafka.admin import AdminClient
-
-    admin = AdminClient({"bootstrap.servers": info.address})
-    try:
-        meta = admin.list_topics(timeout=2)
-        return bool(meta.brokers)
-    except Exception:  # noqa: BLE001 - any failure just means "not ready yet"
-        return False

@@ -15,7 +15,8 @@ import pytest
 from pymongo import uri_parser
 
 from stream_migrator.infra.certs import openssl_pem
-from stream_migrator.infra.stack import LocalStack, ScramUser, free_port
+from stream_migrator.infra.probes import free_port
+from stream_migrator.infra.stack import LocalStack, ScramUser
 from tests.backends import Backend
 
 REPO = Path(__file__).resolve().parents[2]

@@ -11,9 +11,10 @@ import pytest
 import structlog.testing
 from bson import ObjectId, Timestamp
 
-from stream_migrator.app import apply_capture_action, run_capture
+from stream_migrator.app import run_capture
 from stream_migrator.capture import tailer
 from stream_migrator.capture.checkpoint import MongoCheckpointStore
+from stream_migrator.capture.positions import apply_capture_action
 from stream_migrator.errors import FatalError
 from stream_migrator.reconcile import full_compare
 from stream_migrator.runtime import StopFlag

@@ -12,7 +12,7 @@ import pytest
 from bson.decimal128 import Decimal128
 from bson.int64 import Int64
 
-from stream_migrator.demo import v1_order
+from stream_migrator.demo.data import v1_order
 from stream_migrator.errors import InfraError
 from stream_migrator.infra.connect import ConnectWorker, connect_jars, render_connector
 from stream_migrator.kafka import ensure_topic

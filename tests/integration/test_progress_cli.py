@@ -26,7 +26,7 @@ import pytest
 from bson import Timestamp
 from bson.int64 import Int64
 
-from stream_migrator.demo import v1_order
+from stream_migrator.demo.data import v1_order
 from stream_migrator.events import version_of
 from stream_migrator.reconcile import ReconcileSettings, load_reconcile_settings
 from stream_migrator.spec import get_spec

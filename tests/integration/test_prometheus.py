@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from stream_migrator.demo import seed
+from stream_migrator.demo.data import seed
 from stream_migrator.observability import HealthServer, HealthState
 from stream_migrator.observability.local_prometheus import RULES, LocalPrometheus, free_port
 from stream_migrator.settings import load_settings

@@ -19,7 +19,7 @@ from bson import ObjectId, Timestamp
 from bson.int64 import Int64
 
 from stream_migrator.app import run_capture, run_transform, run_watch
-from stream_migrator.demo import v1_order
+from stream_migrator.demo.data import v1_order
 from stream_migrator.events import version_of
 from stream_migrator.id_sample import sample_ids
 from stream_migrator.reconcile import ReconcileSettings, gate, load_reconcile_settings

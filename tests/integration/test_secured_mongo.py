@@ -10,7 +10,7 @@ import pytest
 from confluent_kafka.admin import AdminClient
 from pymongo import MongoClient
 
-from stream_migrator.demo import seed
+from stream_migrator.demo.data import seed
 from stream_migrator.infra.certs import openssl_pem
 from stream_migrator.settings import Settings
 from tests.integration.helpers import cli, pipeline, settings_env, wait_until_match

@@ -19,7 +19,7 @@ from stream_migrator import events
 from stream_migrator.app import run_capture
 from stream_migrator.capture import tailer
 from stream_migrator.capture.checkpoint import MongoCheckpointStore
-from stream_migrator.demo import v1_order
+from stream_migrator.demo.data import v1_order
 from stream_migrator.id_order import is_split_point, range_id_filters
 from stream_migrator.settings import Settings, load_settings
 from tests.integration.helpers import StageThread, client_for, pipeline, wait_until_match

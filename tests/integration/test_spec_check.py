@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from stream_migrator.demo import v1_order
+from stream_migrator.demo.data import v1_order
 from stream_migrator.mongo import connect
 
 pytestmark = pytest.mark.integration

@@ -11,7 +11,7 @@ from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-def
 
 from stream_migrator.app import run_transform
 from stream_migrator.errors import ConfigError, InfraError
-from stream_migrator.kafka import topic_retention
+from stream_migrator.kafka_retention import topic_retention
 from stream_migrator.runtime import StopFlag
 from stream_migrator.settings import Settings, load_settings
 from tests.integration.helpers import cli, client_for, pipeline, settings_env, wait_until_match

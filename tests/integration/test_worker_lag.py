@@ -12,7 +12,7 @@ from confluent_kafka import Consumer
 from prometheus_client import REGISTRY
 
 from stream_migrator import events
-from stream_migrator.demo import v1_order
+from stream_migrator.demo.data import v1_order
 from stream_migrator.kafka import (
     AckedProducer,
     consumer_config,

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from stream_migrator.errors import ConfigError
-from stream_migrator.kafka import TopicRetention, check_tombstone_retention
+from stream_migrator.kafka_retention import TopicRetention, check_tombstone_retention
 from stream_migrator.settings import Settings, cli_flags, load_settings, reference_table
 
 

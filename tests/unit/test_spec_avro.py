@@ -13,7 +13,7 @@ from fastavro.validation import validate as fastavro_validate
 from hypothesis import given
 from hypothesis import strategies as st
 
-from stream_migrator.demo import v1_order
+from stream_migrator.demo.data import v1_order
 from stream_migrator.errors import TransformError
 from stream_migrator.spec import get_spec
 from stream_migrator.spec.avro import AvroSchema, generate, to_avro

@@ -116,7 +116,7 @@ def test_migrate_demo_malformed_address_names_address() -> None:
     """The demo's malformed orders fail the split step (-> quarantine) naming `address`."""
     import random
 
-    from stream_migrator.demo import v1_order
+    from stream_migrator.demo.data import v1_order
 
     doc = {**v1_order(random.Random(0), 1), "address": "no commas here"}
     with pytest.raises(TransformError) as info:
