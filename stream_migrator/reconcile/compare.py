@@ -36,6 +36,7 @@ from pymongo.collection import Collection
 from stream_migrator import events
 from stream_migrator.errors import TransformError
 from stream_migrator.id_order import id_before
+from stream_migrator.mongo import on_primary
 from stream_migrator.reconcile.canonical import FieldDiff, diff_docs, doc_hash
 from stream_migrator.spec import META_FIELD, MigrationSpec
 
@@ -152,8 +153,10 @@ def full_compare(
     in ``rejected``: they are in quarantine, not silently missing.
     """
     report = CompareReport()
-    src = read_sorted(source, [{}], batch=_BATCH)
-    tgt = read_stored(target, [{}], batch=_BATCH)
+    # On the primary, majority-committed: a verdict on a lagging secondary could agree
+    # with a prefix that lacks the newest writes, or with writes a failover rolls back.
+    src = read_sorted(on_primary(source), [{}], batch=_BATCH)
+    tgt = read_stored(on_primary(target), [{}], batch=_BATCH)
     try:
         for s_doc, t_doc in merge_join(src, tgt):
             if s_doc is None:

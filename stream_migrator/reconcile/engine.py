@@ -33,6 +33,7 @@ from pymongo import MongoClient
 from pymongo.collection import Collection
 
 from stream_migrator.errors import ConfigError
+from stream_migrator.mongo import on_primary
 from stream_migrator.observability import get_logger
 from stream_migrator.reconcile.canonical import generic_path, schema_paths
 from stream_migrator.reconcile.counts import ScanCounts
@@ -69,8 +70,9 @@ class Reconciler:
         self._spec = spec or get_spec(settings.spec, settings.hook_policy)
         sdb, scoll = settings.split_ns(settings.source)
         tdb, tcoll = settings.split_ns(settings.target)
-        self.source: Collection[dict[str, Any]] = client[sdb][scoll]
-        self.target: Collection[dict[str, Any]] = client[tdb][tcoll]
+        # Scans and rechecks read the primary, majority-committed (see full_compare).
+        self.source: Collection[dict[str, Any]] = on_primary(client[sdb][scoll])
+        self.target: Collection[dict[str, Any]] = on_primary(client[tdb][tcoll])
         self._store = RunStore(client, settings.metadata_db, settings.migration)
         self._sides = Sides(
             settings=settings,

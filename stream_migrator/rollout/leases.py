@@ -32,6 +32,8 @@ from typing import Any
 from pymongo import MongoClient
 from pymongo.collection import Collection
 
+from stream_migrator.mongo import on_primary
+
 ROUTERS_COLLECTION = "rollout_routers"
 #: Clock-rate allowance between a router's and the controller's monotonic clocks.
 DRIFT_MARGIN = 1.1
@@ -71,7 +73,9 @@ class LeaseStore:
     """Writes a router's heartbeat, removes it on close, lists a migration's routers."""
 
     def __init__(self, client: MongoClient[dict[str, Any]], metadata_db: str) -> None:
-        self.coll: Collection[dict[str, Any]] = client[metadata_db][ROUTERS_COLLECTION]
+        # Primary, majority: a heartbeat read from a lagging secondary could look expired
+        # while its router still writes to new (a rollback would then not wait for it).
+        self.coll: Collection[dict[str, Any]] = on_primary(client[metadata_db][ROUTERS_COLLECTION])
 
     def renew(
         self, router: str, migration: str, *, acked_version: int, beat: int, lease_s: float

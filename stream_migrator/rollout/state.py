@@ -17,6 +17,7 @@ from pymongo import MongoClient
 from pymongo.collection import Collection
 from pymongo.errors import DuplicateKeyError
 
+from stream_migrator.mongo import on_primary
 from stream_migrator.rollout.errors import RolloutError, VersionConflictError
 from stream_migrator.rollout.stages import Stage
 
@@ -101,7 +102,8 @@ class StateStore:
     """Reads and compare-and-sets rollout state documents."""
 
     def __init__(self, client: MongoClient[dict[str, Any]], metadata_db: str) -> None:
-        self.coll: Collection[dict[str, Any]] = client[metadata_db][STATE_COLLECTION]
+        # Primary, majority: the stage decides where applications read and write.
+        self.coll: Collection[dict[str, Any]] = on_primary(client[metadata_db][STATE_COLLECTION])
 
     def load(self, migration: str) -> RolloutState | None:
         doc = self.coll.find_one({"_id": migration})
