@@ -16,7 +16,8 @@ from hypothesis import strategies as st
 from stream_migrator.demo.data import v1_order
 from stream_migrator.errors import TransformError
 from stream_migrator.spec import get_spec
-from stream_migrator.spec.avro import AvroSchema, generate, to_avro
+from stream_migrator.spec.avro import AvroSchema, to_avro
+from stream_migrator.spec.avro_generate import generate
 
 SPEC = get_spec("orders.v1_to_v2")
 assert SPEC.source_schema is not None
