@@ -5,8 +5,6 @@ Topic retention and the tombstone check against it: :mod:`stream_migrator.kafka_
 
 from __future__ import annotations
 
-import contextlib
-import functools
 import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -37,10 +35,17 @@ def client_config(bootstrap: str, security: Security | None = None) -> dict[str,
     return {"bootstrap.servers": bootstrap, **props}
 
 
-@functools.cache
+_access_checked: set[tuple[str, tuple[tuple[str, str], ...]]] = set()
+
+
 def _check_access_once(bootstrap: str, security: tuple[tuple[str, str], ...]) -> None:
-    with contextlib.suppress(InfraError):  # unreachable: the caller's retry waits for it
+    if (bootstrap, security) in _access_checked:
+        return
+    try:
         check_kafka_access(bootstrap, dict(security), timeout=_ACCESS_CHECK_S)
+    except InfraError:
+        return  # unreachable: the caller's retry waits for it; the next client checks again
+    _access_checked.add((bootstrap, security))
 
 
 def producer_config(

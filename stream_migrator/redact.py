@@ -2,31 +2,41 @@
 
 One place decides what a secret is, and every output goes through it: the
 start-up log line and ``config`` (:func:`redact_uri`, :func:`redact_properties`),
-and every log event and CLI error (:func:`redact_text`, fed by
-:func:`register_secret` when the settings are loaded). Driver errors quote
+and every log event and everything a command prints (:func:`redact_text`, fed by
+:func:`register_secret` when the settings are loaded; :func:`redacted_output`). Driver errors quote
 URIs and options verbatim, so masking the settings alone is not enough: the
 values themselves are scrubbed from any text on its way out.
 """
 
 from __future__ import annotations
 
+import contextlib
 import re
+import sys
 import threading
-from collections.abc import Mapping, MutableMapping
-from typing import Any
+from collections.abc import Iterable, Iterator, Mapping, MutableMapping
+from typing import Any, TextIO, cast
 from urllib.parse import unquote
 
 MASK = "***"
 
-#: MongoDB URI options whose value is a secret (lower case; URI options are
-#: case-insensitive). ``authMechanismProperties`` carries AWS session tokens.
-_URI_SECRET_OPTIONS = frozenset(
+#: MongoDB URI options whose value is a secret although their name does not say so
+#: (lower case; URI options are case-insensitive): ``authMechanismProperties``
+#: carries AWS session tokens. Any option named like a secret (``proxyPassword``,
+#: ``tlsCertificateKeyFilePassword``, a future ``...Token``) is one too:
+#: :func:`_is_secret_option`.
+_URI_SECRET_OPTIONS = frozenset({"authmechanismproperties"})
+#: ``authMechanismProperties`` keys whose values are public, and short or common
+#: enough ("mongodb", "true", "azure") that scrubbing them would mangle every line.
+#: Every other key's value (``AWS_SESSION_TOKEN``, any future one) is a secret.
+_PUBLIC_AUTH_PROPERTIES = frozenset(
     {
-        "authmechanismproperties",
-        "tlscertificatekeyfilepassword",
-        "sslclientcertificatekeypassword",
-        "sslpemkeypassword",
-        "password",
+        "service_name",
+        "service_realm",
+        "service_host",
+        "canonicalize_host_name",
+        "environment",
+        "allowed_hosts",
     }
 )
 #: librdkafka property names holding secrets, and name parts that mark one.
@@ -52,6 +62,9 @@ _USERINFO = re.compile(
     r"(?P<scheme>[a-z][a-z0-9+.-]*://)(?P<user>[^:/@?#]*):(?P<pw>[^@/?#]*)@", re.I
 )
 _OPTION = re.compile(r"(?P<sep>[?&;])(?P<name>[^=&;#]+)=(?P<value>[^&;#]*)")
+#: A MongoDB connection string quoted in free text (a driver error, an exception);
+#: it ends at a quote or a backslash too, as inside a rendered JSON log line.
+_MONGO_URI = re.compile(r"mongodb(?:\+srv)?://[^\s'\"`<>\\]+", re.I)
 
 _lock = threading.Lock()
 _secrets: set[str] = set()
@@ -63,19 +76,31 @@ def is_sensitive_property(name: str) -> bool:
     return key in _KAFKA_SECRET_PROPERTIES or any(p in key for p in _SECRET_NAME_PARTS)
 
 
+def _is_secret_option(name: str) -> bool:
+    return name.strip().lower() in _URI_SECRET_OPTIONS or is_sensitive_property(name)
+
+
 def uri_secrets(uri: str) -> list[str]:
     """The secret values in a MongoDB URI: its password and sensitive option values.
 
-    Both the percent-encoded form (as written) and the decoded one (as a driver
-    may quote it) are returned.
+    Each ``authMechanismProperties`` value (the token of ``AWS_SESSION_TOKEN:...``)
+    is one too, since a driver may quote it alone. Both the percent-encoded form
+    (as written) and the decoded one (as a driver may quote it) are returned.
     """
     found: list[str] = []
     userinfo = _USERINFO.search(uri)
     if userinfo and userinfo.group("pw"):
         found.append(userinfo.group("pw"))
     for option in _OPTION.finditer(uri):
-        if option.group("name").lower() in _URI_SECRET_OPTIONS and option.group("value"):
-            found.append(option.group("value"))
+        name, value = option.group("name"), option.group("value")
+        if not value or not _is_secret_option(name):
+            continue
+        found.append(value)
+        if name.lower() == "authmechanismproperties":
+            for prop in unquote(value).split(","):
+                key, _, inner = prop.partition(":")
+                if inner and key.strip().lower() not in _PUBLIC_AUTH_PROPERTIES:
+                    found.append(inner)
     return [form for value in found for form in {value, unquote(value)}]
 
 
@@ -84,7 +109,7 @@ def redact_uri(uri: str) -> str:
     masked = _USERINFO.sub(lambda m: f"{m.group('scheme')}{m.group('user')}:{MASK}@", uri)
 
     def option(m: re.Match[str]) -> str:
-        if m.group("name").lower() in _URI_SECRET_OPTIONS:
+        if _is_secret_option(m.group("name")):
             return f"{m.group('sep')}{m.group('name')}={MASK}"
         return m.group(0)
 
@@ -107,13 +132,46 @@ def register_secret(value: str | None) -> None:
 
 
 def redact_text(text: str) -> str:
-    """``text`` with every registered secret, and any URI password, masked."""
+    """``text`` with every registered secret masked, and any URI's password and sensitive
+    options (of a MongoDB URI: :func:`redact_uri`), registered or not."""
     with _lock:
         secrets = sorted(_secrets, key=len, reverse=True)  # longest first: no partial leftovers
     for secret in secrets:
         if secret in text:
             text = text.replace(secret, MASK)
+    text = _MONGO_URI.sub(lambda m: redact_uri(m.group(0)), text)
     return _USERINFO.sub(lambda m: f"{m.group('scheme')}{m.group('user')}:{MASK}@", text)
+
+
+class _RedactingStream:
+    """A text stream that writes what it is given through :func:`redact_text`."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        self._stream.write(redact_text(text))
+        return len(text)
+
+    def writelines(self, lines: Iterable[str]) -> None:
+        for line in lines:
+            self.write(line)
+
+    def __getattr__(self, name: str) -> Any:  # flush, isatty, fileno, encoding, ...
+        return getattr(self._stream, name)
+
+
+@contextlib.contextmanager
+def redacted_output() -> Iterator[None]:
+    """Everything written to ``sys.stdout`` and ``sys.stderr`` meanwhile goes through
+    :func:`redact_text`: the one place a command's output and errors leave the process."""
+    out, err = sys.stdout, sys.stderr
+    sys.stdout = cast(TextIO, _RedactingStream(out))
+    sys.stderr = cast(TextIO, _RedactingStream(err))
+    try:
+        yield
+    finally:
+        sys.stdout, sys.stderr = out, err
 
 
 def redact_value(value: Any) -> Any:

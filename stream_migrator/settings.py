@@ -6,6 +6,7 @@ prints them and the configuration reference in docs/operating.md is checked agai
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from typing import Any, Literal
@@ -233,17 +234,7 @@ class Settings(BaseSettings):
         given = data.get("mongo_uri")
         if isinstance(given, SecretStr):
             given = given.get_secret_value()
-        try:
-            uri = Path(path).read_text().strip()
-        except OSError as exc:
-            raise ConfigError(
-                f"SM_MONGO_URI_FILE={path}: cannot read the file: {exc.strerror or exc}"
-            ) from None
-        if not uri.startswith(("mongodb://", "mongodb+srv://")):
-            raise ConfigError(
-                f"SM_MONGO_URI_FILE={path}: the file does not hold a MongoDB connection "
-                "string (expected mongodb:// or mongodb+srv://)"
-            )
+        uri = _read_uri_file(path)
         if given and given != uri:
             raise ConfigError(
                 f"both SM_MONGO_URI and SM_MONGO_URI_FILE={path} are set: keep one "
@@ -329,6 +320,34 @@ class Settings(BaseSettings):
             for key, value in read_properties_file(self.kafka_config_file).items():
                 if is_sensitive_property(key):
                     register_secret(value)
+
+
+def _read_uri_file(path: str) -> str:
+    try:
+        uri = Path(path).read_text().strip()
+    except OSError as exc:
+        raise ConfigError(
+            f"SM_MONGO_URI_FILE={path}: cannot read the file: {exc.strerror or exc}"
+        ) from None
+    if not uri.startswith(("mongodb://", "mongodb+srv://")):
+        raise ConfigError(
+            f"SM_MONGO_URI_FILE={path}: the file does not hold a MongoDB connection "
+            "string (expected mongodb:// or mongodb+srv://)"
+        )
+    return uri
+
+
+def mongo_uri_env(uri: str) -> dict[str, str]:
+    """The ``SM_MONGO_URI*`` variables that give a child process ``uri``.
+
+    The file, when ``uri`` is what this process's SM_MONGO_URI_FILE holds, so the
+    URI stays out of the child's environment (``ps e``, ``/proc/PID/environ``);
+    else the URI itself, with an inherited file cleared so the two cannot conflict.
+    """
+    path = os.environ.get("SM_MONGO_URI_FILE", "")
+    if path and _read_uri_file(path) == uri:
+        return {"SM_MONGO_URI_FILE": path, "SM_MONGO_URI": ""}
+    return {"SM_MONGO_URI": uri, "SM_MONGO_URI_FILE": ""}
 
 
 def load_settings(**overrides: Any) -> Settings:

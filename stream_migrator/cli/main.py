@@ -10,8 +10,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import structlog
+
 from stream_migrator.errors import ConfigError, InfraError, StreamMigratorError
-from stream_migrator.redact import redact_text
+from stream_migrator.redact import redacted_output
 from stream_migrator.settings import Settings, cli_flags, load_settings
 
 _SETTING_FLAGS = cli_flags()
@@ -335,22 +337,38 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point; errors become one line on stderr and a distinct exit code."""
-    args = build_parser().parse_args(argv)
+    """Entry point; errors become one line on stderr and a distinct exit code.
+
+    Everything a command prints, its errors included, leaves through
+    ``redacted_output``: driver errors quote URIs and options (in ``status``,
+    ``quarantine``, ...), so no command has to remember to mask its own output.
+    """
+    with redacted_output():
+        args = build_parser().parse_args(argv)
+        return _dispatch(args)
+
+
+def _dispatch(args: argparse.Namespace) -> int:
     try:
         code: int = args.func(args)
         return code
     except ConfigError as exc:
-        print(f"stream-migrator: configuration error: {redact_text(str(exc))}", file=sys.stderr)
+        print(f"stream-migrator: configuration error: {exc}", file=sys.stderr)
         return 2
     except InfraError as exc:
-        print(f"stream-migrator: {redact_text(str(exc))}", file=sys.stderr)
+        print(f"stream-migrator: {exc}", file=sys.stderr)
         return 3
     except StreamMigratorError as exc:
-        print(f"stream-migrator: {redact_text(str(exc))}", file=sys.stderr)
+        print(f"stream-migrator: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:  # noqa: BLE001 - a bug: one line, not a traceback quoting secrets
+        if structlog.is_configured():  # its processors scrub the traceback too
+            structlog.get_logger("stream_migrator.cli").exception("cli.unexpected_error")
+        detail = " ".join(str(exc).split())
+        print(f"stream-migrator: unexpected error: {type(exc).__name__}: {detail}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -13,6 +13,7 @@ from typing import Any
 
 from stream_migrator.errors import ConfigError
 from stream_migrator.progress import Progress, add_progress_flag, command_logging
+from stream_migrator.redact import redact_text, redact_uri
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -24,14 +25,23 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="validate FILE, run it over sample documents, report inverse(transform(d)) != d",
         description=(
             "Validate a spec file, then run it over source documents sampled from MongoDB "
-            "(with --mongo-uri) or generated from the source schema and the spec's examples. "
+            "(with --mongo-uri or --mongo-uri-file) or generated from the source schema and the "
+            "spec's examples. "
             "Exit 0 when every document round-trips, 1 when some does not or when no "
             "document was checked (unless --allow-empty), 2 when the spec is invalid."
         ),
     )
     check.add_argument("file", metavar="FILE", help="a spec .yaml file, or a built-in spec name")
+    # The settings' own flags: the URI is loaded, checked and its secrets registered
+    # as every other command's. Not the environment's SM_MONGO_URI alone: exported
+    # in every deployment, it would silently turn generated samples into sampled ones.
     check.add_argument(
         "--mongo-uri", help="sample real source documents from this MongoDB (default: generate)"
+    )
+    check.add_argument(
+        "--mongo-uri-file",
+        metavar="FILE",
+        help="as --mongo-uri, the URI read from FILE (kept off the command line and `ps`)",
     )
     check.add_argument(
         "--source", metavar="DB.COLL", help="collection to sample (default: the spec's source)"
@@ -62,7 +72,11 @@ def _cmd_check(args: argparse.Namespace) -> int:
     from stream_migrator.spec.errors import SpecError
 
     try:
-        settings = load_settings(allow_hooks=args.allow_hooks)
+        settings = load_settings(
+            allow_hooks=args.allow_hooks,
+            mongo_uri=args.mongo_uri,
+            mongo_uri_file=args.mongo_uri_file,
+        )
         spec = get_spec(args.file, settings.hook_policy)
     except SpecError as exc:
         print(f"spec {args.file}: invalid", file=sys.stderr)
@@ -75,12 +89,12 @@ def _cmd_check(args: argparse.Namespace) -> int:
     if args.sample < 0:
         print("spec check: --sample must be 0 or more", file=sys.stderr)
         return 2
-    if args.mongo_uri:
+    if args.mongo_uri or args.mongo_uri_file:
         ns = args.source or (str(spec.source) if spec.source else None)
         if not ns or "." not in ns:
             print("spec check: give --source DB.COLL (the spec names no source)", file=sys.stderr)
             return 2
-        docs = _sample(args.mongo_uri, ns, args.sample)
+        docs = _sample(settings.mongo_uri.get_secret_value(), ns, args.sample)
         sample = f"{len(docs)} documents from {ns}"
         when_empty: str | None = f"{ns} has none"
     else:
@@ -119,6 +133,8 @@ def _sample(uri: str, ns: str, count: int) -> list[dict[str, Any]]:
         except OperationFailure:
             return list(collection.find({}).limit(count))
     except PyMongoError as exc:
-        raise ConfigError(f"cannot sample {ns} from {uri}: {exc}") from None
+        raise ConfigError(
+            f"cannot sample {ns} from {redact_uri(uri)}: {redact_text(str(exc))}"
+        ) from None
     finally:
         client.close()

@@ -23,7 +23,7 @@ from stream_migrator.mongo import connect
 from stream_migrator.progress import Progress
 from stream_migrator.reconcile import CompareReport, full_compare
 from stream_migrator.redact import redact_uri
-from stream_migrator.settings import load_settings
+from stream_migrator.settings import load_settings, mongo_uri_env
 from stream_migrator.spec import get_spec
 
 
@@ -90,7 +90,7 @@ def _run(options: DemoOptions, mongo_uri: str, bootstrap: str) -> DemoReport:
     ports = {"capture": free_port(), "transform": free_port()}
     env = {
         **os.environ,
-        "SM_MONGO_URI": mongo_uri,
+        **mongo_uri_env(mongo_uri),  # the file, when the URI came from SM_MONGO_URI_FILE
         "SM_KAFKA_BOOTSTRAP": bootstrap,
         "SM_MIGRATION": migration,
         "SM_SOURCE": "shop.orders",

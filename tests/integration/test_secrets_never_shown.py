@@ -43,18 +43,34 @@ def _encrypted_client_pem(directory: Path, password: str) -> Path:
     return pem
 
 
-def _verbs(plan: Path, migration: str) -> list[list[str]]:
-    """Every CLI verb that reads settings, as run by an operator."""
+def _verbs(plan: Path, settings: Settings) -> list[list[str]]:
+    """Every CLI verb that reads settings, as run by an operator (the demo aside: slow)."""
+    migration = settings.migration
     return [
         ["config"],
         ["compare"],
+        ["status", migration],
+        ["status", migration, "--json"],
         ["reconcile", migration, "--json"],
+        ["reconcile", migration, "--repair", "--json"],
         ["quarantine", "list"],
         ["quarantine", "show", "0:0"],
         ["quarantine", "replay"],
+        ["spec", "check", "orders.v1_to_v2", "--source", settings.source, "--sample", "20",
+         "--mongo-uri", settings.mongo_uri.get_secret_value()],
         ["plan", "validate", str(plan)],
+        ["plan", "show", str(plan)],
         ["rollout", "status", str(plan), migration],
         ["audit", migration],
+        ["infra", "status"],
+    ]  # fmt: skip
+
+
+def _rollout_verbs(plan: Path, migration: str) -> list[list[str]]:
+    """The rollout verbs that change the state: run last, as they halt and roll back."""
+    return [
+        ["rollout", verb, str(plan), migration, "--reason", "leak test"]
+        for verb in ("advance", "halt", "rollback")
     ]
 
 
@@ -91,14 +107,17 @@ def test_no_secret_in_any_output_of_processes_and_verbs(
                 p.assert_running()
             assert time.monotonic() < deadline, "the pipeline did not migrate through TLS/SASL"
             time.sleep(0.5)
-        for args in _verbs(plan, migration):
+        for args in _verbs(plan, settings):
             done = cli(*args, env=env, timeout=120)
-            outputs.append(f"$ {' '.join(args)}\n{done.stdout}{done.stderr}")
+            outputs.append(f"$ {_command(args)}\n{done.stdout}{done.stderr}")
         # The rollout's long-running processes: the controller (it advances, runs its
         # gate) and the reverse stream; a few seconds each is enough to log and fail.
         for args in (["rollout", "run", str(plan)], ["rollout", "reverse", str(plan), migration]):
             procs.append(Proc(args, env, tmp_path / f"{args[1]}.log"))
         time.sleep(8)
+        for args in _rollout_verbs(plan, migration):
+            done = cli(*args, env={**env, "SM_DRAIN_TIMEOUT_S": "10"}, timeout=120)
+            outputs.append(f"$ {_command(args)}\n{done.stdout}{done.stderr}")
     finally:
         for p in procs:
             p.terminate()
@@ -127,13 +146,19 @@ def test_no_secret_in_errors_of_a_uri_with_password_and_session_token(
     plan = tmp_path / "plan.toml"
     plan.write_text(PLAN)
     outputs = []
-    for args in [["capture"], ["transform"], *_verbs(plan, settings.migration)]:
+    verbs = [*_verbs(plan, settings), *_rollout_verbs(plan, settings.migration)]
+    for args in [["capture"], ["transform"], *verbs]:
         done = cli(*args, env=env, timeout=120)
-        outputs.append(f"$ {' '.join(args)} -> {done.returncode}\n{done.stdout}{done.stderr}")
+        outputs.append(f"$ {_command(args)} -> {done.returncode}\n{done.stdout}{done.stderr}")
     everything = "\n".join(outputs)
     assert everything.count("-> 0") < len(outputs)  # they did fail
     for secret in (password, token):
         assert secret not in everything, f"a secret leaked:\n{_around(everything, secret)}"
+
+
+def _command(args: list[str]) -> str:
+    """The command line for the record, without the URI it may carry (not the program's output)."""
+    return " ".join("URI" if arg.startswith("mongodb") else arg for arg in args)
 
 
 def _quarantine_headers(kafka: SecureKafka, settings: Settings) -> list[str]:

@@ -2,16 +2,25 @@
 
 from __future__ import annotations
 
+import argparse
+import importlib
 import io
 import json
+import sys
+import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 import structlog
+from pymongo.errors import PyMongoError
 
-from stream_migrator.errors import ConfigError
+from stream_migrator import kafka, mongo
+from stream_migrator.cli import main
+from stream_migrator.errors import ConfigError, InfraError
 from stream_migrator.observability import configure_logging
 from stream_migrator.redact import (
+    MASK,
     is_sensitive_property,
     redact_properties,
     redact_text,
@@ -19,7 +28,7 @@ from stream_migrator.redact import (
     register_secret,
     uri_secrets,
 )
-from stream_migrator.settings import load_settings
+from stream_migrator.settings import load_settings, mongo_uri_env
 
 AWS_URI = (
     "mongodb://app:s3cr%40t-pw@db1:27017,db2:27017/?replicaSet=rs0&authMechanism=MONGODB-AWS"
@@ -266,3 +275,201 @@ def test_quarantine_reasons_show_bounded_values_or_only_types(
     else:
         assert "4111" not in reason
         assert "<string> is not a number" in reason
+
+
+def _unique(label: str) -> str:
+    """A secret value no earlier test registered (registered secrets are process-wide)."""
+    return f"{label}-{uuid.uuid4().hex[:12]}"
+
+
+@pytest.mark.parametrize("option", ["proxyPassword", "fooToken", "clientSecret"])
+def test_redact_uri_masks_any_option_named_like_a_secret(option: str) -> None:
+    """An option named with password/secret/token is masked, listed or not; others stay."""
+    value = _unique("opt")
+    masked = redact_uri(f"mongodb://h:1/?{option}={value}&proxyHost=px&authSource=admin")
+    assert value not in masked
+    assert f"{option}={MASK}" in masked
+    assert "proxyHost=px&authSource=admin" in masked
+
+
+@pytest.mark.parametrize("scheme", ["mongodb", "mongodb+srv"])
+def test_redact_text_masks_sensitive_options_of_any_uri_in_text(scheme: str) -> None:
+    """A URI quoted in free text loses its secrets even though none was registered."""
+    token, key, proxy = _unique("TOKEN"), _unique("KEYPASS"), _unique("PROXY")
+    text = (
+        f"cannot sample shop.orders from {scheme}://h1:27017,h2/?authMechanism=MONGODB-AWS"
+        f"&authMechanismProperties=AWS_SESSION_TOKEN:{token}"
+        f"&tlsCertificateKeyFilePassword={key}&proxyPassword={proxy}&tls=true: refused"
+    )
+    shown = redact_text(text)
+    for secret in (token, key, proxy):
+        assert secret not in shown
+    assert f"from {scheme}://h1:27017,h2/?authMechanism=MONGODB-AWS" in shown
+    assert "&tls=true: refused" in shown
+
+
+def test_uri_secrets_include_each_auth_mechanism_property_value() -> None:
+    """A driver may quote a session token alone: each property's value is a secret too."""
+    token = _unique("FQoG")
+    uri = (
+        "mongodb://h/?authMechanism=MONGODB-AWS"
+        f"&authMechanismProperties=SERVICE_NAME:mongodb,AWS_SESSION_TOKEN%3A{token}"
+    )
+    found = set(uri_secrets(uri))
+    assert token in found
+    assert "mongodb" not in found  # a public property: scrubbing it would mangle every URI
+    load_settings(mongo_uri=uri)
+    assert redact_text(f"the token {token} expired") == f"the token {MASK} expired"
+
+
+def test_spec_check_sampling_error_shows_no_secret(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`spec check --mongo-uri`: a failed sample names the URI masked and quotes no secret."""
+    password, token, key = _unique("PW"), _unique("TOKEN"), _unique("KEYPASS")
+    uri = (
+        f"mongodb://svc:{password}@h:1/?authMechanismProperties=AWS_SESSION_TOKEN:{token}"
+        f"&tlsCertificateKeyFilePassword={key}"
+    )
+
+    class _Refusing:
+        def __getitem__(self, _name: str) -> _Refusing:
+            return self
+
+        def aggregate(self, _pipeline: Any) -> Any:
+            raise PyMongoError(f"AWS authentication failed: session token {token} expired")
+
+        def close(self) -> None:
+            pass
+
+    monkeypatch.setattr(mongo, "connect", lambda *_a, **_k: _Refusing())
+    code = main(["spec", "check", "orders.v1_to_v2", "--mongo-uri", uri, "--source", "a.b"])
+    captured = capsys.readouterr()
+    shown = captured.out + captured.err
+    assert code == 2
+    assert "cannot sample a.b from mongodb://svc:***@h:1/" in shown
+    for secret in (password, token, key):
+        assert secret not in shown
+
+
+def test_unexpected_error_is_one_redacted_line_and_exit_1(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A bug's exception text (which may quote a URI) is one masked line, not a traceback."""
+    cli_main = importlib.import_module("stream_migrator.cli.main")  # the package shadows it
+
+    proxy = _unique("PROXY")
+
+    def _crash(_args: Any) -> int:
+        raise RuntimeError(f"boom at mongodb://u:pw-1234@h/?proxyPassword={proxy}")
+
+    monkeypatch.setattr(cli_main, "_cmd_config", _crash)
+    configure_logging("info", json=True)  # as a long-running process: the traceback is logged
+    assert main(["config"]) == 1
+    captured = capsys.readouterr()
+    assert proxy not in captured.out + captured.err
+    assert "pw-1234" not in captured.out + captured.err
+    logged, shown = captured.err.strip().splitlines()
+    assert json.loads(logged)["event"] == "cli.unexpected_error"
+    assert "Traceback" in json.loads(logged)["exception"]
+    assert shown == (
+        f"stream-migrator: unexpected error: RuntimeError: boom at "
+        f"mongodb://u:{MASK}@h/?proxyPassword={MASK}"
+    )
+
+
+def test_everything_a_verb_prints_is_scrubbed(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """stdout and stderr of every verb go through redaction (driver text in `status`, ...)."""
+    cli_main = importlib.import_module("stream_migrator.cli.main")  # the package shadows it
+
+    secret = _unique("session")
+    register_secret(secret)
+
+    def _prints_driver_text(_args: Any) -> int:
+        print(f"mongo: MongoDB did not answer: auth failed for token {secret}")
+        print(f"warning: {secret}", file=sys.stderr)
+        return 0
+
+    monkeypatch.setattr(cli_main, "_cmd_config", _prints_driver_text)
+    assert main(["config"]) == 0
+    captured = capsys.readouterr()
+    assert secret not in captured.out + captured.err
+    assert captured.out == f"mongo: MongoDB did not answer: auth failed for token {MASK}\n"
+
+
+def test_every_mongo_uri_flag_registers_its_secrets() -> None:
+    """Each verb taking --mongo-uri loads it as the settings' URI, which registers its secrets."""
+    from stream_migrator.cli.main import _settings, build_parser
+
+    verbs = _verbs_with_option(build_parser(), "--mongo-uri")
+    assert {"capture", "transform", "status", "spec check", "reconcile"} <= set(verbs)
+    positional = {
+        "spec check": ["orders.v1_to_v2"],
+        "reconcile": ["m"],
+        "quarantine show": ["0:0"],
+        "rollout": ["status", "plan.toml"],
+        "audit": ["m"],
+    }
+    for verb, parser in verbs.items():
+        token = _unique("tok")
+        uri = f"mongodb://h/?authMechanismProperties=AWS_SESSION_TOKEN:{token}"
+        args = parser.parse_args([*positional.get(verb, []), "--mongo-uri", uri])
+        assert args.mongo_uri == uri, verb
+        _settings(args)
+        assert redact_text(token) == MASK, verb
+
+
+def _verbs_with_option(
+    parser: argparse.ArgumentParser, option: str, prefix: str = ""
+) -> dict[str, argparse.ArgumentParser]:
+    found = {prefix.strip(): parser} if option in parser._option_string_actions else {}
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                found.update(_verbs_with_option(sub, option, f"{prefix} {name}"))
+    return found
+
+
+def test_unanswered_kafka_access_check_is_not_remembered(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A broker that did not answer is checked again by the next client; one that did is not."""
+    calls: list[str] = []
+
+    def _check(bootstrap: str, _props: dict[str, str], timeout: float) -> None:
+        calls.append(bootstrap)
+        if len(calls) == 1:
+            raise InfraError(f"Kafka at {bootstrap} did not answer")
+
+    monkeypatch.setattr(kafka, "check_kafka_access", _check)
+    broker = f"{_unique('broker')}:9092"
+    for _ in range(3):
+        kafka.client_config(broker, {"security.protocol": "sasl_ssl"})
+    assert calls == [broker, broker]  # unanswered, then answered; the third was remembered
+
+
+def test_child_processes_get_the_uri_file_not_the_uri(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The demo's children read SM_MONGO_URI_FILE too; another URI clears the file."""
+    uri = f"mongodb://svc:{_unique('pw')}@h:1/?tls=true"
+    uri_file = tmp_path / "uri"
+    uri_file.write_text(uri + "\n")
+    monkeypatch.delenv("SM_MONGO_URI", raising=False)
+    monkeypatch.setenv("SM_MONGO_URI_FILE", str(uri_file))
+    assert mongo_uri_env(uri) == {"SM_MONGO_URI_FILE": str(uri_file), "SM_MONGO_URI": ""}
+    stack = "mongodb://127.0.0.1:5/?directConnection=true"  # the local stack's, not the file's
+    assert mongo_uri_env(stack) == {"SM_MONGO_URI": stack, "SM_MONGO_URI_FILE": ""}
+    monkeypatch.setenv("SM_MONGO_URI_FILE", "")
+    assert mongo_uri_env(uri) == {"SM_MONGO_URI": uri, "SM_MONGO_URI_FILE": ""}
+
+
+@pytest.mark.parametrize("role", ["smReconcile", "smController"])
+def test_documented_roles_may_read_the_oplog_for_capture_lag(role: str) -> None:
+    """The reconciler and the gate read local.oplog.rs; their documented roles grant it."""
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "secured-clusters.md").read_text()
+    block = doc.split(f'role: "{role}"', 1)[1].split("db.createRole", 1)[0]
+    grant = '{ resource: { db: "local", collection: "oplog.rs" }, actions: ["find"] }'
+    assert grant in block

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -50,9 +51,12 @@ def test_masked_hides_password() -> None:
     assert "app:***@" in s.masked()["mongo_uri"]
 
 
+REPO = Path(__file__).resolve().parents[2]
+
+
 def test_docs_settings_table_matches_model() -> None:
     """docs/operating.md's settings reference is exactly the table generated from the model."""
-    readme = (Path(__file__).resolve().parents[2] / "docs" / "operating.md").read_text()
+    readme = (REPO / "docs" / "operating.md").read_text()
     start = readme.index("<!-- settings:start -->") + len("<!-- settings:start -->")
     end = readme.index("<!-- settings:end -->")
     assert readme[start:end].strip() == reference_table(), (
@@ -75,6 +79,23 @@ def test_reference_table_names_each_cli_flag() -> None:
         expected = {bool: True, int: 7}.get(kind, "7")  # type: ignore[call-overload]
         assert getattr(args, name) == expected, flag
     assert "| `SM_METADATA_DB` |  |" in reference_table()
+
+
+def test_readme_secured_clusters_names_only_real_settings() -> None:
+    """README has a "Secured clusters" section, and every SM_* name it shows is a setting."""
+    from stream_migrator.reconcile.settings import ReconcileSettings
+    from stream_migrator.rollout.settings import RolloutSettings
+
+    readme = (REPO / "README.md").read_text()
+    assert "\n## Secured clusters\n" in readme
+    known = {
+        f"SM_{name.upper()}"
+        for model in (Settings, ReconcileSettings, RolloutSettings)
+        for name in model.model_fields
+    }
+    mentioned = set(re.findall(r"\bSM_[A-Z0-9_]+", readme))
+    assert {"SM_KAFKA_SASL_PASSWORD", "SM_MONGO_URI_FILE", "SM_ALLOW_HOOKS"} <= mentioned
+    assert mentioned <= known, f"not settings: {sorted(mentioned - known)}"
 
 
 def test_default_tombstone_retention_outlives_kafka_default_topic() -> None:
