@@ -46,7 +46,6 @@ from stream_migrator.rollout.controller import Controller, migration_settings
 from stream_migrator.rollout.reverse import (
     ReverseSink,
     inverted,
-    is_forward_echo,
     reverse_settings,
     start_position,
 )
@@ -56,15 +55,11 @@ from stream_migrator.settings import Settings
 from stream_migrator.spec import get_spec
 from stream_migrator.status.progress_page import ProgressPage
 from stream_migrator.transform import MongoSink, TransformWorker
+from stream_migrator.transform.echo import is_forward_echo, is_marked_echo
 from stream_migrator.transform.formats import decode_connector_event
 from stream_migrator.transform.kafka_sink import KafkaTopicSink, default_sink_topic
 from stream_migrator.transform.quarantine import Quarantine
-from stream_migrator.transform.sink import (
-    TOMBSTONE_SUFFIX,
-    GuardMode,
-    detect_guard_mode,
-    is_marked_echo,
-)
+from stream_migrator.transform.sink import TOMBSTONE_SUFFIX, GuardMode, detect_guard_mode
 
 log = get_logger("app")
 

@@ -15,7 +15,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from stream_migrator.reconcile.canonical import doc_hash, leaf_paths
+from stream_migrator.canonical import doc_hash
+from stream_migrator.reconcile.canonical import leaf_paths
 from stream_migrator.reconcile.compare import StoredDoc, agrees_exactly, merge_join
 from stream_migrator.reconcile.counts import ScanCounts
 from stream_migrator.reconcile.sides import Sides

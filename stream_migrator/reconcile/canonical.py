@@ -1,15 +1,11 @@
-"""Canonical document encoding, hashing and the field-level diff.
+"""The field-level diff and field paths of documents (what a reconcile report shows).
 
-Two documents are "the same" when their canonical BSON is byte-identical:
-keys sorted recursively (field order is not data), the stream-migrator metadata
-field ``_sm`` removed, and every value kept with its BSON type (an int32 ``1``,
-an int64 ``1`` and a Decimal128 ``1`` differ, as they do for a reader).
+Whether two documents are the same at all is :mod:`stream_migrator.canonical`.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -21,27 +17,10 @@ from bson.decimal128 import Decimal128
 from bson.int64 import Int64
 
 from stream_migrator.bson_types import scalar_type
+from stream_migrator.canonical import canonical
 from stream_migrator.events import META_FIELD
 
 _INDEX = re.compile(r"^\d+$")
-
-
-def canonical(doc: Mapping[str, Any], *, top: bool = True) -> dict[str, Any]:
-    """``doc`` with keys sorted at every level and (at the top level) ``_sm`` removed."""
-    return {k: _canonical_value(doc[k]) for k in sorted(doc) if not (top and k == META_FIELD)}
-
-
-def _canonical_value(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return canonical(value, top=False)
-    if isinstance(value, list | tuple):
-        return [_canonical_value(v) for v in value]
-    return value
-
-
-def doc_hash(doc: Mapping[str, Any]) -> bytes:
-    """16-byte BLAKE2b of the canonical BSON encoding."""
-    return hashlib.blake2b(bson.encode(canonical(doc)), digest_size=16).digest()
 
 
 def bson_type(value: Any) -> str:

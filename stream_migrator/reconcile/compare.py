@@ -34,10 +34,11 @@ from bson.int64 import Int64
 from pymongo.collection import Collection
 
 from stream_migrator import events
+from stream_migrator.canonical import doc_hash
 from stream_migrator.errors import TransformError
 from stream_migrator.id_order import id_before
 from stream_migrator.mongo import on_primary
-from stream_migrator.reconcile.canonical import FieldDiff, diff_docs, doc_hash
+from stream_migrator.reconcile.canonical import FieldDiff, diff_docs
 from stream_migrator.spec import META_FIELD, MigrationSpec
 
 #: Most untransformable documents a :class:`CompareReport` names.

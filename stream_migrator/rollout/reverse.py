@@ -52,7 +52,7 @@ from stream_migrator.mongo import cluster_time_now, connect
 from stream_migrator.observability import get_logger
 from stream_migrator.reconcile import full_compare
 from stream_migrator.settings import Settings
-from stream_migrator.spec import META_FIELD, MigrationSpec, get_spec
+from stream_migrator.spec import MigrationSpec, get_spec
 from stream_migrator.spec.model import step_copies_on_write
 from stream_migrator.transform import MongoSink
 from stream_migrator.transform.sink import GuardMode
@@ -62,20 +62,6 @@ REVERSE_SUFFIX = "-reverse"
 #: A delete on new within this many seconds of a forward tombstone for its _id is
 #: the forward delete itself (the sink buries, then deletes, in one batch).
 ECHO_WINDOW_S = 30.0
-
-
-def is_forward_echo(event: events.ChangeEvent) -> bool:
-    """True when a change of the new collection was written by the forward sink.
-
-    Pure: upserts are decided by their document's ``_sm.v`` (a cluster time = the
-    pipeline, an application increment or none = an application). Deletes carry no
-    document; :class:`ReverseSink` decides them by the forward tombstones.
-    """
-    if event.op == "delete" or event.document is None:
-        return False
-    meta = event.document.get(META_FIELD)
-    version = meta.get("v") if isinstance(meta, dict) else None
-    return isinstance(version, int) and not events.is_app_version(version)
 
 
 class ReverseSink(MongoSink):

@@ -2,50 +2,28 @@
 
 from __future__ import annotations
 
-import contextlib
 import time
-from bisect import bisect_left
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import NamedTuple
 
 import structlog
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
-from prometheus_client import Histogram
+from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
 
 from stream_migrator import events
 from stream_migrator.errors import EnvelopeError, RetryableError, TransformError
 from stream_migrator.interfaces import ApplyResult, DocumentSink, TargetWrite, Transformer
-from stream_migrator.kafka import partition_positions
 from stream_migrator.observability import HealthState, get_logger
 from stream_migrator.observability import metrics as m
+from stream_migrator.observability.metrics import observe_all
 from stream_migrator.runtime import StopFlag
+from stream_migrator.transform.lag_gauges import LagGauges
+from stream_migrator.transform.offsets import OffsetCommitter
 from stream_migrator.transform.prepare import to_target_write
 from stream_migrator.transform.quarantine import Quarantine
 
 log = get_logger("transform")
-_LAG_EVERY_S = 2.0
 _MAX_BACKOFF_S = 30.0
-_LOST_TO_REBALANCE = {
-    KafkaError.ILLEGAL_GENERATION,
-    KafkaError.REBALANCE_IN_PROGRESS,
-    KafkaError.UNKNOWN_MEMBER_ID,
-    KafkaError._ASSIGNMENT_LOST,
-}
-#: A commit that failed because no group coordinator answered (a broker restart,
-#: a network cut): the writes are durable, only their offsets wait; retried.
-_COMMIT_LATER = {
-    KafkaError._WAIT_COORD,
-    KafkaError._TRANSPORT,
-    KafkaError._TIMED_OUT,
-    KafkaError._ALL_BROKERS_DOWN,
-    KafkaError.REQUEST_TIMED_OUT,
-    KafkaError.NETWORK_EXCEPTION,
-    KafkaError.COORDINATOR_NOT_AVAILABLE,
-    KafkaError.NOT_COORDINATOR,
-    KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
-}
-_COMMIT_RETRY_S = 1.0
 _QUARANTINE_WAIT_S = 10.0
 
 
@@ -95,7 +73,6 @@ class TransformWorker:
         self._batch_size = batch_size
         self._batch_timeout_s = batch_timeout_s
         self._health = health or HealthState("transform")
-        self._last_lag = 0.0
         self._maintenance = maintenance
         self._maintenance_every_s = maintenance_every_s
         # Kafka value -> ChangeEvent: our envelope, or a Kafka Connect source format.
@@ -106,21 +83,11 @@ class TransformWorker:
         self._last_maintenance = 0.0
         self.applied = 0
         self.stale = 0
-        self.lag: int | None = None
-        # Kafka timestamp (ms) of the newest committed event per partition: lag in seconds.
-        self._committed_ts: dict[int, int] = {}
-        # The group's committed offset per owned partition of the topic (None = never
-        # committed): asked of Kafka once when a partition is assigned, then kept up
-        # to date by our own commits, so measuring lag needs no request (see below).
-        self._committed: dict[int, int | None] = {}
-        self._lag_partitions: set[int] = set()
+        self._offsets = OffsetCommitter(consumer, topic, migration, self._health)
+        self._lag = LagGauges(consumer, topic, migration)
         # True while a batch is retried against a failing target: every owned
         # partition is paused, including those assigned during the outage.
         self._backpressure = False
-        # Next offsets whose writes are acknowledged but whose commit failed for want
-        # of a coordinator; retried until Kafka answers (a later commit covers them).
-        self._uncommitted: dict[tuple[str, int], int] = {}
-        self._last_commit_try = 0.0
         # Labelled metric children bound once: a labels() lookup per event cost more
         # than the observation itself.
         self._m_end_to_end = m.END_TO_END_SECONDS.labels(migration)
@@ -130,6 +97,11 @@ class TransformWorker:
         self._m_batch_events = m.BATCH_EVENTS.labels(migration)
         self._m_batch_seconds = m.BATCH_SECONDS.labels(migration)
         self._m_apply_seconds = m.APPLY_SECONDS.labels(migration)
+
+    @property
+    def lag(self) -> int | None:
+        """Events not yet applied on the owned partitions, as last measured (None: unknown)."""
+        return self._lag.lag
 
     def run(self) -> None:
         """Consume until stopped: batch n+1 is read and transformed while batch n is written.
@@ -163,13 +135,9 @@ class TransformWorker:
                         # read behind it must not be written nor committed, or its
                         # offsets would pass the abandoned one's, which were never written.
                         break
-                if (
-                    prepared is None
-                    and self._uncommitted
-                    and (time.monotonic() - self._last_commit_try >= _COMMIT_RETRY_S)
-                ):
-                    self._flush_commits()
-                self._maybe_report_lag()  # right after a commit: the figures are current
+                if prepared is None and self._offsets.retry_due():
+                    self._offsets.flush()
+                self._lag.maybe_report(self._offsets)  # right after a commit: figures current
                 self._maybe_maintain()  # between writes: nothing in flight
                 if prepared is not None:
                     inflight = self._start_write(writer, prepared)
@@ -185,13 +153,7 @@ class TransformWorker:
 
     def _close(self, writer: ThreadPoolExecutor) -> None:
         writer.shutdown(wait=True)
-        # Every batch was committed (or, on failure, deliberately not) before control
-        # returned to the loop, except offsets deferred while Kafka had no coordinator:
-        # one last try; if it fails too, the next owner replays them.
-        if self._uncommitted:
-            with contextlib.suppress(KafkaException):
-                self._flush_commits()
-            self._uncommitted.clear()  # not again in the revoke that close() runs
+        self._offsets.close()
         self._consumer.close()
         log.info("transform.stopped", reason=self._stop.reason, applied=self.applied)
 
@@ -257,7 +219,7 @@ class TransformWorker:
         # only after its effect is durable, so a crash anywhere replays, never skips.
         if not self._flush_quarantine():
             return False  # stopping while Kafka was unreachable: commit nothing
-        self._commit(batch)
+        self._offsets.commit(batch)
         now_ms = time.time() * 1000
         observe_all(
             self._m_end_to_end,
@@ -369,66 +331,6 @@ class TransformWorker:
         self._quarantine.send(msg, stage, reason)
         m.EVENTS_QUARANTINED.labels(self._migration, stage).inc()
 
-    def _commit(self, batch: list[Message]) -> None:
-        next_offsets: dict[tuple[str, int], int] = {}
-        newest_ts = self._committed_ts
-        for msg in batch:
-            key = (msg.topic() or "", msg.partition() or 0)
-            offset = (msg.offset() or 0) + 1
-            if offset > next_offsets.get(key, 0):
-                next_offsets[key] = offset
-            ts = msg.timestamp()[1]
-            if ts > newest_ts.get(key[1], 0):
-                newest_ts[key[1]] = ts
-        # Only partitions we still own. A batch retried through a backpressure may
-        # hold messages of partitions the group moved to another worker meanwhile.
-        # Writing them was harmless (the version guard makes writes idempotent), but
-        # their offsets are not ours to commit: the new owner started from the last
-        # committed offset and is replaying them itself, and our commit would move its
-        # position under it. Skipping never loses anything: at worst it replays.
-        # (A commit racing a rebalance we have not seen yet carries our old generation,
-        # and the broker refuses it: ILLEGAL_GENERATION, handled below.)
-        owned = {(tp.topic, tp.partition) for tp in self._consumer.assignment()}
-        moved = sorted(p for (t, p) in next_offsets if (t, p) not in owned)
-        if moved:
-            log.info("commit.skipped_revoked", partitions=moved)
-        for tp_key, offset in next_offsets.items():
-            if tp_key in owned:
-                self._uncommitted[tp_key] = max(self._uncommitted.get(tp_key, 0), offset)
-        self._flush_commits()
-
-    def _flush_commits(self) -> None:
-        """Commit the acknowledged offsets synchronously; defer them while Kafka cannot."""
-        self._last_commit_try = time.monotonic()
-        if not self._uncommitted:
-            return
-        offsets = [TopicPartition(t, p, o) for (t, p), o in self._uncommitted.items()]
-        try:
-            self._consumer.commit(offsets=offsets, asynchronous=False)
-        except KafkaException as exc:
-            err = exc.args[0] if exc.args else None
-            code = err.code() if isinstance(err, KafkaError) else None
-            if code in _LOST_TO_REBALANCE:
-                # The group moved on while we wrote: the new owner resumes from the
-                # last committed offset and replays this batch, which the version
-                # guard turns into stale skips. Nothing is lost; do not crash.
-                self._uncommitted.clear()
-                m.COMMITS_LOST.labels(self._migration).inc()
-                log.warning("commit.lost_to_rebalance", error=str(err))
-                return
-            if code in _COMMIT_LATER or (isinstance(err, KafkaError) and err.retriable()):
-                # Kafka is unreachable, not the data wrong: keep the offsets and try
-                # again (next batch or idle loop). Not committing only means a crash
-                # now replays these writes, which the version guard makes harmless.
-                log.warning("commit.deferred", error=str(err), partitions=len(offsets))
-                self._health.beat("backpressure", error=f"offset commit deferred: {err}")
-                return
-            raise
-        for (topic, partition), offset in self._uncommitted.items():
-            if topic == self._topic:
-                self._committed[partition] = offset
-        self._uncommitted.clear()
-
     # -- group membership and lag --------------------------------------------
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         log.info("partitions.assigned", partitions=[p.partition for p in partitions])
@@ -448,16 +350,7 @@ class TransformWorker:
         # Offsets deferred while Kafka had no coordinator are committed now, while the
         # partitions are still ours (best effort: else a replay).
         log.info("partitions.revoked", partitions=[p.partition for p in partitions])
-        revoked = {(p.topic, p.partition) for p in partitions}
-        if revoked & self._uncommitted.keys():
-            with contextlib.suppress(KafkaException):
-                self._flush_commits()
-            for key in revoked:
-                self._uncommitted.pop(key, None)
-        for p in partitions:
-            # Another member may commit it before it comes back: asked again then.
-            if p.topic == self._topic:
-                self._committed.pop(p.partition, None)
+        self._offsets.revoked(partitions)
 
     def _is_noise(self, msg: Message) -> bool:
         err = msg.error()
@@ -481,83 +374,3 @@ class TransformWorker:
             self._maintenance()
         except RetryableError as exc:
             log.warning("maintenance.failed", error=str(exc))
-
-    def _maybe_report_lag(self) -> None:
-        """Lag from what this consumer already knows: no broker round trip in the loop.
-
-        High watermarks come from librdkafka's cache, refreshed by every fetch
-        response (so at most about fetch.wait.max.ms old on a caught-up partition;
-        on a paused one, or one whose prefetch queue is full during a backlog, as
-        old as its last fetch). Committed offsets are our own commits; only a newly
-        assigned partition's is asked of the coordinator, once.
-        """
-        if time.monotonic() - self._last_lag < _LAG_EVERY_S:
-            return
-        self._last_lag = time.monotonic()
-        owned = [tp.partition for tp in self._consumer.assignment() if tp.topic == self._topic]
-        try:
-            positions = partition_positions(
-                self._consumer, self._topic, owned, committed=self._committed, cached=True
-            )
-        except KafkaException as exc:
-            # A measurement, not the work: a coordinator that is slow to answer (e.g.
-            # right after this process was paused) must not stop the worker. Keep the
-            # last figures and try again at the next interval.
-            log.warning("lag.unavailable", error=str(exc))
-            return
-        lags = {p: pos.lag for p, pos in positions.items()}
-        # The sum only when every owned partition is known: a part is not "caught up".
-        self.lag = sum(lags.values()) if owned and len(lags) == len(owned) else None
-        if self.lag is not None:
-            m.CONSUMER_LAG.labels(self._migration).set(self.lag)
-        self._report_partition_lag(lags)
-
-    def _report_partition_lag(self, lags: dict[int, int]) -> None:
-        """Per-partition lag in events and seconds; partitions no longer assigned are dropped.
-
-        Seconds = now minus the Kafka timestamp of the newest committed event while
-        events wait, so a stuck partition's figure grows with wall time (0 when caught
-        up; unset until this worker has committed on it).
-        """
-        now_ms = time.time() * 1000
-        for partition in self._lag_partitions - lags.keys():
-            with contextlib.suppress(KeyError):
-                m.PARTITION_LAG.remove(self._migration, str(partition))
-            with contextlib.suppress(KeyError):
-                m.PARTITION_LAG_SECONDS.remove(self._migration, str(partition))
-        self._lag_partitions = set(lags)
-        for partition, lag in lags.items():
-            m.PARTITION_LAG.labels(self._migration, str(partition)).set(lag)
-            ts = self._committed_ts.get(partition)
-            if lag == 0:
-                m.PARTITION_LAG_SECONDS.labels(self._migration, str(partition)).set(0)
-            elif ts:
-                seconds = max(0.0, (now_ms - ts) / 1000)
-                m.PARTITION_LAG_SECONDS.labels(self._migration, str(partition)).set(seconds)
-
-
-def observe_all(histogram: Histogram, values: Sequence[float]) -> None:
-    """``histogram.observe(v)`` for each of ``values``, with one update per bucket.
-
-    Why: ``observe`` takes a lock and walks the buckets in Python for every value;
-    per event that was a few microseconds of the worker's budget. This updates the
-    same internals ``observe`` does (prometheus_client's ``_upper_bounds``,
-    ``_buckets``, ``_sum``), once per bucket per batch, and falls back to
-    ``observe`` for a histogram without them.
-    """
-    if not values:
-        return
-    bounds = getattr(histogram, "_upper_bounds", None)
-    buckets = getattr(histogram, "_buckets", None)
-    total = getattr(histogram, "_sum", None)
-    if bounds is None or buckets is None or total is None or len(bounds) != len(buckets):
-        for value in values:
-            histogram.observe(value)
-        return
-    counts = [0] * len(bounds)
-    for value in values:
-        counts[bisect_left(bounds, value)] += 1  # the first bucket whose bound >= value
-    total.inc(sum(values))
-    for bucket, count in zip(buckets, counts, strict=True):
-        if count:
-            bucket.inc(count)

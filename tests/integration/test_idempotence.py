@@ -17,6 +17,7 @@ from stream_migrator.runtime import StopFlag
 from stream_migrator.settings import load_settings
 from stream_migrator.spec import get_spec
 from stream_migrator.transform import MongoSink, TransformWorker
+from stream_migrator.transform.cas_guard import CasGuard
 from stream_migrator.transform.quarantine import Quarantine
 from tests.integration.helpers import client_for, pipeline, wait_until_match
 
@@ -127,11 +128,11 @@ def test_late_insert_after_delete_does_not_resurrect(
     client.close()
 
 
-class _RacingSink(MongoSink):
-    """A cas sink with another writer landing between its version read and its write."""
+class _RacingCas(CasGuard):
+    """The cas guard with another writer landing between its version read and its write."""
 
     def __init__(self, coll: Any, racer: Any) -> None:
-        super().__init__(coll, "cas")
+        super().__init__(coll, skip_equal=False, mark_echoes=False)
         self._racer = racer
         self.reads = 0
 
@@ -141,6 +142,19 @@ class _RacingSink(MongoSink):
         if self.reads == 1:
             self._racer()
         return seen
+
+
+class _RacingSink(MongoSink):
+    """A cas sink whose guard races another writer (:class:`_RacingCas`)."""
+
+    def __init__(self, coll: Any, racer: Any) -> None:
+        super().__init__(coll, "cas")
+        self._racing = _RacingCas(self._coll, racer)
+        self._cas = self._racing
+
+    @property
+    def reads(self) -> int:
+        return self._racing.reads
 
 
 @pytest.mark.parametrize("op", ["replace", "delete", "insert"])

@@ -154,7 +154,7 @@ def _losing_guarded_upsert(coll: Collection[Doc]) -> Doc:
 
 
 def test_losing_guarded_upsert_fails_duplicate_key_on_the_id_index(db: Database[Doc]) -> None:
-    """A stale upsert is 11000 naming index _id_ in errmsg: sink._is_id_race ("stale, skip")."""
+    """A stale upsert is 11000 naming index _id_ in errmsg: write_errors.is_id_race ("stale")."""
     err = _losing_guarded_upsert(db["guarded"])
     assert err["code"] == 11000
     assert "index: _id_ " in err["errmsg"]
@@ -163,7 +163,7 @@ def test_losing_guarded_upsert_fails_duplicate_key_on_the_id_index(db: Database[
 def test_losing_guarded_upsert_reports_key_pattern_id(
     db: Database[Doc], client: MongoClient[Doc], request: pytest.FixtureRequest
 ) -> None:
-    """MongoDB's 11000 carries keyPattern {_id: 1}, what sink._is_id_race reads first."""
+    """MongoDB's 11000 carries keyPattern {_id: 1}, what write_errors.is_id_race reads first."""
     _deviation(
         request,
         _on_stand_in(client),
@@ -186,7 +186,7 @@ def _secondary_index_duplicate(coll: Collection[Doc]) -> Doc:
 
 
 def test_duplicate_on_a_secondary_unique_index_names_that_index(db: Database[Doc]) -> None:
-    """errmsg names email_1, not _id_: sink._is_id_race says "conflict", not "stale"."""
+    """errmsg names email_1, not _id_: write_errors.is_id_race says "conflict", not "stale"."""
     err = _secondary_index_duplicate(db["people"])
     assert "index: email_1 " in err["errmsg"]
     assert "index: _id_ " not in err["errmsg"]
@@ -195,7 +195,7 @@ def test_duplicate_on_a_secondary_unique_index_names_that_index(db: Database[Doc
 def test_duplicate_on_a_secondary_unique_index_reports_its_key_pattern(
     db: Database[Doc], client: MongoClient[Doc], request: pytest.FixtureRequest
 ) -> None:
-    """keyPattern {email: 1}: sink._duplicate_reason names the index and key from it."""
+    """keyPattern {email: 1}: write_errors.duplicate_reason names the index and key from it."""
     _deviation(request, _on_stand_in(client), "no keyPattern/keyValue in duplicate-key errors")
     err = _secondary_index_duplicate(db["people"])
     assert err.get("keyPattern") == {"email": 1}
@@ -524,7 +524,7 @@ def test_majority_read_from_the_primary_sees_an_acknowledged_majority_write(
 def test_unsatisfiable_write_concern_reports_write_concern_errors(
     db: Database[Doc], client: MongoClient[Doc], request: pytest.FixtureRequest
 ) -> None:
-    """w: 50 applies on the primary yet reports writeConcernErrors: sink._write_concern_failure.
+    """w: 50 applies on the primary yet reports writeConcernErrors (write_concern_failure).
 
     No replica set has 50 data-bearing members, so MongoDB answers at once with a
     writeConcernError (UnsatisfiableWriteConcern, code 100) or after wtimeout

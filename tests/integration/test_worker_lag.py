@@ -23,8 +23,7 @@ from stream_migrator.kafka import (
 from stream_migrator.runtime import StopFlag
 from stream_migrator.settings import load_settings
 from stream_migrator.spec import get_spec
-from stream_migrator.transform import MongoSink, TransformWorker
-from stream_migrator.transform import worker as worker_module
+from stream_migrator.transform import MongoSink, TransformWorker, lag_gauges
 from stream_migrator.transform.quarantine import Quarantine
 from stream_migrator.transform.sink import detect_guard_mode
 from tests.integration.helpers import client_for
@@ -38,7 +37,7 @@ def test_worker_lag_matches_the_broker_while_draining(
     settings_kwargs: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """At every report, total and per-partition lag equal Kafka's high watermark - commit."""
-    monkeypatch.setattr(worker_module, "_LAG_EVERY_S", 0.0)  # a report every iteration
+    monkeypatch.setattr(lag_gauges, "_EVERY_S", 0.0)  # a report every iteration
     s = load_settings(**settings_kwargs)
     ensure_topic(s.kafka_bootstrap, s.changes_topic, 3)
     producer = AckedProducer(producer_config(s.kafka_bootstrap, "lag-test"))

@@ -15,7 +15,8 @@ from bson.int64 import Int64
 from hypothesis import given
 from hypothesis import strategies as st
 
-from stream_migrator.reconcile.canonical import doc_hash, leaf_paths
+from stream_migrator.canonical import doc_hash
+from stream_migrator.reconcile.canonical import leaf_paths
 from stream_migrator.reconcile.compare import (
     _NO_ID,
     Expectation,

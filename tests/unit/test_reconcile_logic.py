@@ -9,11 +9,12 @@ from bson import ObjectId
 from bson.decimal128 import Decimal128
 from bson.int64 import Int64
 
+from stream_migrator.canonical import doc_hash
 from stream_migrator.cli.reconcile import parse_sample
 from stream_migrator.errors import ConfigError
 from stream_migrator.id_order import after_id_filters, id_before
 from stream_migrator.kafka import PartitionPosition
-from stream_migrator.reconcile.canonical import diff_docs, doc_hash, generic_path, leaf_paths
+from stream_migrator.reconcile.canonical import diff_docs, generic_path, leaf_paths
 from stream_migrator.reconcile.lag import LagReport, PartitionLag
 from stream_migrator.reconcile.recheck import _newer
 from stream_migrator.reconcile.report import ReconcileReport, decide, wilson_interval

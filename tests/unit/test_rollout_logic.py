@@ -18,12 +18,12 @@ from stream_migrator.rollout.errors import PlanError
 from stream_migrator.rollout.fences import Measurements, _quantile, error_rate, evaluate, missing
 from stream_migrator.rollout.leases import Lease, LeaseWatch
 from stream_migrator.rollout.plan import Fences, load_plan, parse_plan, render, run_order, validate
-from stream_migrator.rollout.reverse import is_forward_echo
 from stream_migrator.rollout.router import Router
 from stream_migrator.rollout.routing import bucket, side_for
 from stream_migrator.rollout.stages import Stage
 from stream_migrator.rollout.stamps import observe_cluster_time, stamp, stamp_update, version_now
 from stream_migrator.rollout.state import RolloutState
+from stream_migrator.transform.echo import is_forward_echo
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "stream_migrator/rollout/examples/plan.toml"
 

@@ -10,16 +10,14 @@ from pymongo.errors import BulkWriteError, WriteConcernError
 
 from stream_migrator.errors import RetryableError
 from stream_migrator.interfaces import TargetWrite
-from stream_migrator.transform.sink import (
-    MongoSink,
-    _duplicate_reason,
-    _is_id_race,
-    _same_content,
-    _translate,
-    _write_errors,
-    coalesce,
-    echo_mark,
-    is_marked_echo,
+from stream_migrator.transform.echo import echo_mark, is_marked_echo
+from stream_migrator.transform.sink import MongoSink, coalesce
+from stream_migrator.transform.target_docs import same_content
+from stream_migrator.transform.write_errors import (
+    duplicate_reason,
+    is_id_race,
+    translate,
+    write_errors,
 )
 
 
@@ -97,19 +95,19 @@ def test_write_errors_raise_retryable_when_the_write_concern_failed() -> None:
     """
     wce_only = _bulk_error(writeConcernErrors=[_WCE], nUpserted=2, nMatched=1, nModified=1)
     with pytest.raises(RetryableError, match="write concern") as caught:
-        _write_errors(wce_only)
+        write_errors(wce_only)
     assert caught.value.code == 64
     dup = {"index": 0, "code": 11000, "errmsg": "E11000 ... index: _id_ dup key: { _id: 1 }"}
     mixed = _bulk_error(writeErrors=[dup], writeConcernErrors=[_WCE])
     with pytest.raises(RetryableError, match="write concern"):
-        _write_errors(mixed)
+        write_errors(mixed)
 
 
 def test_translate_makes_a_write_concern_failure_retryable() -> None:
     """The tombstone bulk and single writes: a write-concern failure backs off, never fatal."""
-    assert isinstance(_translate(_bulk_error(writeConcernErrors=[_WCE])), RetryableError)
+    assert isinstance(translate(_bulk_error(writeConcernErrors=[_WCE])), RetryableError)
     unsatisfiable = WriteConcernError("Not enough data-bearing nodes", 100, {"code": 100})
-    assert isinstance(_translate(unsatisfiable), RetryableError)
+    assert isinstance(translate(unsatisfiable), RetryableError)
 
 
 def test_duplicate_key_on_id_index_is_a_race_by_key_pattern() -> None:
@@ -123,12 +121,12 @@ def test_duplicate_key_on_id_index_is_a_race_by_key_pattern() -> None:
         "errmsg": "E11000 duplicate key error collection: db.t index: order_no_1 dup key: "
         '{ order_no: "A-1" }',
     }
-    assert _is_id_race(on_id)
-    assert _is_id_race(on_cas)
-    assert not _is_id_race(other)
+    assert is_id_race(on_id)
+    assert is_id_race(on_cas)
+    assert not is_id_race(other)
     # keyPattern decides even when the message would say otherwise.
-    assert not _is_id_race({**other, "errmsg": "E11000 index: _id_ dup key: { _id: 1 }"})
-    reason = _duplicate_reason(other)
+    assert not is_id_race({**other, "errmsg": "E11000 index: _id_ dup key: { _id: 1 }"})
+    reason = duplicate_reason(other)
     assert "order_no_1" in reason
     assert "A-1" in reason
     assert "quarantine replay" in reason
@@ -137,20 +135,20 @@ def test_duplicate_key_on_id_index_is_a_race_by_key_pattern() -> None:
 def test_duplicate_key_without_key_pattern_falls_back_to_the_index_name() -> None:
     """Servers that omit ``keyPattern`` (mongo-java-server) are judged by ``index: <name>``."""
     msg = "E11000 duplicate key error collection: db.t index: {} dup key: {{ x: 1 }}"
-    assert _is_id_race({"code": 11000, "errmsg": msg.format("_id_")})
-    assert _is_id_race({"code": 11000, "errmsg": msg.format("sm_cas")})
-    assert not _is_id_race({"code": 11000, "errmsg": msg.format("order_no_1")})
-    assert not _is_id_race({"code": 11000, "errmsg": "E11000 duplicate key error"})
-    assert "order_no_1" in _duplicate_reason({"code": 11000, "errmsg": msg.format("order_no_1")})
+    assert is_id_race({"code": 11000, "errmsg": msg.format("_id_")})
+    assert is_id_race({"code": 11000, "errmsg": msg.format("sm_cas")})
+    assert not is_id_race({"code": 11000, "errmsg": msg.format("order_no_1")})
+    assert not is_id_race({"code": 11000, "errmsg": "E11000 duplicate key error"})
+    assert "order_no_1" in duplicate_reason({"code": 11000, "errmsg": msg.format("order_no_1")})
 
 
 def test_same_content_tells_bson_types_apart() -> None:
     """skip_equal skips only a true no-op: ``1``, ``1.0`` and ``True`` are different BSON values."""
     current = {"_id": 7, "flag": 1, "nested": {"a": 1, "b": 2}, "_sm": {"v": 3}}
-    assert _same_content(current, TargetWrite(7, 9, {"nested": {"b": 2, "a": 1}, "flag": 1}))
-    assert not _same_content(current, TargetWrite(7, 9, {"flag": True, "nested": {"a": 1, "b": 2}}))
-    assert not _same_content(current, TargetWrite(7, 9, {"flag": 1.0, "nested": {"a": 1, "b": 2}}))
-    assert not _same_content(current, TargetWrite(7, 9, None))
+    assert same_content(current, TargetWrite(7, 9, {"nested": {"b": 2, "a": 1}, "flag": 1}))
+    assert not same_content(current, TargetWrite(7, 9, {"flag": True, "nested": {"a": 1, "b": 2}}))
+    assert not same_content(current, TargetWrite(7, 9, {"flag": 1.0, "nested": {"a": 1, "b": 2}}))
+    assert not same_content(current, TargetWrite(7, 9, None))
 
 
 def test_sink_reads_that_decide_a_write_go_to_the_primary() -> None:

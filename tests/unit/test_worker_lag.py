@@ -24,8 +24,8 @@ def _gauge(name: str, migration: str, partition: int | None = None) -> float | N
 
 
 def _report(worker: object) -> None:
-    worker._last_lag = 0.0  # type: ignore[attr-defined]  # due now, whatever the clock
-    worker._maybe_report_lag()  # type: ignore[attr-defined]
+    worker._lag.due()  # type: ignore[attr-defined]  # due now, whatever the clock
+    worker._lag.maybe_report(worker._offsets)  # type: ignore[attr-defined]
 
 
 def test_lag_report_makes_no_watermark_request_and_asks_committed_once() -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Histogram
 
-from stream_migrator.transform.worker import observe_all
+from stream_migrator.observability.metrics import observe_all
 
 _BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5)
 
