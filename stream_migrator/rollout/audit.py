@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import datetime as dt
 import getpass
-import os
 import threading
 import time
 from typing import Any
@@ -45,12 +44,9 @@ next_seq = _Sequence()
 
 
 def operator_identity(explicit: str | None = None) -> str:
-    """--operator, else ``SM_OPERATOR``, else the OS user (``user@host`` is not guessed)."""
+    """--operator or SM_OPERATOR (from the settings), else the OS user (never user@host)."""
     if explicit:
         return explicit
-    from_env = os.environ.get("SM_OPERATOR")
-    if from_env:
-        return from_env
     try:
         return getpass.getuser()
     except (KeyError, OSError):
