@@ -21,6 +21,8 @@ from pymongo.errors import (
 
 from stream_migrator.errors import FatalError, RetryableError
 from stream_migrator.events import META_FIELD
+from stream_migrator.redact import MAX_VALUE_CHARS, document_values_shown
+from stream_migrator.spec.casts import shown
 
 DUPLICATE_KEY = 11000
 #: The index that lets mongo-java-server find ``{_id, _sm.v: <exact>}`` without a scan.
@@ -30,6 +32,8 @@ _TRANSIENT_CODES = {6, 7, 89, 91, 189, 262, 9001, 10107, 11600, 11602, 13435, 13
 #: The index a duplicate key error names in its message (``... index: <name> dup key: ...``).
 _DUP_INDEX = re.compile(r"index: (.+?) dup key")
 _DUP_KEY = re.compile(r"dup key: (.*)$")
+#: How much of a server's error message a quarantine reason keeps.
+_MAX_MESSAGE = 200
 
 
 def write_errors(exc: BulkWriteError) -> list[dict[str, Any]]:
@@ -86,14 +90,23 @@ def is_id_race(err: Mapping[str, Any]) -> bool:
 
 
 def duplicate_reason(err: Mapping[str, Any]) -> str:
-    """Why a write hit a duplicate key on a unique index other than ``_id``, and what to do."""
+    """Why a write hit a duplicate key on a unique index other than ``_id``, and what to do.
+
+    The key's value is document content: shown cut short, or only its type
+    (``SM_LOG_DOCUMENT_VALUES=false``), like every value in a quarantine reason.
+    """
     msg = str(err.get("errmsg", ""))
     index = _DUP_INDEX.search(msg)
     pattern = err.get("keyPattern")
     name = index.group(1) if index else (dict(pattern) if pattern else "an unnamed index")
     key_value = err.get("keyValue")
     dup = _DUP_KEY.search(msg)
-    key = key_value if key_value is not None else (dup.group(1) if dup else "unknown key")
+    if key_value is not None:
+        key = shown(key_value)
+    elif dup:
+        key = _server_text(dup.group(1), MAX_VALUE_CHARS)
+    else:
+        key = "unknown key"
     return (
         f"duplicate key on unique index {name} of the target, key {key}: another target "
         "document already holds this value (code 11000). Resolve the conflict in the data "
@@ -102,10 +115,18 @@ def duplicate_reason(err: Mapping[str, Any]) -> str:
 
 
 def write_error_reason(err: Mapping[str, Any]) -> str:
-    """The quarantine reason of one failed write."""
+    """The quarantine reason of one failed write (the server's message may quote the document)."""
     if err.get("code") == DUPLICATE_KEY:
         return duplicate_reason(err)
-    return f"code {err.get('code')}: {err.get('errmsg')}"
+    name = f" {err['codeName']}" if err.get("codeName") else ""
+    return f"code {err.get('code')}{name}: {_server_text(str(err.get('errmsg')), _MAX_MESSAGE)}"
+
+
+def _server_text(text: str, limit: int) -> str:
+    """A server message that may hold document values: cut to ``limit``, or hidden."""
+    if not document_values_shown():
+        return "<server message hidden: SM_LOG_DOCUMENT_VALUES=false>"
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
 
 
 def translate(exc: PyMongoError) -> RetryableError | FatalError:

@@ -10,6 +10,7 @@ from pymongo.errors import BulkWriteError, WriteConcernError
 
 from stream_migrator.errors import RetryableError
 from stream_migrator.interfaces import TargetWrite
+from stream_migrator.redact import show_document_values
 from stream_migrator.transform.echo import echo_mark, is_marked_echo
 from stream_migrator.transform.sink import MongoSink, coalesce
 from stream_migrator.transform.target_docs import same_content
@@ -17,6 +18,7 @@ from stream_migrator.transform.write_errors import (
     duplicate_reason,
     is_id_race,
     translate,
+    write_error_reason,
     write_errors,
 )
 
@@ -140,6 +142,33 @@ def test_duplicate_key_without_key_pattern_falls_back_to_the_index_name() -> Non
     assert not is_id_race({"code": 11000, "errmsg": msg.format("order_no_1")})
     assert not is_id_race({"code": 11000, "errmsg": "E11000 duplicate key error"})
     assert "order_no_1" in duplicate_reason({"code": 11000, "errmsg": msg.format("order_no_1")})
+
+
+@pytest.mark.parametrize("values_shown", [True, False])
+def test_write_failure_reasons_show_document_values_bounded_or_not_at_all(
+    values_shown: bool,
+) -> None:
+    """A write-stage quarantine reason cuts a key value to 64 characters, or shows its type."""
+    secret = "private-" + "x" * 500
+    with_pattern = {
+        "code": 11000,
+        "keyPattern": {"email": 1},
+        "keyValue": {"email": secret},
+        "errmsg": "E11000 duplicate key error collection: db.t index: email_1 "
+        f'dup key: {{ email: "{secret}" }}',
+    }
+    without_pattern = {k: v for k, v in with_pattern.items() if k not in ("keyPattern", "keyValue")}
+    other = {"code": 121, "errmsg": f"Document failed validation: {secret}"}
+    show_document_values(values_shown)
+    try:
+        for err in (with_pattern, without_pattern, other):
+            reason = write_error_reason(err)
+            assert secret not in reason
+            assert len(reason) < 400, reason
+            assert ("private-" in reason) is values_shown, reason
+        assert "email_1" in write_error_reason(without_pattern)
+    finally:
+        show_document_values(True)
 
 
 def test_same_content_tells_bson_types_apart() -> None:
