@@ -185,7 +185,8 @@ class Pipeline:
         self.procs: list[PipelineProcess] = []
         self._peak = 0.0
 
-    def start(self) -> None:
+    def start(self, *, capture: bool = True, workers: bool = True) -> None:
+        """Start the processes (both kinds by default; one kind for a staged start)."""
         self.log_dir.mkdir(parents=True, exist_ok=True)
         env = {
             **os.environ,
@@ -198,10 +199,12 @@ class Pipeline:
             "SM_PARTITIONS": "6",
             "SM_LOG_LEVEL": "warning",
         }
-        _create_topics(env)
-        for i, role in enumerate(["capture"] + ["transform"] * self.workers):
+        if not self.procs:
+            _create_topics(env)
+        roles = (["capture"] if capture else []) + (["transform"] * self.workers if workers else [])
+        for role in roles:
             port = free_port()
-            log = self.log_dir / f"{self.tag}-{role}-{i}.log"
+            log = self.log_dir / f"{self.tag}-{role}-{len(self.procs)}.log"
             with log.open("wb") as out:
                 popen = subprocess.Popen(
                     [sys.executable, "-m", "stream_migrator", role],
@@ -210,7 +213,9 @@ class Pipeline:
                     stdout=out,
                     stderr=subprocess.STDOUT,
                 )
-            self.procs.append(PipelineProcess(role, popen, port, log))
+            # Capture first, then the workers: Sample.events[0] is capture's.
+            at = 0 if role == "capture" else len(self.procs)
+            self.procs.insert(at, PipelineProcess(role, popen, port, log))
 
     def sample(self) -> Sample:
         """Poll every process; a dead one raises. The first answer of /metrics sets its
@@ -226,7 +231,7 @@ class Pipeline:
                 p.cpu_at_start = c
             events.append(p.events(m or {}))
             cpu.append(c - (p.cpu_at_start if p.cpu_at_start is not None else c))
-        rss = [peak_rss_mib(p.popen.pid) for p in self.procs[1:]]
+        rss = [peak_rss_mib(p.popen.pid) for p in self.procs if p.role == "transform"]
         self._peak = max([self._peak, *rss])
         return Sample(ready, events, cpu, self._peak)
 
@@ -342,6 +347,67 @@ def run_drain(
             docs=docs,
             live_writes=writer.writes,
             seconds=now - started,
+            capture_events=int(captured),
+            transform_events=int(settled),
+            capture_cpu_s=sample.cpu_s[0],
+            transform_cpu_s=sum(sample.cpu_s[1:]),
+            peak_rss_mib=sample.peak_rss_mib,
+        )
+
+
+def run_copy(
+    where: Servers,
+    docs: int,
+    workers: int,
+    *,
+    timeout_s: float = 1800.0,
+    log_dir: Path | None = None,
+) -> DrainResult:
+    """The same work as the Kafka Connect copy, timed the same way.
+
+    N seeded documents and no live writes; the workers are started and answering
+    first (as the Connect sink connector is running before its source is
+    deployed), then the clock starts as capture is launched and stops at the first
+    poll (every 0.25 s, as the Connect copy's) where the target holds N documents
+    and the workers settled every captured event. A full compare then verifies the
+    copy, untimed. CPU per event as in :func:`run_drain`.
+    """
+    with Pipeline(where, workers, log_dir) as pipe:
+        src, tgt = pipe.src, pipe.tgt
+        seed(src, docs, 0, random.Random(1))
+        pipe.start(capture=False)
+        deadline = time.monotonic() + timeout_s
+        while not pipe.sample().ready:
+            if time.monotonic() > deadline:
+                raise BenchmarkError(f"the {workers} worker(s) did not start; see {pipe.log_dir}")
+            time.sleep(0.1)
+        started = time.monotonic()
+        pipe.start(workers=False)
+        while True:
+            time.sleep(0.25)
+            now = time.monotonic()
+            sample = pipe.sample()
+            captured, settled = sample.events[0], sum(sample.events[1:])
+            if (
+                sample.ready
+                and settled >= captured >= docs
+                and (tgt.estimated_document_count() >= docs)
+            ):
+                break
+            if now > deadline:
+                raise BenchmarkError(
+                    f"the {workers}-worker copy of {docs} documents did not finish in "
+                    f"{timeout_s:.0f} s (captured {captured:.0f}, settled {settled:.0f}, target "
+                    f"{tgt.estimated_document_count()}); logs in {pipe.log_dir}/{pipe.tag}-*.log"
+                )
+        seconds = now - started
+        if full_compare(src, tgt, get_spec("orders.v1_to_v2")).mismatches:
+            raise BenchmarkError(f"the {workers}-worker copy differs from its source")
+        return DrainResult(
+            workers=workers,
+            docs=docs,
+            live_writes=0,
+            seconds=seconds,
             capture_events=int(captured),
             transform_events=int(settled),
             capture_cpu_s=sample.cpu_s[0],

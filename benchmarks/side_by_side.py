@@ -8,9 +8,17 @@ Each phase of a round runs on a fresh local stack (Kafka KRaft + mongo-java-serv
    ``find()`` by ``_id`` decoded as dicts and as ``RawBSONDocument``; reading the
    change stream of those inserts) and of Kafka (producing 1 KB messages with
    ``acks=all`` and idempotence; consuming them), all from this Python process;
-2. stream-migrator's drain with 1 and with 2 workers: ``benchmarks/drain.py``'s
-   :func:`run_drain` (the real ``capture`` and ``transform`` CLI processes, N seeded
-   orders plus live writes, timed from process start until the target matches);
+2. stream-migrator's copy with 1 and with 2 workers, the same work as the Connect
+   copy, timed the same way: ``benchmarks/drain.py``'s :func:`run_copy` (the real
+   ``capture`` and ``transform`` CLI processes, N seeded orders, no live writes; the
+   workers started and answering first, as the Connect sink connector is; timed from
+   launching capture until the target holds N documents, polled every 0.25 s; then
+   a full compare, untimed);
+   and its drain with 1 and with 2 workers: :func:`run_drain` (N seeded orders plus
+   live writes for ``--live-seconds``, timed from process start until the target
+   matches). The drain cannot end before its live writes do, so on small N its rate
+   is bounded by N over the live phase (20,000 over 5 s on ``--quick``), and it
+   counts the processes' interpreter start; it is reported, not used for the ratios;
 3. the Kafka Connect copy of N orders: the MongoDB source connector
    (``connectors/mongo-source.json``, ``copy_existing``) -> topic -> the MongoDB sink
    connector (``connectors/mongo-sink.json`` with the connector's own change-stream
@@ -38,9 +46,11 @@ It prints one table per round, then the last line
     ratio_vs_connect_1w=X.XX ratio_vs_connect_2w=X.XX ratio_vs_ceiling=X.XX
     capture_us_per_event=N transform_us_per_event=N p99_ms_at_1000=N
 
-(one line; medians over ``--rounds``; ``ratio_vs_ceiling`` = the 1-worker drain rate
-over the lowest stand-in ceiling of insert, RawBSON scan and change-stream read;
-the µs figures are the 1-worker drain's). A skipped phase prints ``n/a``. A phase
+(one line; medians over ``--rounds``; the ratios and µs figures come from the copy,
+the like-for-like run: ``ratio_vs_ceiling`` = the 1-worker copy rate over the lowest
+stand-in ceiling of insert, RawBSON scan and change-stream read). The line before it
+gives the same ratios from the drain with live writes (``drain_ratio_*``). A skipped
+phase prints ``n/a``. A phase
 that fails or does not converge within ``--timeout`` stops the run with exit code 1
 and a message; no figure is printed for it.
 
@@ -84,6 +94,7 @@ from drain import (
     Servers,
     cpu_seconds,
     drain_row,
+    run_copy,
     run_drain,
     servers,
 )
@@ -702,11 +713,22 @@ def measure_latency(
 class Round:
     ceilings: Ceilings | None = None
     drains: dict[int, DrainResult] = field(default_factory=dict)
+    copies: dict[int, DrainResult] = field(default_factory=dict)
     connect: ConnectResult | None = None
     latency: list[Latency] = field(default_factory=list)
 
+    def drain_figures(self) -> dict[str, float | None]:
+        """The ratios from the drain with live writes (the older, unlike-for-like figures)."""
+        one, two, c = self.drains.get(1), self.drains.get(2), self.connect
+        ceil = self.ceilings
+        return {
+            "drain_ratio_vs_connect_1w": one.docs_per_s / c.docs_per_s if one and c else None,
+            "drain_ratio_vs_connect_2w": two.docs_per_s / c.docs_per_s if two and c else None,
+            "drain_ratio_vs_ceiling": one.docs_per_s / ceil.stand_in if one and ceil else None,
+        }
+
     def figures(self) -> dict[str, float | None]:
-        one, two = self.drains.get(1), self.drains.get(2)
+        one, two = self.copies.get(1), self.copies.get(2)
         c, ceil = self.connect, self.ceilings
         p99 = [lat.p99_ms for lat in self.latency if lat.rate == 1_000 and lat.measured]
         return {
@@ -733,6 +755,13 @@ def print_round(number: int, r: Round, docs: int, where: str) -> None:
         print(_row("stand-in change-stream read", f"{c.change_stream:,.0f}"))
         print(_row("Kafka produce 1 KB acks=all idempotent", f"{c.produce:,.0f}"))
         print(_row("Kafka consume", f"{c.consume:,.0f}"))
+    for w, d in sorted(r.copies.items()):
+        what = f"stream-migrator copy, {w} worker{'s' * (w > 1)}"
+        cpu = f"capture {d.capture_us_per_event:.0f} µs, "
+        cpu += f"transform {d.transform_us_per_event:.0f} µs"
+        note = f"{d.docs:,} in {d.seconds:.1f} s, as the Connect copy, "
+        note += f"RSS {d.peak_rss_mib:.0f} MiB"
+        print(_row(what, f"{d.docs_per_s:,.0f}", cpu, note))
     for w, d in sorted(r.drains.items()):
         what = f"stream-migrator drain, {w} worker{'s' * (w > 1)}"
         cpu = f"capture {d.capture_us_per_event:.0f} µs, "
@@ -771,16 +800,17 @@ def print_round(number: int, r: Round, docs: int, where: str) -> None:
     sys.stdout.flush()
 
 
-def final_line(rounds: list[Round]) -> str:
-    keys = list(Round().figures())
+def final_line(rounds: list[Round], figures: Callable[[Round], dict[str, float | None]]) -> str:
+    """``key=median`` over the rounds for each of ``figures``' keys (``n/a`` if one lacks it)."""
+    keys = list(figures(Round()))
     parts = []
     for key in keys:
-        values = [v for r in rounds if (v := r.figures()[key]) is not None]
+        values = [v for r in rounds if (v := figures(r)[key]) is not None]
         if len(values) < len(rounds):
             parts.append(f"{key}=n/a")
             continue
         median = statistics.median(values)
-        parts.append(f"{key}={median:.2f}" if key.startswith("ratio") else f"{key}={median:.0f}")
+        parts.append(f"{key}={median:.2f}" if "ratio" in key else f"{key}={median:.0f}")
     return " ".join(parts)
 
 
@@ -805,6 +835,11 @@ def run_round(args: argparse.Namespace, r: Round) -> None:
     if not args.skip_ceilings:
         r.ceilings = _phase("ceilings", own, lambda w: measure_ceilings(w, docs, timeout))
     for workers in args.workers:
+
+        def copy(where: Servers, workers: int = workers) -> DrainResult:
+            return run_copy(where, docs, workers, timeout_s=timeout)
+
+        r.copies[workers] = _phase(f"copy, {workers} worker(s)", own, copy)
 
         def drain(where: Servers, workers: int = workers) -> DrainResult:
             return run_drain(
@@ -865,7 +900,8 @@ def main() -> None:
             sys.exit(f"FAILED (round {number}, no summary line): {exc}")
         print_round(number, rounds[-1], args.docs, where)
     short = [lat for r in rounds for lat in r.latency if not lat.measured]
-    print(final_line(rounds), flush=True)
+    print(final_line(rounds, Round.drain_figures))
+    print(final_line(rounds, Round.figures), flush=True)
     if short:
         sys.exit(
             "FAILED: the writers could not hold "

@@ -25,7 +25,11 @@ KEYS = (
 
 
 def test_side_by_side_prints_table_and_ratio_line(backend: backends.Backend) -> None:
-    """Every phase runs on the session's servers; the last line parses into positive figures."""
+    """Every phase runs on the session's servers; the last two lines parse into positive figures.
+
+    The last line's ratios come from the copy (the same work as the Connect copy), the
+    line before it gives them from the drain with live writes.
+    """
     env = {
         **os.environ,
         "SM_KAFKA_BOOTSTRAP": backend.kafka_bootstrap,
@@ -49,11 +53,16 @@ def test_side_by_side_prints_table_and_ratio_line(backend: backends.Backend) -> 
     assert tuple(figures) == KEYS
     assert figures.pop("p99_ms_at_1000") == "n/a"
     assert all(float(v) > 0 for v in figures.values()), lines[-1]
-    table = "\n".join(lines[:-1])
+    drain = dict(part.split("=") for part in lines[-2].split())
+    assert tuple(drain) == tuple(f"drain_{k}" for k in KEYS[:3])
+    assert all(float(v) > 0 for v in drain.values()), lines[-2]
+    table = "\n".join(lines[:-2])
     for row in (
         "stand-in insert_many(1000)",
         "stand-in change-stream read",
         "Kafka produce 1 KB acks=all idempotent",
+        "stream-migrator copy, 1 worker",
+        "stream-migrator copy, 2 workers",
         "stream-migrator drain, 1 worker",
         "stream-migrator drain, 2 workers",
         "Kafka Connect source -> sink copy",
