@@ -58,8 +58,13 @@ _SECRET_NAME_PARTS = ("password", "secret", "token", "credential", "jaas")
 #: "secret" would mangle every log line and hides nothing anyway.
 MIN_SCRUBBED_LENGTH = 4
 
+#: ``scheme://user:password@`` of one URI: user and password stop at white space and
+#: quotes, so the match never runs across text to a later ``@`` (an e-mail address
+#: further on); the lookbehind keeps it from restarting inside a scheme (linear time).
 _USERINFO = re.compile(
-    r"(?P<scheme>[a-z][a-z0-9+.-]*://)(?P<user>[^:/@?#]*):(?P<pw>[^@/?#]*)@", re.I
+    r"(?<![a-z0-9+.-])(?P<scheme>[a-z][a-z0-9+.-]*://)"
+    r"(?P<user>[^:/@?#\s\"']*):(?P<pw>[^@/?#\s\"']*)@",
+    re.I,
 )
 _OPTION = re.compile(r"(?P<sep>[?&;])(?P<name>[^=&;#]+)=(?P<value>[^&;#]*)")
 #: A MongoDB connection string quoted in free text (a driver error, an exception);

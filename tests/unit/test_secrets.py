@@ -473,3 +473,22 @@ def test_documented_roles_may_read_the_oplog_for_capture_lag(role: str) -> None:
     block = doc.split(f'role: "{role}"', 1)[1].split("db.createRole", 1)[0]
     grant = '{ resource: { db: "local", collection: "oplog.rs" }, actions: ["find"] }'
     assert grant in block
+
+
+def test_redact_text_masks_userinfo_only_inside_one_uri() -> None:
+    """A password is what stands between ``user:`` and ``@`` of one URI, never across text.
+
+    Every command's output goes through redact_text: a JSON document with a
+    ``SASL_SSL://host:port`` bootstrap and a username holding an ``@`` further on
+    must come out unchanged, not cut from the port to that ``@``.
+    """
+    config = (
+        '{"kafka_bootstrap": "SASL_SSL://broker.corp:9093", "kafka_security_protocol": '
+        '"sasl_ssl", "kafka_sasl_username": "svc-migrator@corp.example"}'
+    )
+    assert redact_text(config) == config
+    assert redact_text("see http://broker:9093 and\nmail ops@corp.example") == (
+        "see http://broker:9093 and\nmail ops@corp.example"
+    )
+    masked = redact_text("failed: http://svc:hunter22@proxy.corp:3128/x, retrying")
+    assert masked == f"failed: http://svc:{MASK}@proxy.corp:3128/x, retrying"
