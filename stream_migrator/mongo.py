@@ -165,15 +165,24 @@ def on_primary(coll: Collection[dict[str, Any]]) -> Collection[dict[str, Any]]:
     )
 
 
+#: How long a majority write waits for its acknowledgement when the URI sets no
+#: ``wTimeoutMS``: then it fails with a write-concern error, which is retried under
+#: backpressure (every such write is idempotent) instead of blocking the process.
+MAJORITY_WTIMEOUT_MS = 30_000
+
+
 def majority_writes(coll: Collection[dict[str, Any]]) -> WriteConcern:
-    """``w: majority``, keeping the URI's ``wtimeoutMS`` (and journaling) if it set them.
+    """``w: majority``, with the URI's ``wTimeoutMS`` (else 30 s) and journaling.
 
     For every write whose acknowledgement lets something move on (a Kafka offset
     committed, a checkpoint advanced): one the primary alone acknowledged (``w=1``)
-    can be rolled back on failover without any error.
+    can be rolled back on failover without any error. Without a timeout, a majority
+    that cannot answer (a secondary down in a primary-secondary-arbiter set) would
+    block the writer for good, and with it a stop.
     """
     asked = coll.write_concern.document
-    return WriteConcern("majority", wtimeout=asked.get("wtimeout"), j=asked.get("j"))
+    wtimeout = asked.get("wtimeout", MAJORITY_WTIMEOUT_MS)
+    return WriteConcern("majority", wtimeout=wtimeout, j=asked.get("j"))
 
 
 def majority_read_time(coll: Collection[dict[str, Any]], *, after_past: bool = False) -> Timestamp:

@@ -10,6 +10,7 @@ from pymongo.errors import BulkWriteError, WriteConcernError
 
 from stream_migrator.errors import RetryableError
 from stream_migrator.interfaces import TargetWrite
+from stream_migrator.mongo import MAJORITY_WTIMEOUT_MS
 from stream_migrator.redact import show_document_values
 from stream_migrator.transform.echo import echo_mark, is_marked_echo
 from stream_migrator.transform.sink import MongoSink, coalesce
@@ -213,7 +214,9 @@ def test_sink_writes_wait_for_a_majority_whatever_the_uri(uri_options: str) -> N
     )
     try:
         sink = MongoSink(client["db"]["orders_v2"], "filter")
-        wtimeout = 2500 if "wTimeoutMS" in uri_options else None
+        # The URI's, else a default: a majority that cannot answer (a secondary down in a
+        # primary-secondary-arbiter set) must become a retryable error, not a hang.
+        wtimeout = 2500 if "wTimeoutMS" in uri_options else MAJORITY_WTIMEOUT_MS
         for coll in (sink._coll, sink.tombstones):
             assert coll.write_concern.document.get("w") == "majority"
             assert coll.write_concern.document.get("wtimeout") == wtimeout
