@@ -97,11 +97,11 @@ class MongoSink:
         # mark_echoes: each document written carries _sm.echo = the hash of its content,
         # so the stream that captures this collection can tell "exactly what this sink
         # wrote" (an echo, not carried back) from a later change by an application.
-        self.mark_echoes = mark_echoes
         # skip_equal: an upsert whose target already holds the same content (ignoring
         # _sm) is skipped and counted stale. Why: with a forward and a reverse stream
         # both running, an echo then causes no change event, so ping-pong stops.
-        self.skip_equal = skip_equal
+        # Both live in the cas guard, the one copy both guard modes read.
+        self._cas = CasGuard(self._coll, skip_equal=skip_equal, mark_echoes=mark_echoes)
         # Tombstones live beside the target, not in it, so readers of the target
         # never see them: <target>.sm_tombstones {_id, v, at}.
         self.tombstones: Collection[dict[str, Any]] = collection.database.get_collection(
@@ -110,7 +110,14 @@ class MongoSink:
             write_concern=majority_writes(collection),
         )
         self.guard = guard
-        self._cas = CasGuard(self._coll, skip_equal=skip_equal, mark_echoes=mark_echoes)
+
+    @property
+    def skip_equal(self) -> bool:
+        return self._cas.skip_equal
+
+    @property
+    def mark_echoes(self) -> bool:
+        return self._cas.mark_echoes
 
     def apply(self, writes: Sequence[TargetWrite]) -> ApplyResult:
         batch, coalesced = coalesce(writes)
