@@ -755,20 +755,16 @@ def print_round(number: int, r: Round, docs: int, where: str) -> None:
         print(_row("stand-in change-stream read", f"{c.change_stream:,.0f}"))
         print(_row("Kafka produce 1 KB acks=all idempotent", f"{c.produce:,.0f}"))
         print(_row("Kafka consume", f"{c.consume:,.0f}"))
-    for w, d in sorted(r.copies.items()):
-        what = f"stream-migrator copy, {w} worker{'s' * (w > 1)}"
-        cpu = f"capture {d.capture_us_per_event:.0f} µs, "
-        cpu += f"transform {d.transform_us_per_event:.0f} µs"
-        note = f"{d.docs:,} in {d.seconds:.1f} s, as the Connect copy, "
-        note += f"RSS {d.peak_rss_mib:.0f} MiB"
-        print(_row(what, f"{d.docs_per_s:,.0f}", cpu, note))
-    for w, d in sorted(r.drains.items()):
-        what = f"stream-migrator drain, {w} worker{'s' * (w > 1)}"
-        cpu = f"capture {d.capture_us_per_event:.0f} µs, "
-        cpu += f"transform {d.transform_us_per_event:.0f} µs"
-        note = f"{d.docs:,} + {d.live_writes:,} live in {d.seconds:.1f} s, "
-        note += f"RSS {d.peak_rss_mib:.0f} MiB"
-        print(_row(what, f"{d.docs_per_s:,.0f}", cpu, note))
+    for kind, runs in (("copy", r.copies), ("drain", r.drains)):
+        for w, d in sorted(runs.items()):
+            cpu = f"capture {d.capture_us_per_event:.0f} µs, "
+            cpu += f"transform {d.transform_us_per_event:.0f} µs"
+            what = f"{d.docs:,} + {d.live_writes:,} live" if d.live_writes else f"{d.docs:,}"
+            note = f"{what} in {d.seconds:.1f} s, RSS {d.peak_rss_mib:.0f} MiB"
+            if kind == "copy":
+                note += ", timed as the Connect copy"
+            row = f"stream-migrator {kind}, {w} worker{'s' * (w > 1)}"
+            print(_row(row, f"{d.docs_per_s:,.0f}", cpu, note))
     if (k := r.connect) is not None:
         print(
             _row(

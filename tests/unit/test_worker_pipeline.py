@@ -77,12 +77,8 @@ class _SlowFirstSink:
         return ApplyResult(written=len(writes))
 
 
-def _run(fail_first: bool) -> tuple[list[tuple[str, int]], _SlowFirstSink]:
-    log: list[tuple[str, int]] = []
-    batches = [[_Msg(0, 0), _Msg(0, 1)], [_Msg(0, 2), _Msg(0, 3)], [_Msg(0, 4), _Msg(0, 7)]]
-    consumer = _ScriptedConsumer(batches, log)
-    sink = _SlowFirstSink(consumer, log, fail_first)
-    worker = TransformWorker(
+def _run_worker(consumer: _ScriptedConsumer, sink: _SlowFirstSink) -> None:
+    TransformWorker(
         "m",
         _TOPIC,
         consumer,  # type: ignore[arg-type]
@@ -90,8 +86,15 @@ def _run(fail_first: bool) -> tuple[list[tuple[str, int]], _SlowFirstSink]:
         sink,
         _Quarantine(),  # type: ignore[arg-type]
         consumer.stop,
-    )
-    worker.run()
+    ).run()
+
+
+def _run(fail_first: bool) -> tuple[list[tuple[str, int]], _SlowFirstSink]:
+    log: list[tuple[str, int]] = []
+    batches = [[_Msg(0, 0), _Msg(0, 1)], [_Msg(0, 2), _Msg(0, 3)], [_Msg(0, 4), _Msg(0, 7)]]
+    consumer = _ScriptedConsumer(batches, log)
+    sink = _SlowFirstSink(consumer, log, fail_first)
+    _run_worker(consumer, sink)
     return log, sink
 
 
@@ -139,16 +142,7 @@ def test_stop_during_an_outage_writes_and_commits_nothing_after_the_abandoned_ba
     log: list[tuple[str, int]] = []
     consumer = _ScriptedConsumer([[_Msg(0, 0), _Msg(0, 1)], [_Msg(0, 2), _Msg(0, 3)]], log)
     sink = _DownUntilStoppedSink(consumer, log, fail_first=False)
-    worker = TransformWorker(
-        "m",
-        _TOPIC,
-        consumer,  # type: ignore[arg-type]
-        get_spec("orders.v1_to_v2"),
-        sink,
-        _Quarantine(),  # type: ignore[arg-type]
-        consumer.stop,
-    )
-    worker.run()
+    _run_worker(consumer, sink)
     assert sink.overlapped is True  # batch 1 was read while batch 0's write failed
     assert consumer.commits == []  # offsets 0-1 were never written: nothing may pass them
     assert [offset for what, offset in log if what == "write"] == [0]
