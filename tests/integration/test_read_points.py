@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 from pymongo import MongoClient, monitoring
+from pymongo.collection import Collection
 
 from stream_migrator.kafka import ensure_topic
 from stream_migrator.reconcile import full_compare, load_reconcile_settings
@@ -47,8 +48,12 @@ class _Reads(monitoring.CommandListener):
     def failed(self, event: monitoring.CommandFailedEvent) -> None:
         pass
 
-    def of(self, db: str, coll: str) -> list[Any]:
-        return [concern for d, c, concern in self.seen if (d, c) == (db, coll)]
+    def assert_majority(self, *colls: Collection[Any]) -> None:
+        """Each of ``colls`` was read, and every read of it asked for majority concern."""
+        for coll in colls:
+            concerns = [c for d, n, c in self.seen if (d, n) == (coll.database.name, coll.name)]
+            assert concerns, f"no read of {coll.full_name}"
+            assert all(c == {"level": "majority"} for c in concerns), concerns
 
 
 @pytest.fixture
@@ -80,10 +85,7 @@ def test_full_compare_reads_both_sides_with_majority_concern(
     source, target = _colls(s, client)
     source.insert_one({"_id": 1, "cust_name": "a"})
     full_compare(source, target, get_spec(s.spec))
-    for coll in (source, target):
-        concerns = reads.of(coll.database.name, coll.name)
-        assert concerns, f"no read of {coll.full_name}"
-        assert all(c == {"level": "majority"} for c in concerns), concerns
+    reads.assert_majority(source, target)
 
 
 def test_reconciler_reads_both_sides_with_majority_concern(
@@ -101,10 +103,7 @@ def test_reconciler_reads_both_sides_with_majority_concern(
         Reconciler(s, client, probe).run()
     finally:
         probe.close()
-    for coll in (source, target):
-        concerns = reads.of(coll.database.name, coll.name)
-        assert concerns, f"no read of {coll.full_name}"
-        assert all(c == {"level": "majority"} for c in concerns), concerns
+    reads.assert_majority(source, target)
 
 
 def test_rollout_state_and_router_leases_are_read_with_majority_concern(
@@ -116,7 +115,4 @@ def test_rollout_state_and_router_leases_are_read_with_majority_concern(
     leases = LeaseStore(client, s.metadata_db)
     states.load(s.migration)
     leases.of(s.migration)
-    for coll in (states.coll, leases.coll):
-        concerns = reads.of(coll.database.name, coll.name)
-        assert concerns, f"no read of {coll.full_name}"
-        assert all(c == {"level": "majority"} for c in concerns), concerns
+    reads.assert_majority(states.coll, leases.coll)
