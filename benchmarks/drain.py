@@ -30,6 +30,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from cpu_budget import Budget, CpuMeter, cpu_seconds, server_pids
 from pymongo.errors import PyMongoError
 
 from stream_migrator.demo.data import LiveWriter, seed
@@ -45,7 +46,6 @@ from stream_migrator.spec import get_spec
 
 REPO = Path(__file__).resolve().parents[1]
 SM_DIR = DEFAULT_STATE_DIR.parent
-_CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 class BenchmarkError(RuntimeError):
@@ -59,13 +59,9 @@ class Servers:
     mongo_uri: str
     kafka_bootstrap: str
 
-
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of a live process (all its threads), from /proc/<pid>/stat."""
-    stat = Path(f"/proc/{pid}/stat").read_text()
-    # Field 2 (comm) is parenthesised and may hold spaces: split after its last ")".
-    fields = stat[stat.rindex(")") + 2 :].split()
-    return (int(fields[11]) + int(fields[12])) / _CLK_TCK  # fields 14 and 15 of stat(5)
+    def local_server_pids(self) -> dict[str, int]:
+        """The stand-in's and the broker's pids, when they run on this machine."""
+        return server_pids(self.mongo_uri, self.kafka_bootstrap)
 
 
 def peak_rss_mib(pid: int) -> float:
@@ -114,6 +110,7 @@ class DrainResult:
     capture_cpu_s: float
     transform_cpu_s: float  # all workers together
     peak_rss_mib: float  # the largest worker's
+    budget: Budget | None = None  # every process's CPU in the timed window (the copy only)
 
     @property
     def docs_per_s(self) -> float:
@@ -381,8 +378,11 @@ def run_copy(
             if time.monotonic() > deadline:
                 raise BenchmarkError(f"the {workers} worker(s) did not start; see {pipe.log_dir}")
             time.sleep(0.1)
+        servers_cpu = CpuMeter(where.local_server_pids())
+        workers_cpu = CpuMeter({f"transform {n}": p.popen.pid for n, p in enumerate(pipe.procs)})
         started = time.monotonic()
         pipe.start(workers=False)
+        capture_cpu = CpuMeter({"capture": pipe.procs[0].popen.pid})  # from its launch
         while True:
             time.sleep(0.25)
             now = time.monotonic()
@@ -401,6 +401,8 @@ def run_copy(
                     f"{tgt.estimated_document_count()}); logs in {pipe.log_dir}/{pipe.tag}-*.log"
                 )
         seconds = now - started
+        spent = {**capture_cpu.spent(), **workers_cpu.spent(), **servers_cpu.spent()}
+        measured = len(spent) == 3 + workers
         if full_compare(src, tgt, get_spec("orders.v1_to_v2")).mismatches:
             raise BenchmarkError(f"the {workers}-worker copy differs from its source")
         return DrainResult(
@@ -413,7 +415,15 @@ def run_copy(
             capture_cpu_s=sample.cpu_s[0],
             transform_cpu_s=sum(sample.cpu_s[1:]),
             peak_rss_mib=sample.peak_rss_mib,
+            budget=Budget(docs, seconds, _summed_workers(spent), servers_measured=measured),
         )
+
+
+def _summed_workers(spent: dict[str, float]) -> dict[str, float]:
+    """One "transform" entry for all workers, in the order capture, transform, servers."""
+    workers = sum(v for k, v in spent.items() if k.startswith("transform "))
+    rest = {k: v for k, v in spent.items() if not k.startswith("transform ")}
+    return {"capture": rest.pop("capture"), "transform": workers, **rest}
 
 
 def stop_all(popens: list[subprocess.Popen[bytes]], timeout: float = 60.0) -> None:

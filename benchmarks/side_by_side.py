@@ -49,10 +49,15 @@ It prints one table per round, then the last line
 (one line; medians over ``--rounds``; the ratios and µs figures come from the copy,
 the like-for-like run: ``ratio_vs_ceiling`` = the 1-worker copy rate over the lowest
 stand-in ceiling of insert, RawBSON scan and change-stream read). The line before it
-gives the same ratios from the drain with live writes (``drain_ratio_*``). A skipped
-phase prints ``n/a``. A phase
-that fails or does not converge within ``--timeout`` stops the run with exit code 1
-and a message; no figure is printed for it.
+gives the same ratios from the drain with live writes (``drain_ratio_*``), and the
+one before that the CPU budget of each copy (``benchmarks/cpu_budget.py``): the CPU
+every process spent per document copied, the stand-in's and the broker's included
+(``all_cpu_us_per_doc_1w`` / ``_2w`` / ``_connect``), and the share of all cores
+those processes kept busy (``cores_busy_*``; the copy's rate over ``cores / that
+CPU``, the fastest copy the machine allows at that CPU per document). A skipped
+phase, or servers not on this machine, prints ``n/a``. A phase that fails or does
+not converge within ``--timeout`` stops the run with exit code 1 and a
+message; no figure is printed for it.
 
     .venv/bin/python benchmarks/side_by_side.py [--docs 100000 | --quick] [--rounds 1]
         [--skip-connect] [--skip-latency] [--own-stack]
@@ -85,6 +90,7 @@ from confluent_kafka import (
     TopicPartition,
 )
 from confluent_kafka.admin import AdminClient
+from cpu_budget import Budget, CpuMeter, cpu_seconds
 from drain import (
     DRAIN_HEADER,
     SM_DIR,
@@ -92,7 +98,6 @@ from drain import (
     DrainResult,
     Pipeline,
     Servers,
-    cpu_seconds,
     drain_row,
     run_copy,
     run_drain,
@@ -265,6 +270,7 @@ class ConnectResult:
     docs: int
     seconds: float
     cpu_s: float
+    budget: Budget | None = None  # the Connect JVM's and the servers' CPU in the timed window
 
     @property
     def docs_per_s(self) -> float:
@@ -317,6 +323,7 @@ def connect_copy(where: Servers, docs: int, timeout_s: float) -> ConnectResult:
             CHANGES_TOPIC=topic,
         )
         pid = _jvm_pid(worker)
+        servers_cpu = CpuMeter(where.local_server_pids())
         cpu0, started = cpu_seconds(pid), time.monotonic()
         worker.deploy(source)
         checked = started
@@ -333,10 +340,12 @@ def connect_copy(where: Servers, docs: int, timeout_s: float) -> ConnectResult:
                 for name in (sink["name"], source["name"]):
                     worker.wait_running(name, timeout=10)
         seconds, cpu_s = time.monotonic() - started, cpu_seconds(pid) - cpu0
+        spent = {"Connect": cpu_s, **servers_cpu.spent()}
+        budget = Budget(docs, seconds, spent, servers_measured=len(spent) == 3)
         _check_copy(src, tgt)
         worker.stop()
         shutil.rmtree(state, ignore_errors=True)
-        return ConnectResult(docs, seconds, cpu_s)
+        return ConnectResult(docs, seconds, cpu_s, budget)
     except InfraError as exc:
         raise BenchmarkError(f"Kafka Connect: {exc}") from exc
     finally:
@@ -727,6 +736,21 @@ class Round:
             "drain_ratio_vs_ceiling": one.docs_per_s / ceil.stand_in if one and ceil else None,
         }
 
+    def budget_figures(self) -> dict[str, float | None]:
+        """Every process's CPU per document copied, and the share of the cores they kept busy."""
+        one, two = self.copies.get(1), self.copies.get(2)
+        c = self.connect
+        budgets = {
+            "1w": one.budget if one else None,
+            "2w": two.budget if two else None,
+            "connect": c.budget if c else None,
+        }
+        out: dict[str, float | None] = {}
+        for name, b in budgets.items():
+            out[f"all_cpu_us_per_doc_{name}"] = b.us_per_doc if b else None
+            out[f"cores_busy_{name}"] = b.cores_busy if b else None
+        return out
+
     def figures(self) -> dict[str, float | None]:
         one, two = self.copies.get(1), self.copies.get(2)
         c, ceil = self.connect, self.ceilings
@@ -765,6 +789,8 @@ def print_round(number: int, r: Round, docs: int, where: str) -> None:
                 note += ", timed as the Connect copy"
             row = f"stream-migrator {kind}, {w} worker{'s' * (w > 1)}"
             print(_row(row, f"{d.docs_per_s:,.0f}", cpu, note))
+            if d.budget is not None:
+                print(f"  every process's CPU: {d.budget.describe()}")
     if (k := r.connect) is not None:
         print(
             _row(
@@ -774,6 +800,8 @@ def print_round(number: int, r: Round, docs: int, where: str) -> None:
                 f"{k.docs:,} in {k.seconds:.1f} s, copy only",
             )
         )
+        if k.budget is not None:
+            print(f"  every process's CPU: {k.budget.describe()}")
     for lat in r.latency:
         figures = f"p50 {lat.p50_ms:.0f} ms, p99 {lat.p99_ms:.0f} ms"
         if lat.captured_p50_ms is not None and lat.captured_p99_ms is not None:
@@ -806,7 +834,8 @@ def final_line(rounds: list[Round], figures: Callable[[Round], dict[str, float |
             parts.append(f"{key}=n/a")
             continue
         median = statistics.median(values)
-        parts.append(f"{key}={median:.2f}" if "ratio" in key else f"{key}={median:.0f}")
+        exact = "ratio" in key or "busy" in key
+        parts.append(f"{key}={median:.2f}" if exact else f"{key}={median:.0f}")
     return " ".join(parts)
 
 
@@ -896,6 +925,7 @@ def main() -> None:
             sys.exit(f"FAILED (round {number}, no summary line): {exc}")
         print_round(number, rounds[-1], args.docs, where)
     short = [lat for r in rounds for lat in r.latency if not lat.measured]
+    print(final_line(rounds, Round.budget_figures))
     print(final_line(rounds, Round.drain_figures))
     print(final_line(rounds, Round.figures), flush=True)
     if short:

@@ -56,7 +56,19 @@ def test_side_by_side_prints_table_and_ratio_line(backend: backends.Backend) -> 
     drain = dict(part.split("=") for part in lines[-2].split())
     assert tuple(drain) == tuple(f"drain_{k}" for k in KEYS[:3])
     assert all(float(v) > 0 for v in drain.values()), lines[-2]
-    table = "\n".join(lines[:-2])
+    budget = dict(part.split("=") for part in lines[-3].split())
+    assert tuple(budget) == tuple(
+        f"{k}_{run}"
+        for run in ("1w", "2w", "connect")
+        for k in ("all_cpu_us_per_doc", "cores_busy")
+    )
+    # The servers run on this machine (the session's stack), so each copy has a budget.
+    # Busy cores are a share of all of them: more would mean CPU counted twice.
+    assert all(float(v) > 0 for v in budget.values()), lines[-3]
+    assert all(float(budget[f"cores_busy_{r}"]) <= 1 for r in ("1w", "2w", "connect"))
+    table = "\n".join(lines[:-3])
+    assert table.count("every process's CPU: capture ") == 2, table
+    assert re.search(r"every process's CPU: Connect \d+ \+ stand-in \d+ \+ Kafka \d+ = ", table)
     for row in (
         "stand-in insert_many(1000)",
         "stand-in change-stream read",
