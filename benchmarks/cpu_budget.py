@@ -79,6 +79,24 @@ def server_pids(mongo_uri: str, kafka_bootstrap: str) -> dict[str, int]:
     return pids
 
 
+class MachineMeter:
+    """The share of all cores busy (anything not idle or waiting on I/O) from now on."""
+
+    def __init__(self) -> None:
+        self._start = _machine_jiffies()
+
+    def busy(self) -> float:
+        total, idle = _machine_jiffies()
+        spent = total - self._start[0]
+        return 0.0 if spent <= 0 else 1 - (idle - self._start[1]) / spent
+
+
+def _machine_jiffies() -> tuple[int, int]:
+    """(all, idle + iowait) jiffies of every core, from the first line of /proc/stat."""
+    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return sum(values), values[3] + values[4]
+
+
 class CpuMeter:
     """CPU seconds each of a set of processes spends from now on."""
 

@@ -90,7 +90,7 @@ from confluent_kafka import (
     TopicPartition,
 )
 from confluent_kafka.admin import AdminClient
-from cpu_budget import Budget, CpuMeter, cpu_seconds
+from cpu_budget import Budget, CpuMeter, MachineMeter, cpu_seconds
 from drain import (
     DRAIN_HEADER,
     SM_DIR,
@@ -377,6 +377,9 @@ class Latency:
     # Of which source write -> capture produced it (the Kafka record's CreateTime).
     captured_p50_ms: float | None = None
     captured_p99_ms: float | None = None
+    # The share of all cores busy while the writers ran (everything: writers, observers,
+    # pipeline, servers): near 1, the tail is the machine's queue, not a stage's.
+    machine_busy: float | None = None
 
     @property
     def measured(self) -> bool:
@@ -657,8 +660,10 @@ def latency_at(pipe: Pipeline, rate: int, seconds: float, timeout_s: float) -> L
         for ready in ready_events:
             if not ready.wait(120):
                 raise BenchmarkError(f"latency at {rate}/s: a writer process did not start")
+        machine = MachineMeter()
         go.set()
         outcomes = [results.get(timeout=seconds + timeout_s) for _ in procs]
+        busy = machine.busy()
         for p in procs:
             p.join(30)
         errors = [o[3] for o in outcomes if o[3]]
@@ -697,6 +702,7 @@ def latency_at(pipe: Pipeline, rate: int, seconds: float, timeout_s: float) -> L
         _percentile(ms, 99),
         _percentile(captured, 50) if captured else None,
         _percentile(captured, 99) if captured else None,
+        busy,
     )
 
 
@@ -803,25 +809,29 @@ def print_round(number: int, r: Round, docs: int, where: str) -> None:
         if k.budget is not None:
             print(f"  every process's CPU: {k.budget.describe()}")
     for lat in r.latency:
-        figures = f"p50 {lat.p50_ms:.0f} ms, p99 {lat.p99_ms:.0f} ms"
-        if lat.captured_p50_ms is not None and lat.captured_p99_ms is not None:
-            figures += f" (in Kafka: p50 {lat.captured_p50_ms:.0f}, p99 {lat.captured_p99_ms:.0f})"
-        if not lat.measured:  # real figures, but at the lower rate the writers reached
-            figures = f"NOT HELD; at {lat.achieved:,.0f}/s {figures}"
-        print(
-            _row(
-                f"latency at {lat.rate:,} writes/s",
-                f"{lat.achieved:,.0f}",
-                figures,
-                f"{lat.writes:,} writes (half inserts, half updates), 1 worker",
-            )
-        )
+        print(_latency_row(lat))
     if r.drains:
         print("\ndrain detail (benchmarks/drain.py columns):")
         print(DRAIN_HEADER)
         for d in r.drains.values():
             print(drain_row(d))
     sys.stdout.flush()
+
+
+def _latency_row(lat: Latency) -> str:
+    figures = f"p50 {lat.p50_ms:.0f} ms, p99 {lat.p99_ms:.0f} ms"
+    if lat.captured_p50_ms is not None and lat.captured_p99_ms is not None:
+        figures += f" (in Kafka: p50 {lat.captured_p50_ms:.0f}, p99 {lat.captured_p99_ms:.0f})"
+    if lat.machine_busy is not None:
+        figures += f", machine {100 * lat.machine_busy:.0f} % busy"
+    if not lat.measured:  # real figures, but at the lower rate the writers reached
+        figures = f"NOT HELD; at {lat.achieved:,.0f}/s {figures}"
+    return _row(
+        f"latency at {lat.rate:,} writes/s",
+        f"{lat.achieved:,.0f}",
+        figures,
+        f"{lat.writes:,} writes (half inserts, half updates), 1 worker",
+    )
 
 
 def final_line(rounds: list[Round], figures: Callable[[Round], dict[str, float | None]]) -> str:

@@ -80,4 +80,8 @@ def test_side_by_side_prints_table_and_ratio_line(backend: backends.Backend) -> 
         "Kafka Connect source -> sink copy",
     ):
         assert re.search(rf"^{re.escape(row)}\s+[\d,]+\b", table, re.M), row
-    assert re.search(r"^latency at 100 writes/s\s+[\d,]+\s+p50 \d+ ms, p99 \d+ ms", table, re.M)
+    assert re.search(
+        r"^latency at 100 writes/s\s+[\d,]+\s+p50 \d+ ms, p99 \d+ ms.*, machine \d+ % busy",
+        table,
+        re.M,
+    )
