@@ -25,12 +25,14 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from cpu_budget import Budget, CpuMeter, cpu_seconds, server_pids
+from prometheus_client.parser import text_string_to_metric_families
 from pymongo.errors import PyMongoError
 
 from stream_migrator.demo.data import LiveWriter, seed
@@ -46,6 +48,7 @@ from stream_migrator.spec import get_spec
 
 REPO = Path(__file__).resolve().parents[1]
 SM_DIR = DEFAULT_STATE_DIR.parent
+PARTITIONS = 6  # of the change topic: 2 workers get 3 each
 
 
 class BenchmarkError(RuntimeError):
@@ -148,6 +151,21 @@ class PipelineProcess:
         except OSError:
             return None
 
+    def owned_partitions(self) -> set[int]:
+        """The change topic's partitions this worker reports lag for (its assignment, as
+        of its last lag report, every 2 s); empty while it does not answer."""
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=2) as r:
+                text = r.read().decode()
+        except OSError:
+            return set()
+        return {
+            int(sample.labels["partition"])
+            for family in text_string_to_metric_families(text)
+            if family.name == "sm_consumer_partition_lag_events"
+            for sample in family.samples
+        }
+
     def events(self, metrics: dict[str, float]) -> float:
         """Events handled: captured and acknowledged, or consumed and settled."""
         if self.role == "capture":
@@ -193,7 +211,7 @@ class Pipeline:
             "SM_SOURCE": f"{self.db}.orders",
             "SM_TARGET": f"{self.db}.orders_v2",
             "SM_METADATA_DB": self.metadata_db,
-            "SM_PARTITIONS": "6",
+            "SM_PARTITIONS": str(PARTITIONS),
             "SM_LOG_LEVEL": "warning",
         }
         if not self.procs:
@@ -231,6 +249,12 @@ class Pipeline:
         rss = [peak_rss_mib(p.popen.pid) for p in self.procs if p.role == "transform"]
         self._peak = max([self._peak, *rss])
         return Sample(ready, events, cpu, self._peak)
+
+    def assigned(self) -> bool:
+        """Every partition owned by a worker, and every worker owning at least one."""
+        owned = [p.owned_partitions() for p in self.procs if p.role == "transform"]
+        every = set().union(*owned) == set(range(PARTITIONS))
+        return bool(owned) and every and all(owned)
 
     def stop(self) -> None:
         stop_all([p.popen for p in self.procs])
@@ -362,9 +386,9 @@ def run_copy(
 ) -> DrainResult:
     """The same work as the Kafka Connect copy, timed the same way.
 
-    N seeded documents and no live writes; the workers are started and answering
-    first (as the Connect sink connector is running before its source is
-    deployed), then the clock starts as capture is launched and stops at the first
+    N seeded documents and no live writes; the workers are started, answering and
+    owning every partition first (as the Connect sink connector is running before
+    its source is deployed), then the clock starts as capture is launched and stops at the first
     poll (every 0.25 s, as the Connect copy's) where the target holds N documents
     and the workers settled every captured event. A full compare then verifies the
     copy, untimed. CPU per event as in :func:`run_drain`.
@@ -374,9 +398,15 @@ def run_copy(
         seed(src, docs, 0, random.Random(1))
         pipe.start(capture=False)
         deadline = time.monotonic() + timeout_s
-        while not pipe.sample().ready:
+        # Started = every worker answers and the group has handed out every partition,
+        # each worker some: a copy timed from there pays no join or rebalance, as the
+        # Connect copy's sink task is running before its source is deployed.
+        while not (pipe.sample().ready and pipe.assigned()):
             if time.monotonic() > deadline:
-                raise BenchmarkError(f"the {workers} worker(s) did not start; see {pipe.log_dir}")
+                raise BenchmarkError(
+                    f"the {workers} worker(s) did not start and share the {PARTITIONS} "
+                    f"partitions; see {pipe.log_dir}"
+                )
             time.sleep(0.1)
         servers_cpu = CpuMeter(where.local_server_pids())
         workers_cpu = CpuMeter({f"transform {n}": p.popen.pid for n, p in enumerate(pipe.procs)})

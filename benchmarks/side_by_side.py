@@ -11,9 +11,9 @@ Each phase of a round runs on a fresh local stack (Kafka KRaft + mongo-java-serv
 2. stream-migrator's copy with 1 and with 2 workers, the same work as the Connect
    copy, timed the same way: ``benchmarks/drain.py``'s :func:`run_copy` (the real
    ``capture`` and ``transform`` CLI processes, N seeded orders, no live writes; the
-   workers started and answering first, as the Connect sink connector is; timed from
-   launching capture until the target holds N documents, polled every 0.25 s; then
-   a full compare, untimed);
+   workers started, answering and owning every partition first, as the Connect sink
+   connector is; timed from launching capture until the target holds N documents,
+   polled every 0.25 s; then a full compare, untimed);
    and its drain with 1 and with 2 workers: :func:`run_drain` (N seeded orders plus
    live writes for ``--live-seconds``, timed from process start until the target
    matches). The drain cannot end before its live writes do, so on small N its rate
