@@ -106,6 +106,16 @@ class CpuMeter:
     def spent(self) -> dict[str, float]:
         return {name: cpu_seconds(pid) - at for name, (pid, at) in self._start.items()}
 
+    def shares(self, seconds: float) -> dict[str, float]:
+        """The share of all cores each group kept busy over ``seconds`` (a group: the
+        first word of the processes' names, so ``writer 0`` and ``writer 1`` add up)."""
+        capacity = max(seconds, 1e-9) * (os.cpu_count() or 1)
+        out: dict[str, float] = {}
+        for name, cpu in self.spent().items():
+            group = name.split(" ", 1)[0]
+            out[group] = out.get(group, 0.0) + cpu / capacity
+        return out
+
 
 @dataclass(frozen=True)
 class Budget:

@@ -380,6 +380,9 @@ class Latency:
     # The share of all cores busy while the writers ran (everything: writers, observers,
     # pipeline, servers): near 1, the tail is the machine's queue, not a stage's.
     machine_busy: float | None = None
+    # Of which each kind of process (writers, observers = this process, capture,
+    # transform, and the stand-in and Kafka when they run here).
+    shares: dict[str, float] = field(default_factory=dict)
 
     @property
     def measured(self) -> bool:
@@ -622,6 +625,18 @@ def _wait(what: str, cond: Callable[[], bool], timeout_s: float) -> None:
         time.sleep(0.2)
 
 
+def _process_meter(pipe: Pipeline, writers: list[Any]) -> CpuMeter:
+    """CPU of the writer processes, this one (the observers), the pipeline and local servers."""
+    return CpuMeter(
+        {
+            **{f"writers {k}": p.pid for k, p in enumerate(writers) if p.pid is not None},
+            "observers": os.getpid(),
+            **{f"{p.role} {n}": p.popen.pid for n, p in enumerate(pipe.procs)},
+            **pipe.where.local_server_pids(),
+        }
+    )
+
+
 def latency_at(pipe: Pipeline, rate: int, seconds: float, timeout_s: float) -> Latency:
     """Writer processes at ``rate`` on the source; each write's time until the target shows it.
 
@@ -660,10 +675,10 @@ def latency_at(pipe: Pipeline, rate: int, seconds: float, timeout_s: float) -> L
         for ready in ready_events:
             if not ready.wait(120):
                 raise BenchmarkError(f"latency at {rate}/s: a writer process did not start")
-        machine = MachineMeter()
+        machine, processes, window = MachineMeter(), _process_meter(pipe, procs), time.monotonic()
         go.set()
         outcomes = [results.get(timeout=seconds + timeout_s) for _ in procs]
-        busy = machine.busy()
+        busy, shares = machine.busy(), processes.shares(time.monotonic() - window)
         for p in procs:
             p.join(30)
         errors = [o[3] for o in outcomes if o[3]]
@@ -703,6 +718,7 @@ def latency_at(pipe: Pipeline, rate: int, seconds: float, timeout_s: float) -> L
         _percentile(captured, 50) if captured else None,
         _percentile(captured, 99) if captured else None,
         busy,
+        shares,
     )
 
 
@@ -824,6 +840,8 @@ def _latency_row(lat: Latency) -> str:
         figures += f" (in Kafka: p50 {lat.captured_p50_ms:.0f}, p99 {lat.captured_p99_ms:.0f})"
     if lat.machine_busy is not None:
         figures += f", machine {100 * lat.machine_busy:.0f} % busy"
+        if lat.shares:
+            figures += " (" + ", ".join(f"{k} {100 * v:.0f}" for k, v in lat.shares.items()) + ")"
     if not lat.measured:  # real figures, but at the lower rate the writers reached
         figures = f"NOT HELD; at {lat.achieved:,.0f}/s {figures}"
     return _row(

@@ -81,7 +81,8 @@ def test_side_by_side_prints_table_and_ratio_line(backend: backends.Backend) -> 
     ):
         assert re.search(rf"^{re.escape(row)}\s+[\d,]+\b", table, re.M), row
     assert re.search(
-        r"^latency at 100 writes/s\s+[\d,]+\s+p50 \d+ ms, p99 \d+ ms.*, machine \d+ % busy",
+        r"^latency at 100 writes/s\s+[\d,]+\s+p50 \d+ ms, p99 \d+ ms.*, machine \d+ % busy "
+        r"\(writers \d+, observers \d+, capture \d+, transform \d+, stand-in \d+, Kafka \d+\)",
         table,
         re.M,
     )
