@@ -1,30 +1,32 @@
 """Buckets of the full pass: ``(id, hash, hash)`` entries of N consecutive ids, never documents.
 
 So memory is O(bucket) whatever the collection size. A target copy byte-identical
-to the migrated document shares one hash with it (no canonical encoding is
-computed, ``compare.agrees_exactly``); any other pair gets canonical hashes. A
-bucket whose entries all agree is clean; otherwise only its differing ids become
-*suspects* in the run store, and the bucket's end is saved as the segment's
-resume point.
+to the migrated document (``compare.agrees_exactly``) gets one marker on both
+sides: neither a canonical encoding nor a hash is computed; any other pair gets
+canonical hashes. A bucket whose entries all agree is clean; otherwise only its
+differing ids become *suspects* in the run store, and the bucket's end is saved
+as the segment's resume point.
 """
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from stream_migrator.canonical import doc_hash
 from stream_migrator.reconcile.canonical import leaf_paths
-from stream_migrator.reconcile.compare import StoredDoc, agrees_exactly, merge_join
+from stream_migrator.reconcile.compare import Expectation, StoredDoc, agrees_exactly, merge_join
 from stream_migrator.reconcile.counts import ScanCounts
 from stream_migrator.reconcile.sides import Sides
 
 _UNTRANSFORMABLE = b"\x00untransformable"  # hash marker of a document in quarantine
+#: Both sides' "hash" of a target copy byte-identical to the migrated document: equal
+#: entries are all a bucket needs of it, so nothing is hashed (no BLAKE2 output is 5 bytes).
+_SAME = b"\x00same"
 
 
-@dataclass
+@dataclass(slots=True)
 class Entry:
     doc_id: Any
     expected: bytes | None  # hash of transform(source); None = no source document
@@ -36,26 +38,27 @@ def entries(
     sides: Sides, src: Iterator[dict[str, Any]], tgt: Iterator[StoredDoc], scan: ScanCounts
 ) -> Iterator[Entry]:
     """The merge-join of both sorted sides as hash entries, counted into ``scan``."""
+    coverage = scan.coverage
     for s_doc, t_doc in merge_join(src, tgt):
         if s_doc is None:
             assert t_doc is not None
             yield Entry(t_doc.doc_id, None, _actual_hash(t_doc.decode(), scan))
+            continue
+        scan.source_count += 1
+        expected = sides.expect(s_doc)
+        if t_doc is not None and agrees_exactly(expected, t_doc):
+            # The usual pair, inline: a byte-identical copy, no canonical encoding.
+            assert expected.doc is not None
+            scan.target_count += 1
+            coverage.update(leaf_paths(expected.doc))
+            yield Entry(s_doc["_id"], _SAME, _SAME)
         else:
-            yield _source_entry(sides, s_doc, t_doc, scan)
+            yield _source_entry(s_doc, expected, t_doc, scan)
 
 
 def _source_entry(
-    sides: Sides, doc: dict[str, Any], t_doc: StoredDoc | None, scan: ScanCounts
+    doc: dict[str, Any], expected: Expectation, t_doc: StoredDoc | None, scan: ScanCounts
 ) -> Entry:
-    scan.source_count += 1
-    expected = sides.expect(doc)
-    if t_doc is not None and agrees_exactly(expected, t_doc):
-        # Byte-identical copies: one hash stands for both sides, no canonical encoding.
-        assert expected.doc is not None
-        scan.target_count += 1
-        scan.coverage.update(leaf_paths(expected.doc))
-        same = hashlib.blake2b(t_doc.body, digest_size=16).digest()
-        return Entry(doc["_id"], same, same)
     actual = None if t_doc is None else _actual_hash(t_doc.decode(), scan)
     if expected.rejected is not None:
         scan.untransformable += 1

@@ -161,13 +161,12 @@ def _leaf_paths(doc: Mapping[str, Any], prefix: str, top: bool, out: list[str]) 
             _leaf_paths(value, path + ".", False, out)
         elif kind is list or isinstance(value, list | tuple):
             # The items' paths, each once (a dict keeps the first-seen order).
-            items: dict[str, None] = {}
+            inner: list[str] = []
+            items = path + ".[]."
             for item in value:
                 if type(item) is dict or isinstance(item, Mapping):
-                    inner: list[str] = []
-                    _leaf_paths(item, path + ".[].", False, inner)
-                    items.update(dict.fromkeys(inner))
-            out.extend(items)
+                    _leaf_paths(item, items, False, inner)
+            out.extend(dict.fromkeys(inner))
 
 
 def schema_paths(schema: Any, named: Mapping[str, Any], prefix: str = "") -> list[str]:

@@ -13,9 +13,10 @@ disagree about a document.
 
 Both read with :func:`read_sorted`: raw batches fetched by a thread ahead of the
 caller, the target kept undecoded (:class:`StoredDoc`), so a target copy that is
-byte for byte the migrated document (:func:`agrees_exactly`, the usual case: the
-worker writes exactly what ``migrate`` returns) costs one ``bson.encode`` and no
-canonical encoding. Any other copy is decoded and classified canonically.
+byte for byte the migrated document, ``_sm`` aside (:func:`agrees_exactly`, the
+usual case: the worker writes exactly what ``migrate`` returns) costs one
+``bson.encode`` and no canonical encoding. Any other copy is decoded and
+classified canonically.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import queue
 import threading
 from collections.abc import Generator, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import bson
 from bson import ObjectId
@@ -79,13 +80,28 @@ class Difference:
 
 
 def agrees_exactly(expected: Expectation, t_doc: StoredDoc) -> bool:
-    """The target copy is byte for byte the BSON of the migrated document.
+    """The target copy is byte for byte the BSON of the migrated document, ``_sm`` aside.
 
-    Identical encodings decode to identical documents, so their canonical
-    encodings are equal too: this proves agreement without computing them.
-    False proves nothing (another key order, say): :func:`classify` decides.
+    That is, its bytes are the migrated document's, or its elements followed by
+    one ``_sm`` document (where the worker puts it). Identical encodings decode to
+    identical documents, so their canonical encodings (which drop ``_sm``) are
+    equal too: this proves agreement without computing them. False proves
+    nothing (another key order, ``_sm`` elsewhere): :func:`classify` decides.
     """
-    return expected.doc is not None and bson.encode(expected.doc) == t_doc.body
+    if expected.doc is None:
+        return False
+    encoded, body = bson.encode(expected.doc), t_doc.body
+    if encoded == body:
+        return True
+    end = len(encoded) - 1  # where the migrated document's elements end: an element boundary
+    if not (body.startswith(_META_ELEMENT, end) and body.startswith(encoded[4:end], 4)):
+        return False
+    at = end + len(_META_ELEMENT)
+    return at + int.from_bytes(body[at : at + 4], "little") == len(body) - 1  # _sm is last
+
+
+#: The head of a ``_sm`` element holding a document (type 3, its name, NUL).
+_META_ELEMENT = b"\x03" + META_FIELD.encode() + b"\x00"
 
 
 def classify(expected: Expectation | None, t_doc: dict[str, Any] | None) -> Difference | None:
@@ -179,6 +195,11 @@ def full_compare(
     return report
 
 
+#: ``_id`` types whose Python equality is MongoDB's: two equal values of one of them are
+#: one ``_id`` (not so for documents, where Python ignores field order, or doubles: NaN).
+_EXACT_IDS = frozenset({ObjectId, int, Int64, str})
+
+
 def merge_join(
     src: Iterator[dict[str, Any]], tgt: Iterator[StoredDoc]
 ) -> Iterator[tuple[dict[str, Any] | None, StoredDoc | None]]:
@@ -190,6 +211,14 @@ def merge_join(
     """
     s_doc, t_doc = next(src, None), next(tgt, None)
     while s_doc is not None or t_doc is not None:
+        if s_doc is not None and t_doc is not None:
+            s_id, t_id = s_doc["_id"], t_doc.doc_id
+            kind = type(s_id)
+            # The usual pair, one _id on both sides, without the two id_cmp calls.
+            if kind is type(t_id) and kind in _EXACT_IDS and s_id == t_id:
+                yield s_doc, t_doc
+                s_doc, t_doc = next(src, None), next(tgt, None)
+                continue
         if t_doc is None or (s_doc is not None and id_before(s_doc["_id"], t_doc.doc_id)):
             yield s_doc, None
             s_doc = next(src, None)
@@ -237,17 +266,21 @@ _AHEAD = 2
 _END = object()
 
 
-@dataclass(frozen=True, slots=True)
-class StoredDoc:
-    """A target document as read: its ``_id`` and its BSON without ``_sm``, undecoded."""
+class StoredDoc(NamedTuple):
+    """A target document as read: its ``_id`` and its BSON (``_sm`` included), undecoded.
+
+    A named tuple: one is made per target document read, the cheapest immutable record.
+    """
 
     doc_id: Any
     body: bytes
     options: CodecOptions[dict[str, Any]]
 
     def decode(self) -> dict[str, Any]:
-        """The document as a plain read returns it (minus ``_sm``)."""
-        return bson.decode(self.body, self.options)
+        """The document as a plain read returns it, minus ``_sm``."""
+        doc = bson.decode(self.body, self.options)
+        doc.pop(META_FIELD, None)
+        return doc
 
 
 def read_sorted(
@@ -260,7 +293,7 @@ def read_sorted(
     caller's work; each batch is decoded in one call of the C decoder.
     """
     options = coll.codec_options
-    with contextlib.closing(_read_ahead(coll, queries, batch, None)) as batches:
+    with contextlib.closing(_read_ahead(coll, queries, batch)) as batches:
         for data in batches:
             yield from bson.decode_all(data, options)
 
@@ -268,10 +301,15 @@ def read_sorted(
 def read_stored(
     coll: Collection[dict[str, Any]], queries: Iterable[dict[str, Any]], *, batch: int
 ) -> Generator[StoredDoc, None, None]:
-    """As :func:`read_sorted`, but each document stays BSON (``_sm`` projected away)."""
+    """As :func:`read_sorted`, but each document stays BSON, ``_sm`` included.
+
+    Not projected away: mongo-java-server builds a projection's whole result before
+    its first batch, an idle wait for the compare; :func:`agrees_exactly` sees past
+    it and :meth:`StoredDoc.decode` drops it.
+    """
     options = coll.codec_options
     plain_ids = options.type_registry == TypeRegistry()  # no custom decoder can change an _id
-    with contextlib.closing(_read_ahead(coll, queries, batch, {META_FIELD: 0})) as batches:
+    with contextlib.closing(_read_ahead(coll, queries, batch)) as batches:
         for data in batches:
             pos, end = 0, len(data)
             while pos < end:
@@ -292,6 +330,8 @@ def _first_id(body: bytes) -> Any:
 
     Other types (and no ``_id``) return ``_NO_ID``: the caller decodes instead.
     """
+    if len(body) > 21 and body[4] == 0x07 and body.startswith(b"_id\x00", 5):
+        return ObjectId(body[9:21])  # the usual first ObjectId, without the general walk
     element = events.id_element(body)
     if element is None:
         return _NO_ID
@@ -306,10 +346,7 @@ def _first_id(body: bytes) -> Any:
 
 
 def _read_ahead(
-    coll: Collection[dict[str, Any]],
-    queries: Iterable[dict[str, Any]],
-    batch: int,
-    projection: dict[str, Any] | None,
+    coll: Collection[dict[str, Any]], queries: Iterable[dict[str, Any]], batch: int
 ) -> Generator[bytes, None, None]:
     """Raw reply batches of ``queries`` sorted by ``_id``, read by a thread up to ``_AHEAD`` ahead.
 
@@ -331,7 +368,7 @@ def _read_ahead(
     def produce() -> None:
         try:
             for query in queries:
-                cursor = coll.find_raw_batches(query, projection).sort("_id", 1).batch_size(batch)
+                cursor = coll.find_raw_batches(query).sort("_id", 1).batch_size(batch)
                 try:
                     for data in cursor:
                         if not put(data):

@@ -78,7 +78,8 @@ class FullScan:
         s, run_id = self._sides, self._run_id
         scan = scans[n]
         queries = _segment_queries(seg)
-        batch = min(s.bucket_size, 10_000)
+        size = s.bucket_size
+        batch = min(size, 10_000)
         src = read_sorted(s.source, queries, batch=batch)
         tgt = read_stored(s.target, queries, batch=batch)
         bucket: list[Entry] = []
@@ -86,8 +87,8 @@ class FullScan:
         try:
             for entry in entries(s, src, tgt, scan):
                 bucket.append(entry)
-                self.max_bucket_entries = max(self.max_bucket_entries, len(bucket))
-                if len(bucket) >= s.bucket_size:
+                if len(bucket) >= size:
+                    self._held(bucket)
                     finish_bucket(s, run_id, n, bucket, scan)
                     paced.wait(len(bucket), s.stop)
                     bucket = []
@@ -96,6 +97,7 @@ class FullScan:
                         log.warning("reconcile.interrupted", run=run_id, reason=s.stop.reason)
                         return False
             if bucket:
+                self._held(bucket)
                 finish_bucket(s, run_id, n, bucket, scan)
         finally:
             src.close()
@@ -103,6 +105,10 @@ class FullScan:
         s.store.save(run_id, **{f"segments.{n}.done": True})
         s.tick(sum(c.source_count + c.target_count for c in scans), total)
         return True
+
+    def _held(self, bucket: list[Entry]) -> None:
+        """Note a full bucket's size: a bucket only grows until it is finished."""
+        self.max_bucket_entries = max(self.max_bucket_entries, len(bucket))
 
 
 def _segment_queries(seg: dict[str, Any]) -> list[dict[str, Any]]:
