@@ -1,4 +1,4 @@
-"""An idle tail backs off: empty answers that come at once space out, an event resets the pause.
+"""An idle tail pauses briefly after an empty answer that came at once, never longer.
 
 mongo-java-server answers an empty getMore at once (it ignores maxAwaitTimeMS) at a
 cost that grows with its oplog, so the stream is scripted here to answer the same way
@@ -35,8 +35,18 @@ class _RecordingStop(StopFlag):
         return self.is_set()
 
 
-def test_idle_tail_pauses_grow_and_reset_on_an_event(settings_kwargs: dict[str, Any]) -> None:
-    """Consecutive empty answers double the pause up to 0.5 s; an event brings it back."""
+def test_idle_tail_pause_stays_short_whatever_the_idle_spell(
+    settings_kwargs: dict[str, Any],
+) -> None:
+    """Every pause is 50 ms, however many empty answers came before: an event the server
+    holds is read at most one short pause later.
+
+    MongoDB's awaitData getMore returns as soon as an event arrives, so it adds no
+    latency; the pause exists only for a server that answers at once. A pause that grew
+    while the stream looked idle (doubling to 0.5 s) made the first event after any
+    short gap wait for it: at 1,000 writes/s on the stand-in, source write -> in Kafka
+    was 434 ms at p99 with it, 57 ms without (side_by_side's latency phase).
+    """
     s = load_settings(**settings_kwargs)
     ensure_topic(s.kafka_bootstrap, s.changes_topic, s.partitions)
     client = client_for(s)
@@ -60,6 +70,6 @@ def test_idle_tail_pauses_grow_and_reset_on_an_event(settings_kwargs: dict[str, 
     finally:
         producer.close()
         client.close()
-    assert stop.pauses[:7] == [0.05, 0.1, 0.2, 0.4, 0.5, 0.5, 0.5]
-    assert stop.pauses[7:9] == [0.05, 0.1]
+    assert stop.pauses[:7] == [0.05] * 7
+    assert stop.pauses[7:10] == [0.05] * 3
     assert capture.captured == 1
