@@ -13,6 +13,10 @@ class VersionConflictError(RolloutError):
     """Someone else changed the rollout state between our read and our write."""
 
 
+class UnconfirmedWriteError(RetryableError, RolloutError):
+    """A rollout state write reached the primary but no majority confirmed it in time."""
+
+
 class PlanError(ConfigError):
     """The plan file is invalid; nothing was changed."""
 

@@ -15,10 +15,14 @@ from typing import Any, Literal
 
 from pymongo import MongoClient
 from pymongo.collection import Collection
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import DuplicateKeyError, WriteConcernError
 
 from stream_migrator.mongo import on_primary
-from stream_migrator.rollout.errors import RolloutError, VersionConflictError
+from stream_migrator.rollout.errors import (
+    RolloutError,
+    UnconfirmedWriteError,
+    VersionConflictError,
+)
 from stream_migrator.rollout.stages import Stage
 
 Path = Literal["old", "new", "split"]
@@ -147,9 +151,12 @@ class StateStore:
         )
         doc = after.to_doc()
         doc.pop("_id")
-        outcome = self.coll.update_one(
-            {"_id": before.migration, "version": before.version}, {"$set": doc}
-        )
+        try:
+            outcome = self.coll.update_one(
+                {"_id": before.migration, "version": before.version}, {"$set": doc}
+            )
+        except WriteConcernError as exc:
+            return self._unconfirmed(before, after, exc)
         if outcome.matched_count != 1:
             current = self.load(before.migration)
             raise VersionConflictError(
@@ -159,6 +166,45 @@ class StateStore:
                 "re-read with `rollout status` and retry"
             )
         return after
+
+    def _unconfirmed(
+        self, before: RolloutState, after: RolloutState, exc: WriteConcernError
+    ) -> RolloutState:
+        """The primary applied ``after`` but no majority confirmed it in time (wtimeout).
+
+        Read it again (a majority read, see ``on_primary``): if a majority sees our
+        write, it is durable and the swap succeeded. If it still sees ``before``, the
+        write may yet commit or be rolled back by a failover: say so, retryably,
+        rather than let a retry meet our own write and call it a conflict. Anything
+        else is another writer's version: a conflict as any other.
+        """
+        current = self.load(before.migration)
+        ours = (after.version, after.updated_by, _utc(after.updated_at))
+        if (
+            current is not None
+            and (current.version, current.updated_by, _utc(current.updated_at)) == ours
+        ):
+            return current
+        if current is not None and current.version == before.version:
+            raise UnconfirmedWriteError(
+                f"the rollout state write of {before.migration!r} (version {before.version} -> "
+                f"{after.version}) reached the primary but was not confirmed by a majority in "
+                f"time ({exc}); it may still become durable, or be rolled back by a failover. "
+                "Check the replica set's health, then re-read with `rollout status` and "
+                "retry if it is still at the old version"
+            ) from exc
+        raise VersionConflictError(
+            f"rollout state of {before.migration!r} changed under us (we read version "
+            f"{before.version}, it is now {current.version if current else 'gone'}, by "
+            f"{current.updated_by if current else '?'}); our write reached the primary but "
+            "no majority confirmed it, and it is not there now - re-read with `rollout "
+            "status` and retry"
+        ) from exc
+
+
+def _utc(at: dt.datetime | None) -> dt.datetime | None:
+    """``at`` as an aware UTC time (a client without tz_aware reads BSON dates naive)."""
+    return at if at is None or at.tzinfo is not None else at.replace(tzinfo=dt.UTC)
 
 
 def _now() -> dt.datetime:
