@@ -14,6 +14,7 @@ from bson.timestamp import Timestamp
 
 from stream_migrator import events
 from stream_migrator.errors import ConfigError
+from stream_migrator.rollout import stamps
 from stream_migrator.rollout.errors import PlanError
 from stream_migrator.rollout.fences import Measurements, _quantile, error_rate, evaluate, missing
 from stream_migrator.rollout.leases import Lease, LeaseWatch
@@ -317,8 +318,16 @@ def test_stamps_in_one_second_strictly_increase() -> None:
     assert all(events.is_app_version(v) for v in versions)
 
 
-def test_stamp_is_never_behind_a_cluster_time_the_router_saw() -> None:
-    """A database clock ahead of the local one lifts the stamps above its cluster time."""
+def test_stamp_is_never_behind_a_cluster_time_the_router_saw(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A database clock ahead of the local one lifts the stamps above its cluster time.
+
+    On a clock of its own: the process's clock would stamp an hour ahead for every
+    later test in this process (an integration test run after this one in the same
+    session then saw its old-path writes refused as older than a stamp).
+    """
+    monkeypatch.setattr(stamps, "_CLOCK", stamps._StampClock())
     ahead = Timestamp(int(time.time()) + 3600, 12345)
     observe_cluster_time(ahead)
     v = version_now()
